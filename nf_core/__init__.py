@@ -1,0 +1,1 @@
+"""NeuralFuse core: pure PyTorch (no Ray, no MLflow)."""

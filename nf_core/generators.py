@@ -1,0 +1,160 @@
+"""NeuralFuse generators G (METHOD.md, Appendix B) and the UIP baseline, behind one registry.
+
+Every generator maps x (B, 3, H, W) in [-1, 1] to a perturbation of the same shape; the
+transformation x' = clamp(x + G(x), -1, 1) lives in `nf_core.transform`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from nf_core.registry import Registry
+
+GENERATORS: Registry[nn.Module] = Registry("generator")
+
+
+def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    """3×3 conv with bias, BatchNorm, ReLU: the generators' basic unit."""
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def deconv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    """Transposed conv k4 s2 p1 (doubles H, W), BatchNorm, ReLU."""
+    return nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, 2, 1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def _pool() -> nn.MaxPool2d:
+    return nn.MaxPool2d(2)
+
+
+def _up() -> nn.Upsample:
+    return nn.Upsample(scale_factor=2, mode="nearest")
+
+
+def _conv_l_encoder() -> list[nn.Module]:
+    return [conv_bn_relu(3, 32), conv_bn_relu(32, 32), _pool(),
+            conv_bn_relu(32, 64), conv_bn_relu(64, 64), _pool(),
+            conv_bn_relu(64, 128), conv_bn_relu(128, 128), _pool()]
+
+
+class _Sequential(nn.Module):
+    """A generator that is one Sequential stack."""
+
+    def __init__(self, *layers: nn.Module) -> None:
+        super().__init__()
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@GENERATORS.register("ConvL")
+class ConvL(_Sequential):
+    def __init__(self, input_size: int = 32) -> None:
+        super().__init__(
+            *_conv_l_encoder(),
+            conv_bn_relu(128, 128), _up(), conv_bn_relu(128, 128), conv_bn_relu(128, 64), _up(),
+            conv_bn_relu(64, 64), conv_bn_relu(64, 32), _up(), conv_bn_relu(32, 32),
+            nn.Conv2d(32, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Tanh(),
+        )
+
+
+@GENERATORS.register("ConvS")
+class ConvS(_Sequential):
+    def __init__(self, input_size: int = 32) -> None:
+        super().__init__(
+            conv_bn_relu(3, 32), _pool(), conv_bn_relu(32, 64), _pool(), conv_bn_relu(64, 64), _pool(),
+            conv_bn_relu(64, 64), _up(), conv_bn_relu(64, 32), _up(), conv_bn_relu(32, 3), _up(),
+            nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Tanh(),
+        )
+
+
+@GENERATORS.register("DeConvL")
+class DeConvL(_Sequential):
+    def __init__(self, input_size: int = 32) -> None:
+        super().__init__(
+            *_conv_l_encoder(),
+            conv_bn_relu(128, 128), deconv_bn_relu(128, 64), conv_bn_relu(64, 64),
+            deconv_bn_relu(64, 32), conv_bn_relu(32, 32),
+            nn.ConvTranspose2d(32, 3, 4, 2, 1), nn.BatchNorm2d(3), nn.Tanh(),
+        )
+
+
+@GENERATORS.register("DeConvS")
+class DeConvS(_Sequential):
+    def __init__(self, input_size: int = 32) -> None:
+        super().__init__(
+            conv_bn_relu(3, 32), _pool(), conv_bn_relu(32, 64), _pool(), conv_bn_relu(64, 64), _pool(),
+            deconv_bn_relu(64, 64), deconv_bn_relu(64, 32),
+            nn.ConvTranspose2d(32, 3, 4, 2, 1), nn.BatchNorm2d(3), nn.Tanh(),
+        )
+
+
+class DoubleConv(nn.Sequential):
+    """(3×3 conv without bias, BN, ReLU) twice: the UNet unit."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        )
+
+
+class UNet(nn.Module):
+    """UNet with three down and three up steps; ConvT k2 s2 p0 restores the size exactly."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        chans = [c, 2 * c, 4 * c, 8 * c]
+        self.inc = DoubleConv(3, chans[0])
+        self.downs = nn.ModuleList(
+            nn.Sequential(nn.MaxPool2d(2), DoubleConv(a, b)) for a, b in zip(chans[:-1], chans[1:])
+        )
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(b, a, 2, 2) for a, b in zip(chans[:-1], chans[1:]))
+        self.up_convs = nn.ModuleList(DoubleConv(2 * a, a) for a in chans[:-1])
+        self.outc = nn.Conv2d(chans[0], 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [self.inc(x)]
+        for down in self.downs:
+            skips.append(down(skips[-1]))
+        h = skips.pop()
+        for i in reversed(range(len(self.ups))):
+            h = self.up_convs[i](torch.cat([skips.pop(), self.ups[i](h)], dim=1))
+        return self.outc(h)  # no tanh: the clamp in the transformation bounds x'
+
+
+@GENERATORS.register("UNetL")
+class UNetL(UNet):
+    def __init__(self, input_size: int = 32) -> None:
+        super().__init__(16)
+
+
+@GENERATORS.register("UNetS")
+class UNetS(UNet):
+    def __init__(self, input_size: int = 32) -> None:
+        super().__init__(8)
+
+
+@GENERATORS.register("UIP")
+class UIP(nn.Module):
+    """Universal input perturbation baseline: G(x) is one trainable tensor the shape of an input."""
+
+    def __init__(self, input_size: int = 32) -> None:
+        super().__init__()
+        self.delta = nn.Parameter(torch.zeros(1, 3, input_size, input_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.delta.expand_as(x)
+
+
+PAPER_GENERATORS = ("ConvL", "ConvS", "DeConvL", "DeConvS", "UNetL", "UNetS")
+
+
+def create_generator(name: str, input_size: int = 32) -> nn.Module:
+    """Build a registered generator (``input_size`` matters only to UIP)."""
+    from nf_core.validation import check_choice
+
+    GENERATORS.get(name)
+    check_choice("input size", input_size, (32, 224))
+    return GENERATORS.create(name, input_size=input_size)

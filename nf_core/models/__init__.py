@@ -1,0 +1,35 @@
+"""Base models: ResNet18/50 and VGG11/16/19, CIFAR-style (32×32) and ImageNet-style (224×224)."""
+from __future__ import annotations
+
+import torch.nn as nn
+
+from nf_core.registry import Registry
+
+MODELS: Registry[nn.Module] = Registry("model")
+INPUT_SIZES = (32, 224)
+
+
+def scaled(channels: int, width: float) -> int:
+    """Channel count under a width multiplier (never below 1)."""
+    return max(1, int(round(channels * width)))
+
+from nf_core.models import resnet, vgg  # noqa: E402,F401  (registers the architectures)
+
+
+def create_model(name: str, num_classes: int = 10, input_size: int = 32, width: float = 1.0) -> nn.Module:
+    """Build a registered base model. input_size 32 → CIFAR style, 224 → ImageNet style.
+
+    ``width`` scales every channel count (1.0 = exactly the paper's architecture).
+    """
+    from nf_core.validation import check_choice
+
+    MODELS.get(name)  # unknown names fail first
+    check_choice("input size", input_size, INPUT_SIZES)
+    if num_classes < 1:
+        raise ValueError(f"num_classes {num_classes!r} must be >= 1")
+    if not width > 0:
+        raise ValueError(f"width {width!r} must be > 0")
+    return MODELS.create(name, num_classes=num_classes, input_size=input_size, width=width)
+
+
+__all__ = ["MODELS", "INPUT_SIZES", "create_model", "scaled"]
