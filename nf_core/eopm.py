@@ -1,0 +1,83 @@
+"""EOPM: Expectation Over Perturbed Models (the NeuralFuse training objective).
+
+loss = CE(f(x'), y) + λ · (1/N) Σ_k CE(f_pk(x'), y),  x' = clamp(x + G(x), -1, 1),
+with N chips sampled afresh for each batch; only G is trained. For an ensemble of base
+models (the paper's Appendix G.4) the per-model losses are summed.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from nf_core.chips import ChipConfig
+from nf_core.deployed import DeployedModel
+from nf_core.quant import fake_quant_params
+from nf_core.transform import neuralfuse
+
+TRAIN_SEED_BASE = 2**62  # training chips live at or above this; evaluation chips below it
+
+
+def training_chip_seeds(seed: int, step: int, n: int) -> list[int]:
+    """The n chips of one training batch: a seeded stream, disjoint from evaluation chips."""
+    state = np.random.SeedSequence([int(seed), int(step)]).generate_state(n, dtype=np.uint64)
+    return [TRAIN_SEED_BASE + int(s % np.uint64(TRAIN_SEED_BASE)) for s in state]
+
+
+def transform(generator: nn.Module, x: torch.Tensor, generator_bits: int | None = None) -> torch.Tensor:
+    """x' for training: G optionally run with fake-quantized weights (quantization-aware)."""
+    if generator_bits is None:
+        return neuralfuse(x, generator)
+    params = fake_quant_params(generator, generator_bits)
+    return torch.clamp(x + functional_call(generator, params, (x,)), -1.0, 1.0)
+
+
+def eopm_loss(
+    bases: Sequence[DeployedModel],
+    x_t: torch.Tensor,
+    y: torch.Tensor,
+    chip_seeds: Sequence[int],
+    chip: ChipConfig,
+    lam: float,
+    batching: str = "vmap",
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """EOPM loss of transformed inputs ``x_t`` (computed once per batch) over N chips per base model."""
+    total = x_t.new_zeros(())
+    clean_ce, pert_ce = 0.0, 0.0
+    for base in bases:
+        ce_clean = F.cross_entropy(base.logits(x_t), y)
+        logits = base.perturbed_logits(x_t, base.stacked_chip_weights(chip_seeds, chip), batching)  # (N, B, C)
+        ce_pert = F.cross_entropy(logits.flatten(0, 1), y.repeat(logits.shape[0]))  # mean over chips and batch
+        total = total + ce_clean + lam * ce_pert
+        clean_ce += ce_clean.item()
+        pert_ce += ce_pert.item()
+    return total, {"loss": total.item(), "ce_clean": clean_ce / len(bases), "ce_perturbed": pert_ce / len(bases)}
+
+
+def eopm_step(
+    generator: nn.Module,
+    bases: Sequence[DeployedModel],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    chip_seeds: Sequence[int],
+    chip: ChipConfig,
+    lam: float,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    generator_bits: int | None = None,
+    batching: str = "vmap",
+) -> dict[str, float]:
+    """One generator update: G(x) once, clean + N perturbed passes, backward into G only."""
+    generator.train()
+    x_t = transform(generator, x, generator_bits)
+    loss, metrics = eopm_loss(bases, x_t, y, chip_seeds, chip, lam, batching)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()  # the paper steps StepLR every iteration
+    return metrics

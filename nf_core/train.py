@@ -1,0 +1,198 @@
+"""Training loops: quantization-aware base models, and NeuralFuse generators with EOPM.
+
+Both are plain functions of a config dataclass. Each epoch is reproducible from
+(seed, epoch) alone — data order, augmentation and training chips — so a run resumed
+from any epoch checkpoint ends with exactly the weights of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call
+from torch.utils.data import Dataset
+
+from nf_core.checkpoint import rng_state, set_rng_state
+from nf_core.chips import ChipConfig
+from nf_core.data import epoch_seed, make_loader
+from nf_core.deployed import BATCHING, DeployedModel
+from nf_core.eopm import eopm_step, training_chip_seeds
+from nf_core.quant import fake_quant_params
+from nf_core.validation import check_bits, check_choice, check_lambda, check_n_chips
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("none", "cosine")
+EpochCallback = Callable[[int, dict[str, float], dict[str, Any]], None]
+
+
+@dataclass
+class BaseTrainConfig:
+    """QAT of a base model. Defaults: the reference's README (SGD 0.9, lr 1e-3, no schedule)."""
+
+    epochs: int = 300
+    batch_size: int = 256
+    optimizer: str = "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "none"
+    bits: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_bits(self.bits)
+
+
+@dataclass
+class GeneratorTrainConfig:
+    """EOPM training of a generator. Defaults: the paper's settings (METHOD.md)."""
+
+    ber: float = 0.01
+    lam: float = 5.0
+    n_chips: int = 5
+    fault_model: str = "stuck_at"
+    layout: str = "wrap"
+    epochs: int = 150
+    batch_size: int = 256
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.5, 0.999)
+    step_size: int = 500
+    gamma: float = 0.96
+    generator_bits: int | None = None
+    batching: str = "loop"
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.chip  # validates BER, fault model and layout
+        check_lambda(self.lam)
+        check_n_chips(self.n_chips)
+        check_choice("batching", self.batching, BATCHING)
+        if self.generator_bits is not None:
+            check_bits(self.generator_bits)
+        self.betas = tuple(self.betas)  # type: ignore[assignment]
+
+    @property
+    def chip(self) -> ChipConfig:
+        return ChipConfig(self.ber, self.fault_model, self.layout)
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def _epoch_loader(dataset: Dataset, batch_size: int, seed: int, epoch: int):
+    torch.manual_seed(epoch_seed(seed, epoch) + 1)  # augmentation / dropout of this epoch
+    return make_loader(dataset, batch_size, shuffle=True, seed=epoch_seed(seed, epoch))
+
+
+def _resume(ckpt: dict[str, Any] | None, model: nn.Module, opt, sched) -> tuple[int, int, list]:
+    if ckpt is None:
+        return 0, 0, []
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    if sched is not None and ckpt.get("scheduler") is not None:
+        sched.load_state_dict(ckpt["scheduler"])
+    set_rng_state(ckpt["rng"])
+    return ckpt["epoch"], ckpt["step"], list(ckpt.get("history", []))
+
+
+def _checkpoint(kind: str, model, opt, sched, epoch: int, step: int, cfg, history, spec) -> dict[str, Any]:
+    return {
+        "kind": kind, "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched is not None else None,
+        "rng": rng_state(), "epoch": epoch, "step": step, "config": asdict(cfg),
+        "history": list(history), "spec": dict(spec or {}),
+    }
+
+
+def train_base(
+    model: nn.Module,
+    train_set: Dataset,
+    cfg: BaseTrainConfig,
+    resume: dict[str, Any] | None = None,
+    on_epoch: EpochCallback | None = None,
+    spec: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Quantization-aware training: forward with fake-quantized b-bit weights, STE gradients.
+
+    ``spec`` (model name, classes, input size, width …) is stored in the checkpoint so the
+    model can be rebuilt from it. Returns the final checkpoint.
+    """
+    device = _device_of(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs) if cfg.schedule == "cosine" else None
+    start, step, history = _resume(resume, model, opt, sched)
+    ckpt = resume
+    for epoch in range(start, cfg.epochs):
+        model.train()
+        t0, seen, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
+        for x, y in _epoch_loader(train_set, cfg.batch_size, cfg.seed, epoch):
+            x, y = x.to(device), y.to(device)
+            logits = functional_call(model, fake_quant_params(model, cfg.bits), (x,))
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            seen += len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            loss_sum += loss.item() * len(y)
+        if sched is not None:
+            sched.step()
+        metrics = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": 100.0 * correct / seen,
+                   "seconds": time.perf_counter() - t0}
+        history.append(metrics)
+        ckpt = _checkpoint("base", model, opt, sched, epoch + 1, step, cfg, history, spec)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, metrics, ckpt)
+    return ckpt if ckpt is not None else _checkpoint("base", model, opt, sched, start, step, cfg, history, spec)
+
+
+def generator_optimizer(generator: nn.Module, cfg: GeneratorTrainConfig):
+    """The paper's optimiser: Adam(lr, betas (0.5, 0.999)) with StepLR stepped every iteration."""
+    opt = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=cfg.betas)
+    return opt, torch.optim.lr_scheduler.StepLR(opt, cfg.step_size, cfg.gamma)
+
+
+def train_generator(
+    generator: nn.Module,
+    bases: Sequence[DeployedModel],
+    train_set: Dataset,
+    cfg: GeneratorTrainConfig,
+    resume: dict[str, Any] | None = None,
+    on_epoch: EpochCallback | None = None,
+    spec: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """EOPM training of ``generator`` against one base model or an ensemble. Returns the final checkpoint."""
+    device = _device_of(generator)
+    opt, sched = generator_optimizer(generator, cfg)
+    start, step, history = _resume(resume, generator, opt, sched)
+    chip, ckpt = cfg.chip, resume
+    for epoch in range(start, cfg.epochs):
+        t0, n, sums = time.perf_counter(), 0, {}
+        for x, y in _epoch_loader(train_set, cfg.batch_size, cfg.seed, epoch):
+            x, y = x.to(device), y.to(device)
+            seeds = training_chip_seeds(cfg.seed, step, cfg.n_chips)
+            m = eopm_step(generator, bases, x, y, seeds, chip, cfg.lam, opt, sched, cfg.generator_bits, cfg.batching)
+            step += 1
+            n += 1
+            for k, v in m.items():
+                sums[k] = sums.get(k, 0.0) + v
+        metrics = {"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in sums.items()},
+                   "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+        history.append(metrics)
+        ckpt = _checkpoint("generator", generator, opt, sched, epoch + 1, step, cfg, history, spec)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, metrics, ckpt)
+    return ckpt if ckpt is not None else _checkpoint("generator", generator, opt, sched, start, step, cfg, history, spec)
