@@ -1,0 +1,279 @@
+"""Cost model (METHOD.md, Energy): parameters, MACs, total weight-memory accesses (TWMA), energy saving.
+
+TWMA is SCALE-SIM 3.0.0's "SRAM Filter Reads" summed over one topology row per Conv2d,
+ConvTranspose2d and Linear layer (1×1 shortcuts and the classifier included), for an
+output-stationary ('os') 32×32 systolic array with 256 KB of filter SRAM. The simulator takes
+minutes per network and crashes with numpy >= 2.4, so the count is computed in closed form here;
+tests/test_cost.py runs SCALE-SIM itself on real layers and checks that the two agree.
+
+The topology rows (what the paper fed SCALE-SIM, recovered from its Table 6):
+- Conv2d: the input map padded by 2·padding (every registered conv has padding K//2), its kernel,
+  channels, filters and stride. SCALE-SIM rounds the output up, OH = ceil((H' − K + S) / S):
+  a stride-2 3×3 conv on a padded 34×34 map gives 17×17, where PyTorch gives 16×16.
+- Linear: a 1×1 convolution on a 1×1 input.
+- ConvTranspose2d, which SCALE-SIM lacks: the paper's stand-in, a stride-1 convolution with input
+  and output swapped. Its input is the transposed conv's output map padded by 2·padding, its
+  channels are the transposed conv's outputs, its filters the transposed conv's inputs.
+
+Closed form for the os dataflow: output pixels go to the array's 32 rows and filters to its 32
+columns; each fold of at most 32 pixels streams every weight of its filters once, so
+    SRAM Filter Reads = ceil(OH·OW / 32) · K_h·K_w·C_in·C_out.
+
+Unit convention: the paper's TWMA is SCALE-SIM's count divided by 8 (READS_PER_ACCESS). SCALE-SIM
+counts one read per 8-bit weight; the paper's SRAM is 64 bits wide (a 512×64-bit array), so one
+access fetches eight weights. This reproduces the paper's Table 6 exactly for all five CIFAR base
+models (ResNet18: 22,047,744 / 8 = 2,755,968) and for ConvL, ConvS, DeConvL and DeConvS. UNetL and
+UNetS differ (paper 180,894 / 45,711; here 173,696 / 43,904): the paper's topology padded the input
+of every UNet layer by 2, its 1×1 output conv and 2×2 transposed convs included, although those
+layers have padding 0 (ResNet's 1×1 shortcuts it left unpadded). Energy saving depends only on
+the ratio TWMA_gen / TWMA_base, so the unit never changes it.
+
+MACs and parameters come from ptflops (what the paper used) at batch 1, with the conventions of
+ptflops <= 0.7, which reproduce the paper's Table 7: only modules are counted (ptflops 0.7.5's
+functional patching counts nn.ReLU and pooling modules twice and torch.relu never), and a transposed conv costs
+its kernel volume per *output* position (ptflops 0.7.5 charges input positions). Models are built
+on the meta device, so even the 139M-parameter ImageNet VGG19 is profiled in milliseconds.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import io
+import math
+from contextlib import redirect_stdout
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from nf_core.validation import check_choice
+from nf_core.voltage import VoltageTable, load_voltage_table
+
+ARRAY_ROWS = 32  # the 32×32 array's rows: output pixels per fold in the os dataflow
+READS_PER_ACCESS = 8  # 8-bit weights per 64-bit SRAM word: paper TWMA = SCALE-SIM reads / 8
+
+# dataset -> (num_classes, input_size); profiling never touches data on disk.
+DATASET_SHAPES: dict[str, tuple[int, int]] = {
+    "cifar10": (10, 32),
+    "cifar100": (100, 32),
+    "gtsrb": (43, 32),
+    "imagenet10": (10, 224),
+    "digits": (10, 32),
+}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One SCALE-SIM topology row (conv mode): padded input map, filter, channels, filters, stride."""
+
+    name: str
+    ifmap_h: int
+    ifmap_w: int
+    filter_h: int
+    filter_w: int
+    channels: int
+    num_filters: int
+    stride: int
+
+    @property
+    def ofmap(self) -> tuple[int, int]:
+        """Output size as SCALE-SIM computes it (rounded up)."""
+        s = self.stride
+        return math.ceil((self.ifmap_h - self.filter_h + s) / s), math.ceil((self.ifmap_w - self.filter_w + s) / s)
+
+    @property
+    def weights(self) -> int:
+        return self.filter_h * self.filter_w * self.channels * self.num_filters
+
+
+def layer_filter_reads(layer: Layer, array_rows: int = ARRAY_ROWS) -> int:
+    """SCALE-SIM's "SRAM Filter Reads" for one layer, os dataflow: ceil(OH·OW / rows) · weights."""
+    oh, ow = layer.ofmap
+    return math.ceil(oh * ow / array_rows) * layer.weights
+
+
+def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _layer_row(name: str, mod: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> Layer:
+    if isinstance(mod, nn.Linear):
+        positions = inp.numel() // (inp.shape[0] * mod.in_features)  # 1 for (B, F) inputs
+        return Layer(name, 1, positions, 1, 1, mod.in_features, mod.out_features, 1)
+    if mod.groups != 1 or _pair(mod.dilation) != (1, 1) or isinstance(mod.padding, str):
+        raise NotImplementedError(f"layer {name!r}: TWMA supports ungrouped, undilated convs with numeric "
+                                  f"padding (every registered model and generator has only those)")
+    (kh, kw), (ph, pw), (sh, sw) = _pair(mod.kernel_size), _pair(mod.padding), _pair(mod.stride)
+    if isinstance(mod, nn.ConvTranspose2d):
+        # Stand-in: stride-1 conv from the transposed conv's output back to its input channels.
+        oh, ow = out.shape[-2:]
+        return Layer(name, oh + 2 * ph, ow + 2 * pw, kh, kw, mod.out_channels, mod.in_channels, 1)
+    if sh != sw:
+        raise NotImplementedError(f"layer {name!r}: SCALE-SIM's conv topology has one stride; got {(sh, sw)}")
+    h, w = inp.shape[-2:]
+    return Layer(name, h + 2 * ph, w + 2 * pw, kh, kw, mod.in_channels, mod.out_channels, sh)
+
+
+def _probe_input(module: nn.Module, input_size: int) -> torch.Tensor:
+    tensor = next(iter(module.parameters()), None)
+    if tensor is None:
+        tensor = next(iter(module.buffers()), None)
+    device = tensor.device if tensor is not None else torch.device("cpu")
+    return torch.zeros(1, 3, input_size, input_size, device=device)
+
+
+def scalesim_layers(module: nn.Module, input_size: int) -> list[Layer]:
+    """SCALE-SIM topology rows of ``module`` in execution order, from one forward pass at batch 1.
+
+    Works on meta-device modules (shapes only). The module's train/eval modes are restored.
+    """
+    rows: list[Layer] = []
+    names = {m: n for n, m in module.named_modules()}
+
+    def hook(mod: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        rows.append(_layer_row(names[mod] or type(mod).__name__, mod, inputs[0], output))
+
+    kinds = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, kinds)]
+    modes = {m: m.training for m in module.modules()}
+    try:
+        module.eval()  # BatchNorm on one sample needs eval mode
+        with torch.no_grad():
+            module(_probe_input(module, input_size))
+    finally:
+        for h in handles:
+            h.remove()
+        for m, training in modes.items():
+            m.training = training
+    return rows
+
+
+def twma(module: nn.Module, input_size: int) -> int:
+    """Total weight-memory accesses in the paper's unit: ceil(Σ SRAM Filter Reads / 8)."""
+    reads = sum(layer_filter_reads(layer) for layer in scalesim_layers(module, input_size))
+    return -(-reads // READS_PER_ACCESS)
+
+
+def _conv_transpose_macs(module: nn.ConvTranspose2d, inputs: tuple, output: torch.Tensor) -> None:
+    # ptflops <= 0.7 (the paper's numbers): kernel volume per *output* position, plus bias.
+    positions = output.shape[0] * math.prod(output.shape[2:])
+    per_position = math.prod(module.kernel_size) * module.in_channels * (module.out_channels // module.groups)
+    bias = module.out_channels * positions if module.bias is not None else 0
+    module.__flops__ += int(per_position * positions + bias)
+
+
+def count_params_macs(module: nn.Module, input_size: int) -> tuple[int, int]:
+    """(parameters, MACs) at batch 1 with ptflops, counted on a copy of ``module``."""
+    from ptflops import get_model_complexity_info  # imported here: only profiling needs it
+
+    model = copy.deepcopy(module)  # ptflops switches to eval mode and leaves attributes behind
+    with redirect_stdout(io.StringIO()) as log:  # ptflops reports failures by printing
+        macs, params = get_model_complexity_info(
+            model, (3, input_size, input_size), as_strings=False, print_per_layer_stat=False,
+            backend="pytorch", custom_modules_hooks={nn.ConvTranspose2d: _conv_transpose_macs},
+            backend_specific_config={"count_functional": False},
+        )
+    if macs is None or params is None:
+        raise RuntimeError(f"ptflops could not count {type(module).__name__}: {log.getvalue().strip()}")
+    return int(params), int(macs)
+
+
+def profile_module(module: nn.Module, input_size: int) -> dict[str, int]:
+    """``{"params", "macs", "twma"}`` for any module taking (1, 3, input_size, input_size)."""
+    params, macs = count_params_macs(module, input_size)
+    return {"params": params, "macs": macs, "twma": twma(module, input_size)}
+
+
+def dataset_shape(dataset: str) -> tuple[int, int]:
+    """(num_classes, input_size) of a dataset name."""
+    check_choice("dataset", dataset, DATASET_SHAPES)
+    return DATASET_SHAPES[dataset]
+
+
+@functools.lru_cache(maxsize=None)
+def _profile_registered(kind: str, name: str, dataset: str) -> tuple[tuple[str, int], ...]:
+    from nf_core.generators import create_generator
+    from nf_core.models import create_model
+
+    num_classes, input_size = dataset_shape(dataset)
+    with torch.device("meta"):  # shapes only: no allocation, no weight init
+        if kind == "model":
+            module = create_model(name, num_classes=num_classes, input_size=input_size)
+        else:
+            module = create_generator(name, input_size=input_size)
+    return tuple(profile_module(module, input_size).items())
+
+
+def profile_model(name: str, dataset: str) -> dict[str, int]:
+    """``{"params", "macs", "twma"}`` of a registered base model built for ``dataset``."""
+    from nf_core.models import MODELS
+
+    MODELS.get(name)  # unknown names fail with the list of valid ones
+    return dict(_profile_registered("model", name, dataset))
+
+
+def profile_generator(name: str, dataset: str) -> dict[str, int]:
+    """``{"params", "macs", "twma"}`` of a registered generator at ``dataset``'s input size."""
+    from nf_core.generators import GENERATORS
+
+    GENERATORS.get(name)
+    return dict(_profile_registered("generator", name, dataset))
+
+
+def energy_saving(twma_base: int, twma_gen: int, energy_ratio: float) -> float:
+    """ES in percent: 100 · (1 − (TWMA_base·e_LV + TWMA_gen·e_NV) / (TWMA_base·e_NV)).
+
+    ``energy_ratio`` is e_LV / e_NV; the generator runs at nominal voltage.
+    """
+    if not twma_base > 0 or twma_gen < 0:
+        raise ValueError(f"need base accesses > 0 and generator accesses >= 0; got {twma_base!r}, {twma_gen!r}")
+    if not energy_ratio > 0:
+        raise ValueError(f"energy_ratio {energy_ratio!r} must be > 0 (per-access energy e_LV / e_NV)")
+    return 100.0 * (1.0 - (twma_base * energy_ratio + twma_gen) / twma_base)
+
+
+def mac_energy_saving(macs_base: int, macs_gen: int, energy_ratio: float) -> float:
+    """MAC-ES in percent: the same formula with MACs in place of TWMA (paper's Eq. 7)."""
+    return energy_saving(macs_base, macs_gen, energy_ratio)
+
+
+def profile_pair(model: str, generator: str, dataset: str, ber: float | None = None,
+                 voltage_table: VoltageTable | None = None) -> dict:
+    """``{"model": {...}, "generator": {...}}``, plus ``energy_saving`` and ``mac_energy_saving``
+    (percent) when ``ber`` is given; the energy ratio comes from ``voltage_table`` (default: shipped)."""
+    out: dict = {"model": profile_model(model, dataset), "generator": profile_generator(generator, dataset)}
+    if ber is not None:
+        ratio = (voltage_table or load_voltage_table()).energy_ratio(ber)
+        out["energy_saving"] = energy_saving(out["model"]["twma"], out["generator"]["twma"], ratio)
+        out["mac_energy_saving"] = mac_energy_saving(out["model"]["macs"], out["generator"]["macs"], ratio)
+    return out
+
+
+def profile_table(dataset: str, ber: float | None = None, voltage_table: VoltageTable | None = None,
+                  models: list[str] | None = None, generators: list[str] | None = None) -> list[dict]:
+    """One flat row per base model × generator (default: all registered models × the paper's six
+    generators), the paper's Tables 2, 6, 7 and 8 in long form. Energy columns are None without ``ber``."""
+    from nf_core.generators import PAPER_GENERATORS
+    from nf_core.models import MODELS
+
+    ratio = (voltage_table or load_voltage_table()).energy_ratio(ber) if ber is not None else None
+    rows = []
+    for m in models or MODELS.names():
+        for g in generators or PAPER_GENERATORS:
+            pair = profile_pair(m, g, dataset)
+            row: dict = {"dataset": dataset, "model": m, "generator": g}
+            row.update({f"model_{k}": v for k, v in pair["model"].items()})
+            row.update({f"generator_{k}": v for k, v in pair["generator"].items()})
+            row["ber"], row["energy_ratio"] = ber, ratio
+            row["energy_saving"] = None if ratio is None else energy_saving(row["model_twma"], row["generator_twma"], ratio)
+            row["mac_energy_saving"] = (None if ratio is None
+                                        else mac_energy_saving(row["model_macs"], row["generator_macs"], ratio))
+            rows.append(row)
+    return rows
+
+
+__all__ = [
+    "ARRAY_ROWS", "READS_PER_ACCESS", "DATASET_SHAPES", "Layer", "layer_filter_reads", "scalesim_layers",
+    "twma", "count_params_macs", "profile_module", "dataset_shape", "profile_model", "profile_generator",
+    "energy_saving", "mac_energy_saving", "profile_pair", "profile_table", "load_voltage_table",
+]

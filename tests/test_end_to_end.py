@@ -1,0 +1,63 @@
+"""End to end on the offline digits dataset: QAT base → PA collapse → EOPM generator recovers it."""
+import json
+import subprocess
+import sys
+
+import torch
+
+from nf_core.chips import ChipConfig
+from nf_core.data import load_dataset, make_loader
+from nf_core.deployed import DeployedModel
+from nf_core.evaluate import evaluate, evaluation_chip_seeds
+from nf_core.generators import create_generator
+from nf_core.models import create_model
+from nf_core.train import BaseTrainConfig, GeneratorTrainConfig, train_base, train_generator
+
+
+def test_neuralfuse_recovers_perturbed_accuracy_on_digits() -> None:
+    ds = load_dataset("digits")
+    test = make_loader(ds.test, 256, shuffle=False)
+    torch.manual_seed(0)
+    model = create_model("resnet18", ds.num_classes, ds.input_size, width=0.25)
+    train_base(model, ds.train, BaseTrainConfig(epochs=8, batch_size=64, optimizer="adam", lr=2e-3, schedule="cosine"))
+    base = DeployedModel(model)
+    chips = evaluation_chip_seeds(10)
+
+    # Pick the lowest BER at which bit errors cost at least 20 points of accuracy.
+    ber, before = None, None
+    for p in (0.02, 0.03, 0.04, 0.05, 0.07):
+        r = evaluate(base, test, ChipConfig(p), chip_seeds=chips)
+        if r["ca"] - r["pa_mean"] >= 20:
+            ber, before = p, r
+            break
+    assert ber is not None, "no BER made PA fall 20 points below CA"
+    assert before["ca"] > 90
+
+    gen = create_generator("ConvS")
+    train_generator(gen, [base], ds.train, GeneratorTrainConfig(ber=ber, epochs=4, batch_size=64, n_chips=4))
+    after = evaluate(base, test, ChipConfig(ber), gen, chip_seeds=chips)
+    assert after["pa_mean"] == before["pa_mean"]  # same chips, same base model
+    assert after["pa_nf_mean"] - after["pa_mean"] >= 10, after
+    assert after["ca_nf"] > 80
+
+
+def test_nf_demo_command(tmp_path) -> None:
+    """The README's main command, shortened: it runs, prints the table and writes its outputs."""
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "nf_core.cli", "demo", "--out", str(out), "--base-epochs", "1",
+                           "--generator-epochs", "1", "--model", "vgg11"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "PA (NF)" in proc.stdout and "RP" in proc.stdout
+    res = json.loads((out / "results.json").read_text())["results"]
+    assert res["chips"] == 10 and res["model"] == "vgg11"
+    assert (out / "base.pt").exists() and (out / "generator.pt").exists()
+
+
+def test_nf_demo_rejects_bad_input_before_compute(tmp_path) -> None:
+    for args, needle in ((["--model", "resnet34"], "resnet18"), (["--ber", "2"], "BER"),
+                         (["--generator", "Conv"], "UNetL")):
+        proc = subprocess.run([sys.executable, "-m", "nf_core.cli", "demo", "--out", str(tmp_path / "x"), *args],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "x").exists()
