@@ -22,10 +22,10 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nf", description="NeuralFuse experiments and sweeps")
-    sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="small end-to-end run on the offline digits dataset (CPU, a few minutes)")
+def add_core_commands(sub: argparse._SubParsersAction, pipeline_name: str = "demo") -> None:
+    """nf_core's commands: the single-process pipeline (as ``pipeline_name``) and `profile`."""
+    d = sub.add_parser(pipeline_name, help="one experiment in one process on the offline digits dataset "
+                                           "(train base → train generator → evaluate; CPU, a few minutes)")
     d.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     d.add_argument("--model", default="resnet18")
     d.add_argument("--generator", default="ConvS")
@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_profile_parser(sub)
         sub.choices["profile"].set_defaults(func=run_profile)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nf", description="NeuralFuse experiments")
+    add_core_commands(p.add_subparsers(dest="command", required=True))
     return p
 
 

@@ -27,6 +27,9 @@ from nf_core.validation import check_bits, check_choice, check_lambda, check_n_c
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("none", "cosine")
 EpochCallback = Callable[[int, dict[str, float], dict[str, Any]], None]
+# (generator, x, y, chip seeds, optimizer, scheduler) -> metrics; lets callers serve the
+# perturbed models from elsewhere (e.g. pool actors) while keeping this loop.
+StepFn = Callable[..., dict[str, float]]
 
 
 @dataclass
@@ -173,8 +176,13 @@ def train_generator(
     resume: dict[str, Any] | None = None,
     on_epoch: EpochCallback | None = None,
     spec: dict[str, Any] | None = None,
+    step_fn: StepFn | None = None,
 ) -> dict[str, Any]:
-    """EOPM training of ``generator`` against one base model or an ensemble. Returns the final checkpoint."""
+    """EOPM training of ``generator`` against one base model or an ensemble. Returns the final checkpoint.
+
+    ``step_fn`` replaces the in-process EOPM step (same arguments as `eopm_step` minus the
+    bases and config values); chips, data order and checkpoints stay this loop's.
+    """
     device = _device_of(generator)
     opt, sched = generator_optimizer(generator, cfg)
     start, step, history = _resume(resume, generator, opt, sched)
@@ -184,7 +192,10 @@ def train_generator(
         for x, y in _epoch_loader(train_set, cfg.batch_size, cfg.seed, epoch):
             x, y = x.to(device), y.to(device)
             seeds = training_chip_seeds(cfg.seed, step, cfg.n_chips)
-            m = eopm_step(generator, bases, x, y, seeds, chip, cfg.lam, opt, sched, cfg.generator_bits, cfg.batching)
+            if step_fn is None:
+                m = eopm_step(generator, bases, x, y, seeds, chip, cfg.lam, opt, sched, cfg.generator_bits, cfg.batching)
+            else:
+                m = step_fn(generator, x, y, seeds, opt, sched)
             step += 1
             n += 1
             for k, v in m.items():

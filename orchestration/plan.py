@@ -1,0 +1,66 @@
+"""The sweep grid as stage items with stable ids, in dependency order."""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestration.config import STAGES, SweepConfig
+
+
+@dataclass
+class Item:
+    """One unit of work of a stage; ``id`` is stable across runs of the same config."""
+
+    stage: str
+    id: str
+    params: dict[str, Any]
+    needs: list[str] = field(default_factory=list)  # ids of the items whose checkpoints it reads
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "id": self.id, "params": self.params, "needs": self.needs}
+
+
+def base_id(dataset: str, model: str, bits: int, seed: int) -> str:
+    return f"{dataset}.{model}.b{bits}.s{seed}"
+
+
+def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
+    """Items per stage: base (dataset, model, seed); generator (… × generator × BER × λ × N);
+    eval (one per generator, on its source models); transfer (one per generator, on the
+    dataset's other models)."""
+    out: dict[str, list[Item]] = {s: [] for s in STAGES}
+    sources = [[m] for m in cfg.models] + [list(e) for e in cfg.ensembles]
+    for d, seed in itertools.product(cfg.datasets, cfg.seeds):
+        for m in cfg.models:
+            out["base"].append(Item("base", base_id(d.name, m, cfg.bits, seed),
+                                    {"dataset": d.name, "model": m, "bits": cfg.bits, "seed": seed, "width": cfg.width}))
+        for src, g, ber, lam, n in itertools.product(sources, cfg.generators, cfg.train_bers, cfg.lambdas, cfg.ns):
+            src_id = "+".join(src)
+            gid = f"{d.name}.{src_id}.{g}.p{ber:g}.l{lam:g}.n{n}.{cfg.fault_model}.{cfg.layout}.b{bits_tag(cfg)}.s{seed}"
+            needs = [base_id(d.name, m, cfg.bits, seed) for m in src]
+            params = {"dataset": d.name, "source": src, "generator": g, "ber": ber, "lam": lam, "n": n,
+                      "fault_model": cfg.fault_model, "layout": cfg.layout, "bits": cfg.bits, "seed": seed,
+                      "width": cfg.width}
+            out["generator"].append(Item("generator", gid, params, needs))
+            out["eval"].append(Item("eval", f"eval.{gid}", {**params, "targets": src}, [gid, *needs]))
+            others = [m for m in cfg.models if m not in src]
+            if cfg.transfer and others:
+                out["transfer"].append(Item("transfer", f"transfer.{gid}", {**params, "targets": others},
+                                            [gid, *[base_id(d.name, m, cfg.bits, seed) for m in others]]))
+    return out
+
+
+def bits_tag(cfg: SweepConfig) -> str:
+    return str(cfg.bits) if cfg.generator.generator_bits is None else f"{cfg.bits}g{cfg.generator.generator_bits}"
+
+
+def format_plan(cfg: SweepConfig, items: dict[str, list[Item]], verbose: bool = False) -> str:
+    """Trials per stage, as `nf sweep plan` prints them."""
+    lines = [f"sweep {cfg.name!r}: storage {cfg.storage}"]
+    for stage in STAGES:
+        lines.append(f"  {stage:<10} {len(items[stage]):>5} trials")
+        if verbose:
+            lines += [f"      {it.id}" for it in items[stage]]
+    lines.append(f"  {'total':<10} {sum(len(v) for v in items.values()):>5} trials")
+    return "\n".join(lines)

@@ -1,0 +1,107 @@
+"""Sweep storage on a local path or S3 (pyarrow's filesystems).
+
+Credentials come only from the environment or the instance profile (pyarrow's default
+chain); nothing here accepts or records them. An endpoint override serves S3-compatible
+stores (MinIO, moto, Ceph …).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from typing import Any
+
+import pyarrow.fs as pafs
+import torch
+
+
+def _s3(endpoint: str | None, region: str | None) -> pafs.S3FileSystem:
+    endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    kw: dict[str, Any] = {}
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        kw.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        kw["region"] = region
+    return pafs.S3FileSystem(**kw)
+
+
+class Store:
+    """Files of one storage root, addressed by relative paths ("items/base/x/checkpoint.pt")."""
+
+    def __init__(self, uri: str, endpoint: str | None = None, region: str | None = None) -> None:
+        self.uri = uri.rstrip("/")
+        self.endpoint, self.region = endpoint, region
+        if uri.startswith("s3://"):
+            self.fs: pafs.FileSystem = _s3(endpoint, region)
+            self.root = self.uri[len("s3://"):]  # pyarrow paths carry no scheme
+        else:
+            self.fs = pafs.LocalFileSystem()
+            self.root = os.path.abspath(uri[len("file://"):] if uri.startswith("file://") else uri)
+
+    @property
+    def is_s3(self) -> bool:
+        return self.uri.startswith("s3://")
+
+    def spec(self) -> dict[str, Any]:
+        """What a worker needs to open the same store (no credentials)."""
+        return {"uri": self.uri, "endpoint": self.endpoint, "region": self.region}
+
+    def sub(self, *parts: str) -> "Store":
+        return Store("/".join([self.uri, *parts]), self.endpoint, self.region)
+
+    def path(self, rel: str = "") -> str:
+        return f"{self.root}/{rel}".rstrip("/") if rel else self.root
+
+    def url(self, rel: str = "") -> str:
+        """A URI others (MLflow, users) understand: s3://… or an absolute local path."""
+        return f"s3://{self.path(rel)}" if self.is_s3 else self.path(rel)
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.get_file_info(self.path(rel)).type != pafs.FileType.NotFound
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open_input_stream(self.path(rel)) as f:
+            return f.read()
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Replace a file whole: a reader sees the old or the new content, never a torn one."""
+        target = self.path(rel)
+        if self.is_s3:  # one PUT is atomic
+            with self.fs.open_output_stream(target) as f:
+                f.write(data)
+            return
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_bytes(rel))
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        self.write_bytes(rel, json.dumps(obj, indent=2, default=str).encode())
+
+    def save_torch(self, rel: str, obj: Any) -> None:
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        self.write_bytes(rel, buf.getvalue())
+
+    def load_torch(self, rel: str, map_location: str = "cpu") -> Any:
+        # weights_only=False: checkpoints hold configs and RNG states, and are our own files.
+        return torch.load(io.BytesIO(self.read_bytes(rel)), map_location=map_location, weights_only=False)
+
+    def list(self, rel: str = "") -> list[str]:
+        """Names directly under ``rel`` (empty if it does not exist)."""
+        sel = pafs.FileSelector(self.path(rel), allow_not_found=True)
+        return sorted(os.path.basename(i.path) for i in self.fs.get_file_info(sel))
+
+    def download_dir(self, rel: str, local: str) -> str:
+        """Copy a folder to a local path (datasets with an s3:// root are read locally)."""
+        os.makedirs(local, exist_ok=True)
+        pafs.copy_files(self.path(rel), local, source_filesystem=self.fs,
+                        destination_filesystem=pafs.LocalFileSystem())
+        return local

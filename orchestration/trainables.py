@@ -1,0 +1,239 @@
+"""Ray Tune trainables, one per stage: plain functions of their config.
+
+A trial's config names its item and carries the sweep config and the storage spec; the
+trial reads the checkpoints it needs from storage and writes its own there every epoch,
+so a retried trial (worker died) or a resumed sweep (driver died) continues from the last
+completed epoch. ``done.json`` marks an item complete; complete items never run again.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+import traceback
+from typing import Any, Callable
+
+import ray
+import torch
+from ray import tune
+from torch.utils.data import Subset
+
+from nf_core.chips import ChipConfig
+from nf_core.data import DatasetInfo, load_dataset, make_loader
+from nf_core.deployed import DeployedModel
+from nf_core.evaluate import evaluate, evaluation_chip_seeds
+from nf_core.generators import create_generator
+from nf_core.models import create_model
+from nf_core.train import BaseTrainConfig, GeneratorTrainConfig, train_base, train_generator
+from orchestration.config import SweepConfig, parse_config
+from orchestration.plan import Item, base_id, plan
+from orchestration.storage import Store
+
+
+def item_dir(stage: str, item_id: str) -> str:
+    return f"items/{stage}/{item_id}"
+
+
+class TrialContext:
+    """What every trial rebuilds from its config: the sweep, its item, its storage."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.cfg: SweepConfig = parse_config(config["sweep"])
+        self.store = Store(**config["store"])
+        items = {it.id: it for stage in plan(self.cfg).values() for it in stage}
+        self.item: Item = items[config["item_id"]]
+        self.dir = item_dir(self.item.stage, self.item.id)
+        self.device = self._device()
+
+    def _device(self) -> str:
+        if self.cfg.device == "cuda" or (self.cfg.device == "auto" and ray.get_gpu_ids() and torch.cuda.is_available()):
+            return "cuda"
+        return "cpu"
+
+    def status(self, state: str, **extra: Any) -> None:
+        self.store.write_json(f"{self.dir}/status.json", {"state": state, "time": time.time(), **extra})
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        rel = f"{self.dir}/checkpoint.pt"
+        return self.store.load_torch(rel) if self.store.exists(rel) else None
+
+    def dataset(self, name: str) -> DatasetInfo:
+        spec = next(d for d in self.cfg.datasets if d.name == name)
+        root = spec.root
+        if root and root.startswith("s3://"):  # read once into a local cache, then as usual
+            local = os.path.join(os.path.expanduser("~/.cache/nf/datasets"), hashlib.sha1(root.encode()).hexdigest()[:12])
+            if not os.path.exists(os.path.join(local, ".complete")):
+                Store(root, self.cfg.s3_endpoint, self.cfg.s3_region).download_dir("", local)
+                open(os.path.join(local, ".complete"), "w").close()
+            root = local
+        ds = load_dataset(name, root, download=spec.download)
+        if spec.train_subset:
+            ds.train = Subset(ds.train, range(min(spec.train_subset, len(ds.train))))
+        if spec.test_subset:
+            ds.test = Subset(ds.test, range(min(spec.test_subset, len(ds.test))))
+        return ds
+
+    def base_checkpoint(self, model: str) -> dict[str, Any]:
+        p = self.item.params
+        return self.store.load_torch(f"{item_dir('base', base_id(p['dataset'], model, p['bits'], p['seed']))}/checkpoint.pt")
+
+    def deployed(self, model: str) -> DeployedModel:
+        ck = self.base_checkpoint(model)
+        module = create_model(**_model_kwargs(ck["spec"]))
+        module.load_state_dict(ck["model"])
+        return DeployedModel(module, self.item.params["bits"], self.device)
+
+
+def _model_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The fields that rebuild a base model (as stored in its checkpoint's spec)."""
+    return {k: spec[k] for k in ("model", "num_classes", "input_size", "width")}
+
+
+def _model_kwargs(spec: dict[str, Any]) -> dict[str, Any]:
+    s = _model_spec(spec)
+    return {"name": s.pop("model"), **s}
+
+
+def _guard(fn: Callable[[TrialContext], None]) -> Callable[[dict[str, Any]], None]:
+    """Record running/failed in storage around a trial (for `nf sweep status`)."""
+
+    def trainable(config: dict[str, Any]) -> None:
+        ctx = TrialContext(config)
+        ctx.status("running")
+        try:
+            fn(ctx)
+        except Exception as e:
+            ctx.status("failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+            raise
+
+    trainable.__name__ = fn.__name__
+    return trainable
+
+
+def _epoch_reporter(ctx: TrialContext) -> Callable[[int, dict[str, float], dict[str, Any]], None]:
+    def on_epoch(epoch: int, metrics: dict[str, float], ckpt: dict[str, Any]) -> None:
+        ctx.store.save_torch(f"{ctx.dir}/checkpoint.pt", ckpt)  # before reporting: a kill loses no epoch
+        ctx.status("running", epoch=epoch)
+        tune.report({**metrics, "epoch": epoch})
+
+    return on_epoch
+
+
+def _finish(ctx: TrialContext, final: dict[str, float], extra: dict[str, Any] | None = None) -> None:
+    ctx.store.write_json(f"{ctx.dir}/done.json", {"item": ctx.item.to_dict(), "final": final, **(extra or {})})
+    ctx.status("done")
+    tune.report({**final, "done": 1.0})
+
+
+@_guard
+def base_trainable(ctx: TrialContext) -> None:
+    """Stage (a): 8-bit (or b-bit) QAT of one base model on one dataset."""
+    p, s = ctx.item.params, ctx.cfg.base
+    ds = ctx.dataset(p["dataset"])
+    torch.manual_seed(p["seed"])
+    spec = {"model": p["model"], "num_classes": ds.num_classes, "input_size": ds.input_size, "width": p["width"],
+            "dataset": p["dataset"]}
+    model = create_model(p["model"], ds.num_classes, ds.input_size, p["width"]).to(ctx.device)
+    tc = BaseTrainConfig(epochs=s.epochs, batch_size=s.batch_size, optimizer=s.optimizer, lr=s.lr, momentum=s.momentum,
+                         weight_decay=s.weight_decay, schedule=s.schedule, bits=p["bits"], seed=p["seed"])
+    ck = train_base(model, ds.train, tc, resume=ctx.checkpoint(), on_epoch=_epoch_reporter(ctx), spec=spec)
+    base = DeployedModel(model, p["bits"], ctx.device)
+    ca = evaluate(base, make_loader(ds.test, ctx.cfg.evaluation.batch_size, shuffle=False), ChipConfig(0.0),
+                  chip_seeds=[0])["ca"]
+    _finish(ctx, {"epoch": ck["epoch"], "test_ca": ca, **{k: v for k, v in ck["history"][-1].items() if k != "epoch"}})
+
+
+@_guard
+def generator_trainable(ctx: TrialContext) -> None:
+    """Stage (b): EOPM training of one generator against one base model or an ensemble."""
+    p, s = ctx.item.params, ctx.cfg.generator
+    ds = ctx.dataset(p["dataset"])
+    tc = GeneratorTrainConfig(ber=p["ber"], lam=p["lam"], n_chips=p["n"], fault_model=p["fault_model"],
+                              layout=p["layout"], epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, betas=tuple(s.betas),
+                              step_size=s.step_size, gamma=s.gamma, generator_bits=s.generator_bits,
+                              batching=s.batching, seed=p["seed"])
+    torch.manual_seed(p["seed"])
+    gen = create_generator(p["generator"], ds.input_size).to(ctx.device)
+    spec = {"generator": p["generator"], "input_size": ds.input_size, "dataset": p["dataset"], "source": p["source"]}
+    bases, step_fn, actors = [], None, []
+    if s.access == "pool":
+        from orchestration.pool import eopm_step_pooled, make_pools
+
+        pg = ray.util.get_current_placement_group()
+        pools = []
+        for m in p["source"]:
+            ck = ctx.base_checkpoint(m)
+            pools.append(make_pools(ck["model"], _model_spec(ck["spec"]), p["bits"], s.pool_actors,
+                                    device=ctx.device, num_cpus=ctx.cfg.resources.pool_actor_cpus,
+                                    num_gpus=ctx.cfg.resources.pool_actor_gpus, placement_group=pg))
+            actors += pools[-1]
+
+        def step_fn(g, x, y, seeds, opt, sched):  # relaxed access: losses and input gradients only
+            return eopm_step_pooled(g, pools, x, y, seeds, tc.chip, tc.lam, opt, sched, tc.generator_bits)
+    else:
+        bases = [ctx.deployed(m) for m in p["source"]]
+    try:
+        ck = train_generator(gen, bases, ds.train, tc, resume=ctx.checkpoint(), on_epoch=_epoch_reporter(ctx),
+                             spec=spec, step_fn=step_fn)
+    finally:
+        for a in actors:
+            ray.kill(a)
+    _finish(ctx, {"epoch": ck["epoch"], **{k: v for k, v in ck["history"][-1].items() if k != "epoch"}})
+
+
+@_guard
+def evaluation_trainable(ctx: TrialContext) -> None:
+    """Stages (c) and (d): CA, PA, CA (NF), PA (NF), RP of one generator on its targets at every
+    evaluation BER — the source models (eval) or every other model of the dataset (transfer)."""
+    from orchestration.results import results_table, write_parquet
+
+    p, e = ctx.item.params, ctx.cfg.evaluation
+    ds = ctx.dataset(p["dataset"])
+    gid = ctx.item.needs[0]
+    gck = ctx.store.load_torch(f"{item_dir('generator', gid)}/checkpoint.pt")
+    gen = create_generator(p["generator"], ds.input_size).to(ctx.device)
+    gen.load_state_dict(gck["model"])
+    gen.eval()
+    loader = make_loader(ds.test, e.batch_size, shuffle=False)
+    seeds = evaluation_chip_seeds(e.chips)
+    rows, metrics = [], {}
+    for target in p["targets"]:
+        if e.pool_actors > 0:  # restricted access: pool actors return predictions only
+            from orchestration.pool import evaluate_pooled, make_pools
+
+            ck = ctx.base_checkpoint(target)
+            pools = make_pools(ck["model"], _model_spec(ck["spec"]), p["bits"], e.pool_actors,
+                               device=ctx.device, num_cpus=ctx.cfg.resources.pool_actor_cpus,
+                               num_gpus=ctx.cfg.resources.pool_actor_gpus,
+                               placement_group=ray.util.get_current_placement_group())
+            score = lambda chip: evaluate_pooled(pools, loader, chip, gen, seeds)  # noqa: E731
+        else:
+            base, pools = ctx.deployed(target), []
+            score = lambda chip: evaluate(base, loader, chip, gen, seeds)  # noqa: E731
+        try:
+            for ber in e.bers:
+                chip = ChipConfig(ber, e.fault_model or p["fault_model"], e.layout or p["layout"])
+                r = score(chip)
+                rows.append(_row(ctx, p, target, r))
+                for k in ("ca", "pa_mean", "ca_nf", "pa_nf_mean", "rp"):
+                    metrics[f"{k}.{target}.ber{ber:g}"] = r[k]
+        finally:
+            for a in pools:
+                ray.kill(a)
+    buf = io.BytesIO()
+    write_parquet(results_table(rows), buf)
+    ctx.store.write_bytes(f"{ctx.dir}/results.parquet", buf.getvalue())
+    _finish(ctx, {"epoch": 1, **metrics}, {"rows": rows})
+
+
+def _row(ctx: TrialContext, p: dict[str, Any], target: str, r: dict[str, Any]) -> dict[str, Any]:
+    return {"item_id": ctx.item.id, "stage": ctx.item.stage, "dataset": p["dataset"], "source": "+".join(p["source"]),
+            "generator": p["generator"], "train_ber": p["ber"], "lam": p["lam"], "n": p["n"],
+            "fault_model": r["fault_model"], "layout": r["layout"], "bits": p["bits"], "seed": p["seed"],
+            "eval_ber": r["ber"], "target": target, "chips": r["chips"],
+            **{k: r.get(k) for k in ("ca", "pa_mean", "pa_std", "ca_nf", "pa_nf_mean", "pa_nf_std", "rp", "efficiency")}}
+
+
+TRAINABLES = {"base": base_trainable, "generator": generator_trainable, "eval": evaluation_trainable,
+              "transfer": evaluation_trainable}
