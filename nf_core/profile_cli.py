@@ -1,0 +1,174 @@
+"""`nf profile`: parameters, MACs, TWMA and energy saving of base models and generators.
+
+    nf profile --model NAME --dataset DATASET [--generator NAME] [--ber P] [--json]
+    nf profile --generator NAME --dataset DATASET [--json]
+    nf profile --all --dataset DATASET [--ber P] [--out FILE.csv|FILE.parquet] [--json]
+
+The figures come from nf_core.cost; torch is imported only when the command runs, so building
+the parser stays cheap. `python -m nf_core.profile_cli ARGS` runs the same command standalone.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+OUT_SUFFIXES = (".csv", ".parquet")
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="NAME", help="registered base model (resnet18 resnet50 vgg11 vgg16 vgg19)")
+    p.add_argument("--generator", metavar="NAME",
+                   help="registered generator (ConvL ConvS DeConvL DeConvS UNetL UNetS, or UIP)")
+    p.add_argument("--dataset", metavar="DATASET", required=True,
+                   help="sets classes and input size: cifar10 cifar100 gtsrb imagenet10 digits")
+    p.add_argument("--ber", type=float, metavar="P",
+                   help="bit-error rate of the low voltage (e.g. 0.01); adds energy savings in percent")
+    p.add_argument("--voltage-table", metavar="PATH",
+                   help="CSV with columns voltage,ber,energy_ratio (default: the paper's point, BER 0.01 -> 0.694)")
+    p.add_argument("--all", action="store_true", help="every base model x the paper's six generators")
+    p.add_argument("--out", metavar="FILE", help="with --all: also write the table as .csv or .parquet")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def add_profile_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `profile` on the `nf` CLI's subparsers; dispatch to run_profile(args)."""
+    p = subparsers.add_parser("profile", help="parameters, MACs, TWMA and energy saving",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_arguments(p)
+
+
+def _check_combination(args: argparse.Namespace) -> None:
+    if args.all and (args.model or args.generator):
+        raise ValueError("--all profiles every model and generator; drop --model/--generator")
+    if not args.all and not (args.model or args.generator):
+        raise ValueError("give --model NAME, --generator NAME, or --all")
+    if args.ber is not None and not args.all and not (args.model and args.generator):
+        raise ValueError("--ber needs --model and --generator (or --all): energy saving compares a base model "
+                         "at low voltage plus its generator at nominal voltage with the base model at nominal")
+    if args.out and not args.all:
+        raise ValueError("--out writes the --all table; add --all")
+    if args.out and Path(args.out).suffix.lower() not in OUT_SUFFIXES:
+        raise ValueError(f"--out {args.out!r}: the file name must end in {' or '.join(OUT_SUFFIXES)}")
+
+
+def _grid(header: Sequence[str], rows: list[Sequence[str]]) -> str:
+    """First column left-aligned (names), the rest right-aligned (numbers)."""
+    lines = [header, *rows]
+    widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
+
+    def fmt(r: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+
+    return "\n".join(fmt(r).rstrip() for r in lines)
+
+
+def _counts(named: list[tuple[str, dict]]) -> str:
+    return _grid(["", "params", "MACs", "TWMA"],
+                 [[n, f"{p['params']:,}", f"{p['macs']:,}", f"{p['twma']:,}"] for n, p in named])
+
+
+def _title(dataset: str) -> str:
+    from nf_core.cost import dataset_shape
+
+    classes, size = dataset_shape(dataset)
+    return f"{dataset} ({size}x{size} input, {classes} classes)"
+
+
+def _single_text(args: argparse.Namespace, result: dict, ratio: float | None) -> str:
+    if not (args.model and args.generator):
+        name = args.model or args.generator
+        return f"{name} on {_title(args.dataset)}\n{_counts([(name, result)])}"
+    text = f"{args.model} + {args.generator} on {_title(args.dataset)}\n"
+    text += _counts([(args.model, result["model"]), (args.generator, result["generator"])])
+    if ratio is not None:
+        text += (f"\nenergy saving at BER {args.ber:g} (e_LV/e_NV = {ratio:g}): "
+                 f"{result['energy_saving']:.1f}% by TWMA, {result['mac_energy_saving']:.1f}% by MACs")
+    return text
+
+
+def _pivot(rows: list[dict], key: str) -> str:
+    gens = list(dict.fromkeys(r["generator"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    cell = {(r["model"], r["generator"]): r[key] for r in rows}
+    return _grid(["", *gens], [[m, *(f"{cell[m, g]:.1f}" for g in gens)] for m in models])
+
+
+def _table_text(dataset: str, rows: list[dict]) -> str:
+    counts: dict[str, dict] = {}  # each model, then each generator, once, in table order
+    for role in ("model", "generator"):
+        for r in rows:
+            counts.setdefault(r[role], {k: r[f"{role}_{k}"] for k in ("params", "macs", "twma")})
+    parts = [f"{_title(dataset)}: parameters, MACs, TWMA (paper Tables 6, 7)", _counts(list(counts.items()))]
+    if rows and rows[0]["energy_ratio"] is not None:
+        where = f"at BER {rows[0]['ber']:g}, e_LV/e_NV = {rows[0]['energy_ratio']:g}"
+        parts += ["", f"Energy saving (%) by TWMA {where} (paper Table 2)", _pivot(rows, "energy_saving"),
+                  "", f"Energy saving (%) by MACs {where} (paper Table 8)", _pivot(rows, "mac_energy_saving")]
+    return "\n".join(parts)
+
+
+def write_table(rows: list[dict], path: str | Path) -> None:
+    """Write profile_table rows as CSV, or as Parquet when pyarrow is installed."""
+    path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ValueError(f"writing {str(path)!r} needs pyarrow, which is not installed; "
+                             f"pip install pyarrow, or write a .csv file") from None
+        pq.write_table(pa.Table.from_pylist(rows), path)
+        return
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from nf_core import cost
+
+    _check_combination(args)
+    cost.dataset_shape(args.dataset)  # unknown dataset fails before any work
+    table = cost.load_voltage_table(args.voltage_table) if (args.ber is not None or args.voltage_table) else None
+    if args.all:
+        rows = cost.profile_table(args.dataset, args.ber, table)
+        if args.out:
+            write_table(rows, args.out)
+        print(json.dumps(rows, indent=2) if args.json else _table_text(args.dataset, rows))
+        if args.out:
+            print(f"wrote {len(rows)} rows to {args.out}", file=sys.stderr)
+        return 0
+    if args.model and args.generator:
+        result = cost.profile_pair(args.model, args.generator, args.dataset, args.ber, table)
+    elif args.model:
+        result = cost.profile_model(args.model, args.dataset)
+    else:
+        result = cost.profile_generator(args.generator, args.dataset)
+    ratio = table.energy_ratio(args.ber) if args.ber is not None else None
+    print(json.dumps(result) if args.json else _single_text(args, result, ratio))
+    return 0
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    """Run `nf profile`; returns the exit code (2 with a message on stderr for bad input)."""
+    try:
+        return _run(args)
+    except (ValueError, FileNotFoundError, NotImplementedError) as e:
+        print(f"nf profile: error: {e}", file=sys.stderr)
+        return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Standalone entry: `python -m nf_core.profile_cli --model resnet18 --dataset cifar10`."""
+    parser = argparse.ArgumentParser(prog="nf profile", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_arguments(parser)
+    return run_profile(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
