@@ -1,0 +1,190 @@
+"""Evaluation results as tables: Parquet, transfer matrices, RP heat-maps, console tables.
+
+One row per (item, evaluation BER). Accuracies and RP are in percent / percentage points,
+as nf_core.evaluate returns them. Pure pyarrow/pandas/matplotlib: no MLflow here.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import IO, Any, Iterable, Mapping, Union
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+# Column order is the schema's order; every column but the required ones may be null.
+SCHEMA = pa.schema([
+    ("item_id", pa.string()),  # the sweep item (eval/transfer) that produced the row: links to its MLflow run
+    ("stage", pa.string()),
+    ("dataset", pa.string()),
+    ("source", pa.string()),  # base model id, or ensemble id, the generator was trained with
+    ("generator", pa.string()),  # null: the base model evaluated without NeuralFuse
+    ("train_ber", pa.float64()),
+    ("lam", pa.float64()),
+    ("n", pa.int64()),
+    ("fault_model", pa.string()),
+    ("layout", pa.string()),  # memory layout of the chips: results differ per layout
+    ("bits", pa.int64()),
+    ("seed", pa.int64()),
+    ("chips", pa.int64()),  # number of evaluation chips behind pa_*_mean/std
+    ("eval_ber", pa.float64()),
+    ("target", pa.string()),  # model evaluated; defaults to the source
+    ("ca", pa.float64()),
+    ("pa_mean", pa.float64()),
+    ("pa_std", pa.float64()),
+    ("ca_nf", pa.float64()),
+    ("pa_nf_mean", pa.float64()),
+    ("pa_nf_std", pa.float64()),
+    ("rp", pa.float64()),
+    ("efficiency", pa.float64()),
+])
+REQUIRED = ("dataset", "source", "eval_ber")
+COLUMNS = tuple(SCHEMA.names)
+
+Rows = Union[Iterable[Mapping[str, Any]], pa.Table]
+
+
+def _normalise(row: Mapping[str, Any]) -> dict[str, Any]:
+    missing = [c for c in REQUIRED if row.get(c) is None]
+    if missing:
+        raise ValueError(f"result row lacks {missing}: {dict(row)!r}")
+    out = {c: row.get(c) for c in COLUMNS}  # extra keys (per-chip lists, …) are not tabulated
+    if out["target"] is None:
+        out["target"] = out["source"]
+    if out["rp"] is None and out["pa_nf_mean"] is not None and out["pa_mean"] is not None:
+        out["rp"] = out["pa_nf_mean"] - out["pa_mean"]  # RP = PA (NF) mean − PA mean
+    return out
+
+
+def results_table(rows: Rows) -> pa.Table:
+    """Rows (dicts) → a table with the fixed SCHEMA; missing optional fields become null."""
+    if isinstance(rows, pa.Table):
+        return rows
+    return pa.Table.from_pylist([_normalise(r) for r in rows], schema=SCHEMA)
+
+
+def write_parquet(table: pa.Table, path_or_buffer: str | os.PathLike | IO[bytes]) -> None:
+    """Write a results table as Parquet (a path, or a binary file object)."""
+    dst = os.fspath(path_or_buffer) if isinstance(path_or_buffer, os.PathLike) else path_or_buffer
+    pq.write_table(table, dst)
+
+
+def read_parquet(path_or_buffer: str | os.PathLike | IO[bytes]) -> pa.Table:
+    """Read a results table written by write_parquet."""
+    src = os.fspath(path_or_buffer) if isinstance(path_or_buffer, os.PathLike) else path_or_buffer
+    return pq.read_table(src)
+
+
+def _frame(rows: Rows) -> pd.DataFrame:
+    return results_table(rows).to_pandas()
+
+
+_KEYS = ["source", "generator", "train_ber", "fault_model", "target", "eval_ber"]
+
+
+def transfer_matrix(rows: Rows, dataset: str) -> pa.Table:
+    """Long-form source × target × eval BER table of one dataset: mean PA, PA (NF), RP.
+
+    Rows repeated over seeds are averaged (``runs`` counts them). Fault models stay
+    separate keys: numbers from stuck-at and flip chips are never mixed.
+    """
+    df = _frame(rows)
+    # Transfer is about generators: rows of bare base models (no generator, no RP) are left out.
+    df = df[(df["dataset"] == dataset) & df["generator"].notna()]
+    cols = _KEYS + ["pa_mean", "pa_nf_mean", "rp", "runs"]
+    if df.empty:
+        return pa.Table.from_pandas(pd.DataFrame(columns=cols), preserve_index=False)
+    g = df.groupby(_KEYS, dropna=False, sort=True)
+    out = g[["pa_mean", "pa_nf_mean", "rp"]].mean().reset_index()
+    out["runs"] = g.size().to_numpy()
+    return pa.Table.from_pandas(out[cols], preserve_index=False)
+
+
+def _fmt_ber(x: Any) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:g}"
+
+
+def heatmap_png(rows: Rows, dataset: str, path: str | os.PathLike, fault_model: str | None = None) -> str:
+    """RP heat-map of one dataset and fault model: rows = source / generator / train BER,
+    columns = target × eval BER, values annotated. Returns the path written."""
+    import matplotlib
+    matplotlib.use("Agg")  # headless: sweeps run on servers without a display
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import TwoSlopeNorm
+    import numpy as np
+
+    df = transfer_matrix(rows, dataset).to_pandas()
+    models = sorted(df["fault_model"].dropna().unique()) if not df.empty else []
+    if fault_model is None:
+        if len(models) > 1:
+            raise ValueError(f"{dataset}: several fault models {models}; pick one with fault_model=")
+        fault_model = models[0] if models else None
+    if fault_model is not None:
+        df = df[df["fault_model"] == fault_model]
+    if df.empty:
+        raise ValueError(f"no results for dataset {dataset!r} (fault model {fault_model!r})")
+
+    df = df.assign(
+        row=[f"{s} / {g if isinstance(g, str) else '-'} / p_s={_fmt_ber(b)}"
+             for s, g, b in zip(df["source"], df["generator"], df["train_ber"])],
+        col=[f"{t} @ {_fmt_ber(b)}" for t, b in zip(df["target"], df["eval_ber"])],
+    )
+    rows_order = list(dict.fromkeys(df["row"]))
+    cols_order = list(dict.fromkeys(df.sort_values(["target", "eval_ber"])["col"]))
+    grid = df.pivot_table(index="row", columns="col", values="rp", aggfunc="mean", dropna=False)
+    grid = grid.reindex(index=rows_order, columns=cols_order)
+    z = grid.to_numpy(dtype=float)
+
+    label_w = 0.09 * max(len(r) for r in rows_order)  # inches for the row labels
+    fig, ax = plt.subplots(figsize=(max(6.0, 2.5 + label_w + 0.9 * len(cols_order)),
+                                    max(3.5, 2.2 + 0.45 * len(rows_order))), constrained_layout=True)
+    finite = z[np.isfinite(z)]
+    span = max(float(np.abs(finite).max()) if finite.size else 1.0, 1e-9)
+    # Diverging and centred on 0: a negative RP (the generator hurts) must stand out.
+    im = ax.imshow(np.ma.masked_invalid(z), cmap="RdYlGn", norm=TwoSlopeNorm(0.0, -span, span), aspect="auto")
+    ax.set_xticks(range(len(cols_order)), cols_order, rotation=45, ha="right")
+    ax.set_yticks(range(len(rows_order)), rows_order)
+    ax.set_xlabel("target model @ eval BER")
+    ax.set_ylabel("source / generator / train BER")
+    for i in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            if np.isfinite(z[i, j]):
+                dark = abs(z[i, j]) > 0.6 * span  # white text on the saturated ends of the map
+                ax.text(j, i, f"{z[i, j]:.1f}", ha="center", va="center", fontsize=8,
+                        color="white" if dark else "black")
+    ax.set_title(f"RP (pp) — {dataset}, fault model {fault_model or 'unknown'}")
+    fig.colorbar(im, ax=ax, label="RP (percentage points)")
+    fig.savefig(os.fspath(path), dpi=120)
+    plt.close(fig)
+    return os.fspath(path)
+
+
+def _num(x: Any, spec: str = ".2f") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return format(x, spec)
+
+
+def _pm(mean: Any, std: Any) -> str:
+    if mean is None:
+        return "-"
+    return _num(mean) if std is None else f"{_num(mean)} ± {_num(std)}"
+
+
+def format_table(rows: Rows) -> str:
+    """Fixed-width console table: source, generator, BERs, target, CA, PA, CA (NF), PA (NF), RP."""
+    head = ["source", "generator", "train BER", "eval BER", "target", "CA", "PA", "CA (NF)", "PA (NF)", "RP"]
+    body = [[r["source"], r["generator"] or "-", _fmt_ber(r["train_ber"]), _fmt_ber(r["eval_ber"]), r["target"],
+             _num(r["ca"]), _pm(r["pa_mean"], r["pa_std"]), _num(r["ca_nf"]),
+             _pm(r["pa_nf_mean"], r["pa_nf_std"]), _num(r["rp"], "+.2f")]
+            for r in results_table(rows).to_pylist()]
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *body)]
+    text_cols = {0, 1, 4}  # left-aligned; numbers right-aligned so digits line up
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i in text_cols else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(head), rule] + [line(b) for b in body])

@@ -1,0 +1,479 @@
+"""MLflow tracking for sweeps, written by the Ray Tune driver only.
+
+The driver is the single MLflow writer: trials only call ``ray.tune.report``. Concurrent
+trials creating experiments/runs on one SQLite file race, and an experiment created inside
+a trial puts artifacts in the trial's temp dir, so the experiment (with an explicit
+artifact location), the parent run and the child runs are all created here, get-or-create,
+found again by tags so a resumed driver never duplicates a run.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import numbers
+import os
+import re
+import signal
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities.lifecycle_stage import LifecycleStage
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+log = logging.getLogger(__name__)
+
+# Keys are matched case-insensitively as substrings, after flattening nested dicts.
+SECRET_MARKERS = ("secret", "password", "token", "access_key", "credential")
+PARENT_TAG = "mlflow.parentRunId"
+_PARAM_VALUE_MAX = 6000  # MLflow's limit on a param value
+_BATCH_PARAMS = 100  # MLflow's limit on params per log_batch
+_BATCH_METRICS = 1000  # MLflow's limit on metrics per log_batch
+_STATUSES = frozenset(RunStatus.to_string(s) for s in RunStatus.all_status())
+_BAD_KEY_CHARS = re.compile(r"[^/\w.\- :]")  # what MLflow rejects in param and metric names
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def is_secret(key: str) -> bool:
+    """True for keys that must never reach MLflow (params are permanent and widely readable)."""
+    k = key.lower()
+    return any(m in k for m in SECRET_MARKERS)
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """Nested dicts to one level with dotted keys (so a nested secret is still caught by its key)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{sep}{k}" if prefix else str(k)
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key, sep))
+        else:
+            out[key] = v
+    return out
+
+
+def clean_key(key: str) -> str:
+    """A param/metric name MLflow accepts: other characters become '_' (e.g. 'a+b' → 'a_b')."""
+    return _BAD_KEY_CHARS.sub("_", key)
+
+
+def safe_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """Flattened, secret-free, stringified params, clipped to MLflow's value limit."""
+    out = {}
+    for k, v in flatten(params).items():
+        if is_secret(k):
+            continue
+        s = str(v)
+        if len(s) > _PARAM_VALUE_MAX:
+            log.warning("param %s clipped to %d characters", k, _PARAM_VALUE_MAX)
+            s = s[: _PARAM_VALUE_MAX - 3] + "..."
+        out[clean_key(k)] = s
+    return out
+
+
+def numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Real numbers only (bools and strings skipped; numpy scalars accepted)."""
+    return {clean_key(k): float(v) for k, v in metrics.items()
+            if isinstance(v, numbers.Real) and not isinstance(v, bool)}
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """Git commit of the repo if there is one, else the installed package version."""
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_REPO, capture_output=True, text=True, timeout=10)
+        if r.returncode == 0 and r.stdout.strip():
+            return r.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        return importlib.metadata.version("neuralfuse-sweeps")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def artifact_uri(location: str | os.PathLike | None) -> str | None:
+    """URIs (s3://, file://, …) pass through; a local path becomes an absolute file URI,
+    so artifacts never land relative to whichever working dir the process happens to have."""
+    if location is None:
+        return None
+    s = os.fspath(location)
+    if "://" in s:
+        return s
+    return Path(s).expanduser().resolve().as_uri()
+
+
+def _q(value: str) -> str:
+    """Quote a value for an MLflow filter string."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ValueError(f"value {value!r} has both quote kinds; cannot search for it")
+
+
+class SweepTracker:
+    """Experiment, one parent run per sweep and one child run per item, via MlflowClient only."""
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.artifact_location = artifact_uri(artifact_location)
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.experiment_id: str | None = None
+        self.parent_run_id: str | None = None
+        self.sweep_name: str | None = None
+
+    # -- experiment and runs -------------------------------------------------------------
+    def ensure_experiment(self) -> str:
+        """Get or create the experiment; returns its id."""
+        if self.experiment_id is not None:
+            return self.experiment_id
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            try:
+                self.experiment_id = self.client.create_experiment(
+                    self.experiment, artifact_location=self.artifact_location)
+                return self.experiment_id
+            except MlflowException:
+                # Another driver won the race: use its experiment.
+                exp = self.client.get_experiment_by_name(self.experiment)
+                if exp is None:
+                    raise
+        if exp.lifecycle_stage == LifecycleStage.DELETED:
+            self.client.restore_experiment(exp.experiment_id)
+        if self.artifact_location and exp.artifact_location.rstrip("/") != self.artifact_location.rstrip("/"):
+            # The location is fixed at creation; say so rather than silently writing elsewhere.
+            log.warning("experiment %s keeps its artifact location %s (asked for %s)",
+                        self.experiment, exp.artifact_location, self.artifact_location)
+        self.experiment_id = exp.experiment_id
+        return self.experiment_id
+
+    def _find(self, tags: Mapping[str, str]) -> str | None:
+        flt = " and ".join(f"tags.`{k}` = {_q(v)}" for k, v in tags.items())
+        # Oldest first: if a duplicate ever slipped in, every driver picks the same run.
+        runs = self.client.search_runs([self.ensure_experiment()], flt, max_results=1,
+                                       order_by=["attributes.start_time ASC"])
+        return runs[0].info.run_id if runs else None
+
+    def parent_run(self, sweep_name: str, params: Mapping[str, Any] | None = None) -> str:
+        """Get or create the sweep's one parent run (tags nf.sweep, nf.role=parent); status RUNNING."""
+        tags = {"nf.sweep": sweep_name, "nf.role": "parent"}
+        run_id = self._find(tags)
+        if run_id is None:
+            run_id = self.client.create_run(self.ensure_experiment(), tags=tags, run_name=sweep_name).info.run_id
+        elif self.run_status(run_id) != "RUNNING":
+            self.finish(run_id, "RUNNING")  # a resumed driver: the sweep is running again
+        self._log_params_once(run_id, params or {})
+        self.sweep_name, self.parent_run_id = sweep_name, run_id
+        return run_id
+
+    def child_run(self, item_id: str, stage: str, params: Mapping[str, Any] | None = None,
+                  parent_run_id: str | None = None) -> str:
+        """Get or create the child run of one stage item (run name = item id); params logged once."""
+        parent = parent_run_id or self.parent_run_id
+        if parent is None:
+            raise RuntimeError("call parent_run() before child_run(), or pass parent_run_id")
+        tags = {PARENT_TAG: parent, "nf.item_id": item_id, "nf.stage": stage}
+        run_id = self._find(tags)
+        if run_id is None:
+            extra = {"nf.role": "child"}
+            if self.sweep_name:
+                extra["nf.sweep"] = self.sweep_name
+            run_id = self.client.create_run(self.ensure_experiment(), tags={**tags, **extra},
+                                            run_name=item_id).info.run_id
+        self._log_params_once(run_id, params or {})
+        return run_id
+
+    def child_runs(self, stage: str | None = None, parent_run_id: str | None = None) -> dict[str, str]:
+        """item_id → run_id of the parent's children (optionally one stage), in one search."""
+        parent = parent_run_id or self.parent_run_id
+        if parent is None:
+            raise RuntimeError("call parent_run() first, or pass parent_run_id")
+        flt = f"tags.`{PARENT_TAG}` = {_q(parent)}"
+        if stage is not None:
+            flt += f" and tags.`nf.stage` = {_q(stage)}"
+        out: dict[str, str] = {}
+        token = None
+        while True:
+            page = self.client.search_runs([self.ensure_experiment()], flt, max_results=1000,
+                                           order_by=["attributes.start_time ASC"], page_token=token)
+            for r in page:
+                out.setdefault(r.data.tags.get("nf.item_id", ""), r.info.run_id)
+            token = page.token
+            if not token:
+                return out
+
+    def _log_params_once(self, run_id: str, params: Mapping[str, Any]) -> None:
+        # Params are immutable in MLflow: log only the keys the run does not have yet.
+        wanted = {**safe_params(params), "code_version": code_version()}
+        have = self.client.get_run(run_id).data.params
+        for k, v in wanted.items():
+            if k in have and have[k] != v:
+                log.warning("run %s keeps param %s=%r (now %r)", run_id, k, have[k], v)
+        new = [Param(k, v) for k, v in wanted.items() if k not in have]
+        for i in range(0, len(new), _BATCH_PARAMS):
+            self.client.log_batch(run_id, params=new[i:i + _BATCH_PARAMS])
+
+    # -- logging -------------------------------------------------------------------------
+    def log_metrics(self, run_id: str, metrics: Mapping[str, Any], step: int) -> None:
+        """Log the numeric values of ``metrics`` at ``step``; others are skipped."""
+        ts = int(time.time() * 1000)
+        ms = [Metric(k, v, ts, int(step)) for k, v in numeric_metrics(metrics).items()]
+        for i in range(0, len(ms), _BATCH_METRICS):
+            self.client.log_batch(run_id, metrics=ms[i:i + _BATCH_METRICS])
+
+    def log_artifact(self, run_id: str, local_path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        """Copy a local file (or directory) into the run's artifacts."""
+        p = Path(local_path)
+        if p.is_dir():
+            self.client.log_artifacts(run_id, str(p), artifact_path)
+        else:
+            self.client.log_artifact(run_id, str(p), artifact_path)
+
+    def log_bytes(self, run_id: str, name: str, data: bytes, artifact_path: str | None = None) -> None:
+        """Store ``data`` as artifact ``name`` (via a temp file: MLflow uploads files)."""
+        with tempfile.TemporaryDirectory(prefix="nf-artifact-") as d:
+            f = Path(d) / name
+            f.write_bytes(data)
+            self.client.log_artifact(run_id, str(f), artifact_path)
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        """Set the run status: FINISHED, FAILED or KILLED end it; RUNNING reopens it."""
+        if status not in _STATUSES:
+            raise ValueError(f"unknown run status {status!r}")
+        if status == "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            self.client.set_terminated(run_id, status)
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        """Set a (mutable) tag, e.g. a marker that an item's artifacts are uploaded."""
+        self.client.set_tag(run_id, key, value)
+
+    def get_tag(self, run_id: str, key: str) -> str | None:
+        """A tag's value, or None."""
+        return self.client.get_run(run_id).data.tags.get(key)
+
+    def run_status(self, run_id: str) -> str:
+        """The run's status string (RUNNING, FINISHED, FAILED, KILLED, SCHEDULED)."""
+        return self.client.get_run(run_id).info.status
+
+    def logged_steps(self, run_id: str, key: str) -> set[int]:
+        """Steps already logged for metric ``key`` (to backfill what a killed driver missed)."""
+        return {m.step for m in self.client.get_metric_history(run_id, key)}
+
+
+# Ray's bookkeeping in every result: not metrics of the experiment.
+RAY_RESULT_KEYS = frozenset({
+    "done", "pid", "timestamp", "date", "hostname", "node_ip", "trial_id", "experiment_tag",
+    "training_iteration", "iterations_since_restore", "time_since_restore", "timesteps_since_restore",
+    "timesteps_total", "episodes_total", "episodes_this_iter", "timesteps_this_iter",
+    "should_checkpoint", "checkpoint_dir_name", "config", "time_this_iter_s", "time_total_s",
+})
+
+
+class MlflowTuneCallback(Callback):
+    """Logs trial results into the child runs of the driver's SweepTracker.
+
+    Trials carry ``config["item_id"]``; ``runs`` maps item ids to child run ids (made by the
+    driver before ``Tuner.fit``). Unlike Ray's MLflowLoggerCallback, a resumed trial keeps its
+    run, and a (key, step) already in MLflow is not logged again (a restored trial re-reports
+    the epochs after its last checkpoint).
+    """
+
+    def __init__(self, tracker: SweepTracker, runs: Mapping[str, str], step_key: str = "epoch",
+                 stage: str | None = None, exclude: Iterable[str] = RAY_RESULT_KEYS) -> None:
+        self.tracker = tracker
+        self.runs = dict(runs)
+        self.step_key = step_key
+        self.stage = stage  # if set, items missing from ``runs`` get a child run on first sight
+        self.exclude = frozenset(exclude)
+        self._steps: dict[tuple[str, str], set[int]] = {}
+
+    def run_for(self, trial: Any) -> str | None:
+        """The child run of a trial, or None (logged once) if it has no item id / run."""
+        item = (getattr(trial, "config", None) or {}).get("item_id")
+        if item is None:
+            return None
+        if item not in self.runs and self.stage is not None:
+            self.runs[item] = self.tracker.child_run(item, self.stage, trial.config)
+        if item not in self.runs:
+            log.warning("no MLflow run for item %s; its results are not tracked", item)
+            self.runs[item] = ""
+        return self.runs[item] or None
+
+    def log_result(self, run_id: str, result: Mapping[str, Any]) -> None:
+        """Log one result dict at its step, skipping (key, step) pairs MLflow already has.
+
+        Public so a resumed driver can backfill results from the trials' result files.
+        """
+        step = result.get(self.step_key, result.get("training_iteration", 0))
+        step = int(step)
+        flat = flatten({k: v for k, v in result.items() if k not in self.exclude and k != self.step_key},
+                       sep="/")
+        todo = {}
+        for k, v in numeric_metrics(flat).items():
+            seen = self._steps.get((run_id, k))
+            if seen is None:
+                seen = self._steps[(run_id, k)] = self.tracker.logged_steps(run_id, k)
+            if step not in seen:
+                todo[k] = v
+                seen.add(step)
+        if todo:
+            self.tracker.log_metrics(run_id, todo, step)
+
+    def _status(self, trial: Any, status: str) -> None:
+        run_id = self.run_for(trial)
+        if run_id:
+            self.tracker.finish(run_id, status)
+
+    def _guarded(self, fn: Any, *args: Any) -> None:
+        # An exception in a Tune callback aborts the whole sweep: a tracking hiccup (store busy,
+        # server restarting) must cost at most some MLflow records, never the trials' work.
+        try:
+            fn(*args)
+        except Exception:  # noqa: BLE001
+            log.warning("MLflow tracking failed in %s; the sweep goes on", getattr(fn, "__name__", fn),
+                        exc_info=True)
+
+    # Hook signatures as in ray/tune/callback.py (2.60): (iteration, trials, trial, [result], **info).
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._guarded(self._status, trial, "RUNNING")
+
+    def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._guarded(self._status, trial, "RUNNING")
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._guarded(self._result, trial, result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._guarded(self._status, trial, "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._guarded(self._status, trial, "FAILED")
+
+    def _result(self, trial: Any, result: dict) -> None:
+        run_id = self.run_for(trial)
+        if run_id:
+            self.log_result(run_id, result)
+
+
+# -- server and UI ----------------------------------------------------------------------
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    # No proxies: a loopback health check must never go through HTTP(S)_PROXY.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"{url}/health", timeout=2) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_mlflow_server(backend_uri: str, artifact_root: str, port: int = 0, host: str = "127.0.0.1",
+                        timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
+    """Start ``mlflow server`` (1 worker, no job runner: ~0.6 GiB instead of ~3.5) and wait for /health.
+
+    Artifacts of runs created through the server are proxied to ``artifact_root``; the
+    sweep's own experiment keeps the explicit location the driver gave it. Returns the
+    process (its own process group; stop with ``stop_mlflow_server``) and the base URL.
+    The server's output goes to ``proc.nf_log_path``.
+    """
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    attempts = 3 if port == 0 else 1  # a picked free port can be taken before the server binds it
+    for attempt in range(attempts):
+        p = port or _free_port(host)
+        url = f"http://{host}:{p}"
+        cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(p), "--workers", "1",
+               "--backend-store-uri", backend_uri,
+               "--serve-artifacts", "--artifacts-destination", artifact_uri(artifact_root)]
+        logf = tempfile.NamedTemporaryFile(prefix="mlflow-server-", suffix=".log", delete=False)
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True)
+        logf.close()
+        proc.nf_log_path = logf.name  # type: ignore[attr-defined]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            if _healthy(url):
+                return proc, url
+            time.sleep(0.25)
+        tail = Path(logf.name).read_text(errors="replace")[-2000:]
+        exited = proc.poll() is not None
+        stop_mlflow_server(proc)
+        if not exited:
+            raise TimeoutError(f"mlflow server at {url} not healthy after {timeout:.0f} s:\n{tail}")
+        if attempt == attempts - 1 or "address already in use" not in tail.lower():
+            raise RuntimeError(f"mlflow server exited with code {proc.returncode}:\n{tail}")
+    raise AssertionError("unreachable")
+
+
+def stop_mlflow_server(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Terminate the server's whole process group (uvicorn worker included) and reap it."""
+    pgid = proc.pid  # start_new_session=True: the server leads its own group
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            pass
+        if _wait_gone(proc, pgid, timeout):
+            break
+    log_path = getattr(proc, "nf_log_path", None)
+    if log_path:
+        Path(log_path).unlink(missing_ok=True)
+
+
+def _wait_gone(proc: subprocess.Popen, pgid: int, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None and not _group_alive(pgid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a non-zombie process of group ``pgid`` exists (Linux /proc)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+    for d in proc.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command: state ppid pgrp ...
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def ui_command(tracking_uri: str, port: int = 5000) -> str:
+    """The shell line that opens the MLflow UI on a sweep's tracking store (light settings)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri}"  # a server is already the UI
+    return (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {shlex.quote(tracking_uri)} "
+            f"--port {port} --workers 1")
