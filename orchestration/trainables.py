@@ -55,8 +55,19 @@ class TrialContext:
         self.store.write_json(f"{self.dir}/status.json", {"state": state, "time": time.time(), **extra})
 
     def checkpoint(self) -> dict[str, Any] | None:
+        """The item's last epoch checkpoint (None: start from scratch); each start is recorded."""
         rel = f"{self.dir}/checkpoint.pt"
-        return self.store.load_torch(rel) if self.store.exists(rel) else None
+        ckpt = self.store.load_torch(rel) if self.store.exists(rel) else None
+        rel_a = f"{self.dir}/attempts.json"
+        attempts = self.store.read_json(rel_a) if self.store.exists(rel_a) else []
+        attempts.append({"time": time.time(), "from_epoch": ckpt["epoch"] if ckpt else 0})
+        self.store.write_json(rel_a, attempts)
+        return ckpt
+
+    @property
+    def pool_device(self) -> str:
+        # A pool actor sees a GPU only when it asked for one.
+        return "cuda" if self.cfg.resources.pool_actor_gpus > 0 and self.device == "cuda" else "cpu"
 
     def dataset(self, name: str) -> DatasetInfo:
         spec = next(d for d in self.cfg.datasets if d.name == name)
@@ -165,7 +176,7 @@ def generator_trainable(ctx: TrialContext) -> None:
         for m in p["source"]:
             ck = ctx.base_checkpoint(m)
             pools.append(make_pools(ck["model"], _model_spec(ck["spec"]), p["bits"], s.pool_actors,
-                                    device=ctx.device, num_cpus=ctx.cfg.resources.pool_actor_cpus,
+                                    device=ctx.pool_device, num_cpus=ctx.cfg.resources.pool_actor_cpus,
                                     num_gpus=ctx.cfg.resources.pool_actor_gpus, placement_group=pg))
             actors += pools[-1]
 
@@ -204,7 +215,7 @@ def evaluation_trainable(ctx: TrialContext) -> None:
 
             ck = ctx.base_checkpoint(target)
             pools = make_pools(ck["model"], _model_spec(ck["spec"]), p["bits"], e.pool_actors,
-                               device=ctx.device, num_cpus=ctx.cfg.resources.pool_actor_cpus,
+                               device=ctx.pool_device, num_cpus=ctx.cfg.resources.pool_actor_cpus,
                                num_gpus=ctx.cfg.resources.pool_actor_gpus,
                                placement_group=ray.util.get_current_placement_group())
             score = lambda chip: evaluate_pooled(pools, loader, chip, gen, seeds)  # noqa: E731
