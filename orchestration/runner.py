@@ -8,6 +8,7 @@ MLflow runs are found again by their tags rather than created anew.
 from __future__ import annotations
 
 import io
+import json
 import os
 import tempfile
 import time
@@ -53,6 +54,11 @@ def open_sweep(name: str, storage: str = "runs/sweeps", s3_endpoint: str | None 
         have = [n for n in parent.list() if parent.exists(f"{n}/{CONFIG_FILE}")]
         raise ConfigError(f"no sweep {name!r} under {parent.url()}; sweeps there: {', '.join(have) or 'none'}")
     return parse_config(yaml.safe_load(store.read_bytes(CONFIG_FILE)))
+
+
+def _normal(d: dict[str, Any]) -> Any:
+    """A config as plain JSON values (tuples become lists), for comparisons."""
+    return json.loads(json.dumps(d))
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -119,7 +125,8 @@ def _init_ray(address: str | None) -> None:
 
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
-        kw: dict[str, Any] = {"address": address} if address else {"include_dashboard": False}
+        # "local": always a fresh instance, never a leftover cluster found on this machine
+        kw: dict[str, Any] = {"address": address} if address else {"address": "local", "include_dashboard": False}
         ray.init(log_to_driver=False, **kw)
 
 
@@ -133,7 +140,7 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, ray_address: str | None = 
     store = sweep_store(cfg)
     if store.exists(CONFIG_FILE):
         stored = yaml.safe_load(store.read_bytes(CONFIG_FILE))
-        if parse_config(stored).to_dict() != cfg.to_dict():
+        if _normal(parse_config(stored).to_dict()) != _normal(cfg.to_dict()):
             raise ConfigError(f"sweep {cfg.name!r} already exists in {store.url()} with a different config; "
                               f"continue it with `nf sweep resume {cfg.name}` or give the new sweep another name")
     elif resume:

@@ -60,9 +60,16 @@ class TrialContext:
         ckpt = self.store.load_torch(rel) if self.store.exists(rel) else None
         rel_a = f"{self.dir}/attempts.json"
         attempts = self.store.read_json(rel_a) if self.store.exists(rel_a) else []
-        attempts.append({"time": time.time(), "from_epoch": ckpt["epoch"] if ckpt else 0})
+        attempts.append({"time": time.time(), "from_epoch": ckpt["epoch"] if ckpt else 0, "completed": []})
         self.store.write_json(rel_a, attempts)
         return ckpt
+
+    def completed_epoch(self, epoch: int) -> None:
+        """Note an epoch this attempt trained (tests check that no epoch is trained twice)."""
+        rel_a = f"{self.dir}/attempts.json"
+        attempts = self.store.read_json(rel_a)
+        attempts[-1]["completed"].append(epoch)
+        self.store.write_json(rel_a, attempts)
 
     @property
     def pool_device(self) -> str:
@@ -125,6 +132,7 @@ def _guard(fn: Callable[[TrialContext], None]) -> Callable[[dict[str, Any]], Non
 def _epoch_reporter(ctx: TrialContext) -> Callable[[int, dict[str, float], dict[str, Any]], None]:
     def on_epoch(epoch: int, metrics: dict[str, float], ckpt: dict[str, Any]) -> None:
         ctx.store.save_torch(f"{ctx.dir}/checkpoint.pt", ckpt)  # before reporting: a kill loses no epoch
+        ctx.completed_epoch(epoch)
         ctx.status("running", epoch=epoch)
         tune.report({**metrics, "epoch": epoch})
 

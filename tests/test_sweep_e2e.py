@@ -1,0 +1,212 @@
+"""Sweeps end to end on real components: local Ray, MLflow on SQLite (and a real server), S3 on moto.
+
+Each test runs the same tiny sweep (2 models × 2 generators × 2 BERs, transfer on: 26 trials).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+
+import boto3
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from orchestration.config import parse_config
+from orchestration.results import format_table
+from orchestration.runner import run_sweep, stage_states, sweep_store, tracking_uri
+from orchestration.tracking import start_mlflow_server, stop_mlflow_server
+from tests.sweep_support import TINY, TRIALS, kill_tree, nf, start_moto
+
+
+def _runs(uri: str, experiment: str) -> list:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def _check_no_epoch_trained_twice(store, cfg) -> int:
+    """Every base/generator item trained each epoch once; restarts continued from their checkpoint.
+    Returns how many attempts resumed from a checkpoint."""
+    resumed = 0
+    for stage in ("base", "generator"):
+        for item in store.list(f"items/{stage}"):
+            attempts = store.read_json(f"items/{stage}/{item}/attempts.json")
+            done: list[int] = []
+            for a in attempts:
+                assert a["from_epoch"] >= max(done, default=0), (item, attempts)  # never back to scratch
+                resumed += a["from_epoch"] > 0
+                done += a["completed"]
+            assert len(done) == len(set(done)), (item, attempts)
+            epochs = cfg.base.epochs if stage == "base" else cfg.generator.epochs
+            assert store.load_torch(f"items/{stage}/{item}/checkpoint.pt")["epoch"] == epochs
+    return resumed
+
+
+def _wait(pred, proc, timeout: float = 400) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"sweep ended before the kill point:\n{proc.stdout.read()[-3000:]}")
+        time.sleep(0.5)
+    raise AssertionError("kill point not reached in time")
+
+
+def _generator_mid_training(store) -> bool:
+    for item in store.list("items/generator"):
+        d = f"items/generator/{item}"
+        if store.exists(f"{d}/checkpoint.pt") and not store.exists(f"{d}/done.json"):
+            return True
+    return False
+
+
+def test_tiny_sweep_end_to_end(tmp_path) -> None:
+    import ray
+
+    cfg = parse_config({**TINY, "storage": str(tmp_path / "sweeps")})
+    try:
+        rows = run_sweep(cfg, verbose=0)
+        store = sweep_store(cfg)
+        uri = tracking_uri(cfg, store)
+        # MLflow: one parent, one child per trial, all finished, with params, metrics and artifacts.
+        runs = _runs(uri, "tiny")
+        parents = [r for r in runs if r.data.tags.get("nf.role") == "parent"]
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+        assert len(parents) == 1 and len(children) == sum(TRIALS.values()) == len(runs) - 1
+        assert all(r.info.status == "FINISHED" for r in runs)
+        client = MlflowClient(uri)
+        by_stage: dict[str, list] = {}
+        for r in children:
+            by_stage.setdefault(r.data.tags["nf.stage"], []).append(r)
+        assert {k: len(v) for k, v in by_stage.items()} == TRIALS
+        g = by_stage["generator"][0]
+        for key in ("dataset", "generator", "ber", "lam", "n", "fault_model", "bits", "seed", "code_version"):
+            assert key in g.data.params, key
+        assert [m.step for m in client.get_metric_history(g.info.run_id, "loss")] == [1, 2, 3]
+        assert {"checkpoint.pt", "sweep.yaml"} <= {a.path for a in client.list_artifacts(g.info.run_id)}
+        e = by_stage["eval"][0]
+        assert "results.parquet" in {a.path for a in client.list_artifacts(e.info.run_id)}
+        parent_art = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+        assert {"results.parquet", "transfer_digits.parquet", "transfer_digits.png", "sweep.yaml"} <= parent_art
+
+        # The printed table's numbers are the Parquet artifact's.
+        local = client.download_artifacts(parents[0].info.run_id, "results.parquet", str(tmp_path))
+        table = pq.read_table(local).to_pylist()
+        assert len(table) == len(rows) == 8 * 2 + 8 * 2  # (eval + transfer) × eval BERs
+        key = lambda r: (r["item_id"], r["target"], r["eval_ber"])  # noqa: E731
+        for a, b in zip(sorted(rows, key=key), sorted(table, key=key)):
+            for col in ("ca", "pa_mean", "pa_std", "ca_nf", "pa_nf_mean", "rp"):
+                assert a[col] == pytest.approx(b[col], abs=1e-9)
+        text = format_table(table)
+        assert f"{table[0]['rp']:+.2f}" in text and f"{table[0]['pa_nf_mean']:.2f}" in text
+        assert {r["target"] for r in table if r["stage"] == "transfer"} == {"resnet18", "vgg11"}
+
+        assert all(s == "done" for st in stage_states(cfg).values() for s in st.values())
+        # Run again: complete items are never run again, no run is duplicated.
+        attempts = store.read_bytes("items/generator/" + store.list("items/generator")[0] + "/attempts.json")
+        run_sweep(cfg, verbose=0)
+        assert len(_runs(uri, "tiny")) == len(runs)
+        assert store.read_bytes("items/generator/" + store.list("items/generator")[0] + "/attempts.json") == attempts
+    finally:
+        ray.shutdown()
+
+    # A real MLflow server on loopback answers a search for the sweep's runs.
+    proc, url = start_mlflow_server(uri, store.url("mlartifacts"))
+    try:
+        found = _runs(url, "tiny")
+        assert len(found) == len(runs)
+        assert {r.info.run_id for r in found} == {r.info.run_id for r in runs}
+    finally:
+        stop_mlflow_server(proc)
+
+
+def test_preempted_driver_resumes_without_rework(tmp_path) -> None:
+    raw = {**TINY, "storage": str(tmp_path / "sweeps")}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = parse_config(raw)
+    store = sweep_store(cfg)
+
+    first = nf("sweep", "run", str(path))
+    try:
+        _wait(lambda: _generator_mid_training(store), first)
+    finally:
+        kill_tree(first)
+    done_before = {s: [i for i, v in st.items() if v == "done"] for s, st in stage_states(cfg).items()}
+    assert len(done_before["base"]) == 2 and len(done_before["transfer"]) == 0
+
+    second = nf("sweep", "resume", "tiny", "--storage", cfg.storage)
+    try:  # second kill: once the generator stage has moved on
+        _wait(lambda: len([v for v in stage_states(cfg)["generator"].values() if v == "done"])
+              > len(done_before["generator"]) and _generator_mid_training(store), second)
+    finally:
+        kill_tree(second)
+
+    last = nf("sweep", "resume", "tiny", "--storage", cfg.storage)
+    out, _ = last.communicate(timeout=900)
+    assert last.returncode == 0, out[-4000:]
+    assert "RP" in out and "mlflow ui" in out
+
+    assert all(s == "done" for st in stage_states(cfg).values() for s in st.values())
+    assert _check_no_epoch_trained_twice(store, cfg) >= 2  # two kills, each mid-training
+    runs = _runs(tracking_uri(cfg, store), "tiny")
+    assert len(runs) == 1 + sum(TRIALS.values())  # resumed, not duplicated
+    assert len({r.data.tags["nf.item_id"] for r in runs if "nf.item_id" in r.data.tags}) == sum(TRIALS.values())
+    assert all(r.info.status == "FINISHED" for r in runs)
+    status = nf("sweep", "status", "tiny", "--storage", cfg.storage)
+    out, _ = status.communicate(timeout=120)
+    assert status.returncode == 0 and "transfer" in out and " 8 " in out
+
+
+def test_sweep_on_s3_with_resume(tmp_path) -> None:
+    server, endpoint = start_moto()
+    secret = "nf-test-secret-key-1234"
+    env = {"AWS_ACCESS_KEY_ID": "nf-test-key", "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket="nf-sweeps")
+        raw = {**TINY, "name": "tiny-s3", "storage": "s3://nf-sweeps/team", "s3_endpoint": endpoint,
+               "mlflow": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}}
+        path = tmp_path / "s3.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        cfg = parse_config(raw)
+        store = sweep_store(cfg)
+        first = nf("sweep", "run", str(path), env=env)
+        try:
+            _wait(lambda: _generator_mid_training(store), first)
+        finally:
+            kill_tree(first)
+        last = nf("sweep", "resume", "tiny-s3", "--storage", "s3://nf-sweeps/team", "--s3-endpoint", endpoint, env=env)
+        out, _ = last.communicate(timeout=900)
+        assert last.returncode == 0, out[-4000:]
+
+        keys = [o["Key"] for p in s3.get_paginator("list_objects_v2").paginate(Bucket="nf-sweeps", Prefix="team/tiny-s3/")
+                for o in p.get("Contents", [])]
+        assert sum(k.endswith("/done.json") for k in keys) == sum(TRIALS.values())
+        assert "team/tiny-s3/results/results.parquet" in keys and "team/tiny-s3/sweep.yaml" in keys
+        assert any(k.startswith("team/tiny-s3/mlartifacts/") and k.endswith("checkpoint.pt") for k in keys)
+        assert any(k.startswith("team/tiny-s3/tune/") for k in keys)  # Ray Tune's own state on S3 too
+        table = pq.read_table(io.BytesIO(s3.get_object(Bucket="nf-sweeps", Key="team/tiny-s3/results/results.parquet")
+                                         ["Body"].read()))
+        assert table.num_rows == 32
+        assert _check_no_epoch_trained_twice(store, cfg) >= 1
+        runs = _runs(cfg.mlflow.tracking_uri, "tiny-s3")
+        assert len(runs) == 1 + sum(TRIALS.values())
+        everything = json.dumps([r.data.params for r in runs]) + json.dumps([r.data.tags for r in runs])
+        assert secret not in everything and "nf-test-key" not in everything  # credentials never recorded
+        assert secret not in out
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.kill()
+        server.wait()
