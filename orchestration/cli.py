@@ -49,10 +49,11 @@ def _sweep_status(args: argparse.Namespace) -> int:
 
 
 def _sweep_plan(args: argparse.Namespace) -> int:
-    from orchestration.plan import format_plan, plan
+    from orchestration.capacity import plan_with_cluster
+    from orchestration.plan import plan
 
     cfg = load_config(args.config)
-    print(format_plan(cfg, plan(cfg), verbose=args.verbose))
+    print(plan_with_cluster(args, cfg, plan(cfg)))
     return 0
 
 
@@ -118,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sw.add_parser("plan", help="print the trials per stage without running anything")
     pl.add_argument("config")
     pl.add_argument("-v", "--verbose", action="store_true", help="list every trial")
+    from orchestration.capacity import add_cluster_args
+
+    add_cluster_args(pl)  # --cluster clusters/X.yaml, --epoch-seconds
     pl.set_defaults(func=_sweep_plan)
     u = sub.add_parser("ui", help="open the MLflow UI of a sweep")
     u.add_argument("name")

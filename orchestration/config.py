@@ -69,6 +69,9 @@ class EvalStage:
     chips: int = 10
     fault_model: str | None = None  # None: the training fault model
     layout: str | None = None
+    # Precisions to evaluate at: the trained base model re-quantized to b bits (the paper's
+    # Appendix H applies 8-bit-trained generators to lower-precision copies). None: `bits`.
+    bits: list[int] | None = None
     pool_actors: int = 0  # 0: score chips in the trial's own process
     batch_size: int = 256
 
@@ -101,6 +104,9 @@ class SweepConfig:
     models: list[str] = field(default_factory=lambda: ["resnet18"])
     width: float = 1.0
     ensembles: list[list[str]] = field(default_factory=list)
+    # What generators are trained against: model names and/or lists of models (ensembles).
+    # None: every model and every ensemble. Restricted-access sweeps list only the surrogates.
+    sources: list[str | list[str]] | None = None
     generators: list[str] = field(default_factory=lambda: ["ConvL"])
     train_bers: list[float] = field(default_factory=lambda: [0.01])
     lambdas: list[float] = field(default_factory=lambda: [5.0])
@@ -118,6 +124,12 @@ class SweepConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def source_list(self) -> list[list[str]]:
+        """The generators' training targets, each a list of models (one model, or an ensemble)."""
+        if self.sources is None:
+            return [[m] for m in self.models] + [list(e) for e in self.ensembles]
+        return [[s] if isinstance(s, str) else list(s) for s in self.sources]
 
 
 _SECTIONS = {"base": BaseStage, "generator": GeneratorStage, "evaluation": EvalStage, "resources": Resources,
@@ -206,6 +218,16 @@ def validate(cfg: SweepConfig) -> None:
         for m in ens:
             if m not in cfg.models:
                 raise ConfigError(f"ensembles[{i}]: model {m!r} is not in models; valid choices: {', '.join(cfg.models)}")
+    if cfg.sources is not None:
+        if not isinstance(cfg.sources, list) or not cfg.sources:
+            raise ConfigError(f"sources: {cfg.sources!r} must be a non-empty list of models or lists of models")
+        for i, src in enumerate(cfg.sources):
+            members = [src] if isinstance(src, str) else src
+            if not isinstance(members, list) or not members or (not isinstance(src, str) and len(members) < 2):
+                raise ConfigError(f"sources[{i}]: {src!r} must be a model name or a list of at least two models")
+            for m in members:
+                if m not in cfg.models:
+                    raise ConfigError(f"sources[{i}]: model {m!r} is not in models; valid choices: {', '.join(cfg.models)}")
     for g in cfg.generators:
         _check("generators", GENERATORS.get, g)
     for p in cfg.train_bers:
@@ -223,6 +245,11 @@ def validate(cfg: SweepConfig) -> None:
     if cfg.evaluation.layout is not None:
         _check("evaluation.layout", check_choice, "memory layout", cfg.evaluation.layout, LAYOUTS)
     _check("bits", check_bits, cfg.bits)
+    if cfg.evaluation.bits is not None:
+        if not isinstance(cfg.evaluation.bits, list) or not cfg.evaluation.bits:
+            raise ConfigError(f"evaluation.bits: {cfg.evaluation.bits!r} must be a non-empty list of bit widths or null")
+        for b in cfg.evaluation.bits:
+            _check("evaluation.bits", check_bits, b)
     if cfg.generator.generator_bits is not None:
         _check("generator.generator_bits", check_bits, cfg.generator.generator_bits)
     for s in cfg.seeds:

@@ -30,7 +30,7 @@ def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
     eval (one per generator, on its source models); transfer (one per generator, on the
     dataset's other models)."""
     out: dict[str, list[Item]] = {s: [] for s in STAGES}
-    sources = [[m] for m in cfg.models] + [list(e) for e in cfg.ensembles]
+    sources = cfg.source_list()
     for d, seed in itertools.product(cfg.datasets, cfg.seeds):
         for m in cfg.models:
             out["base"].append(Item("base", base_id(d.name, m, cfg.bits, seed),

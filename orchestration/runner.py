@@ -86,7 +86,7 @@ def _resources(cfg: SweepConfig, stage: str):
     bundles = [{"CPU": r.cpus, "GPU": r.gpus}]
     actors = 0
     if stage == "generator" and cfg.generator.access == "pool":
-        actors = cfg.generator.pool_actors * max(len(e) for e in [[m] for m in cfg.models] + cfg.ensembles)
+        actors = cfg.generator.pool_actors * max(len(src) for src in cfg.source_list())
     elif stage in ("eval", "transfer"):
         actors = cfg.evaluation.pool_actors
     bundles += [{"CPU": r.pool_actor_cpus, "GPU": r.pool_actor_gpus}] * actors
@@ -159,6 +159,7 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, ray_address: str | None = 
         runs = {it.id: tracker.child_run(it.id, stage, item_params(cfg, it)) for it in items[stage]}
         pending = [it.id for it in items[stage] if not store.exists(f"{item_dir(stage, it.id)}/done.json")]
         log(f"stage {stage}: {len(items[stage]) - len(pending)} done, {len(pending)} to run")
+        t0 = time.perf_counter()
         if pending:
             tuner = tune.Tuner(
                 tune.with_resources(TRAINABLES[stage], _resources(cfg, stage)),
@@ -176,6 +177,9 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, ray_address: str | None = 
         else:
             failed = []
         _log_item_artifacts(tracker, store, stage, items[stage], runs)
+        seconds = time.perf_counter() - t0
+        tracker.log_metrics(parent, {f"stage_seconds.{stage}": seconds}, step=0)
+        log(f"stage {stage}: finished in {seconds:.1f} s")
         if failed:
             tracker.finish(parent, "FAILED")
             ids = [r.config["item_id"] for r in failed]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
 import time
 import traceback
@@ -96,11 +97,12 @@ class TrialContext:
         p = self.item.params
         return self.store.load_torch(f"{item_dir('base', base_id(p['dataset'], model, p['bits'], p['seed']))}/checkpoint.pt")
 
-    def deployed(self, model: str) -> DeployedModel:
+    def deployed(self, model: str, bits: int | None = None) -> DeployedModel:
+        """The trained base model quantized to ``bits`` (default: the bits it was trained at)."""
         ck = self.base_checkpoint(model)
         module = create_model(**_model_kwargs(ck["spec"]))
         module.load_state_dict(ck["model"])
-        return DeployedModel(module, self.item.params["bits"], self.device)
+        return DeployedModel(module, bits or self.item.params["bits"], self.device)
 
 
 def _model_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -217,26 +219,28 @@ def evaluation_trainable(ctx: TrialContext) -> None:
     loader = make_loader(ds.test, e.batch_size, shuffle=False)
     seeds = evaluation_chip_seeds(e.chips)
     rows, metrics = [], {}
-    for target in p["targets"]:
+    bit_widths = e.bits or [p["bits"]]
+    for target, bits in itertools.product(p["targets"], bit_widths):
         if e.pool_actors > 0:  # restricted access: pool actors return predictions only
             from orchestration.pool import evaluate_pooled, make_pools
 
             ck = ctx.base_checkpoint(target)
-            pools = make_pools(ck["model"], _model_spec(ck["spec"]), p["bits"], e.pool_actors,
+            pools = make_pools(ck["model"], _model_spec(ck["spec"]), bits, e.pool_actors,
                                device=ctx.pool_device, num_cpus=ctx.cfg.resources.pool_actor_cpus,
                                num_gpus=ctx.cfg.resources.pool_actor_gpus,
                                placement_group=ray.util.get_current_placement_group())
             score = lambda chip: evaluate_pooled(pools, loader, chip, gen, seeds)  # noqa: E731
         else:
-            base, pools = ctx.deployed(target), []
+            base, pools = ctx.deployed(target, bits), []
             score = lambda chip: evaluate(base, loader, chip, gen, seeds)  # noqa: E731
         try:
             for ber in e.bers:
                 chip = ChipConfig(ber, e.fault_model or p["fault_model"], e.layout or p["layout"])
                 r = score(chip)
                 rows.append(_row(ctx, p, target, r))
+                tag = f"{target}.ber{ber:g}" + (f".b{bits}" if len(bit_widths) > 1 else "")
                 for k in ("ca", "pa_mean", "ca_nf", "pa_nf_mean", "rp"):
-                    metrics[f"{k}.{target}.ber{ber:g}"] = r[k]
+                    metrics[f"{k}.{tag}"] = r[k]
         finally:
             for a in pools:
                 ray.kill(a)
@@ -249,7 +253,7 @@ def evaluation_trainable(ctx: TrialContext) -> None:
 def _row(ctx: TrialContext, p: dict[str, Any], target: str, r: dict[str, Any]) -> dict[str, Any]:
     return {"item_id": ctx.item.id, "stage": ctx.item.stage, "dataset": p["dataset"], "source": "+".join(p["source"]),
             "generator": p["generator"], "train_ber": p["ber"], "lam": p["lam"], "n": p["n"],
-            "fault_model": r["fault_model"], "layout": r["layout"], "bits": p["bits"], "seed": p["seed"],
+            "fault_model": r["fault_model"], "layout": r["layout"], "bits": r["bits"], "seed": p["seed"],
             "eval_ber": r["ber"], "target": target, "chips": r["chips"],
             **{k: r.get(k) for k in ("ca", "pa_mean", "pa_std", "ca_nf", "pa_nf_mean", "pa_nf_std", "rp", "efficiency")}}
 

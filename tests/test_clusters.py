@@ -327,7 +327,7 @@ def test_head_serves_mlflow_where_the_sweeps_look(name: str) -> None:
 # ------------------------------------------------------------------ references resolve in this repo
 REPO_PATH = re.compile(r"(?<![\w/.-])((?:clusters|sweeps|orchestration|nf_core|tests)/[\w./-]*\w)")
 NF_COMMAND = re.compile(r"(?:^|[\s`(])nf\s+([a-z][^\n`;|&)#]*)")
-RAY_COMMAND = re.compile(r"(?:^|[\s`(;])ray\s+([a-z][\w-]*)")
+RAY_COMMAND = re.compile(r"(?:^|[\s`(;])ray\s+([a-z][\w-]*)(?:\s+([a-z][\w-]*))?")
 
 
 def referring_files() -> list[Path]:
@@ -378,8 +378,12 @@ def test_nf_commands_mentioned_exist(path: Path) -> None:
 def test_ray_commands_mentioned_exist(path: Path) -> None:
     from ray.scripts.scripts import cli
 
-    for sub in RAY_COMMAND.findall(path.read_text()):
+    import click
+
+    for sub, subsub in RAY_COMMAND.findall(path.read_text()):
         assert sub in cli.commands, f"{path.name}: `ray {sub}` is not a ray command"
+        if isinstance(cli.commands[sub], click.Group):  # ray job submit, ray job status, ...
+            assert subsub in cli.commands[sub].commands, f"{path.name}: `ray {sub} {subsub}` is not a ray command"
 
 
 def test_installs_pin_this_projects_release_and_its_ray() -> None:
@@ -525,3 +529,143 @@ def test_every_paper_sweep_fits_every_cluster() -> None:
             for c in clusters:
                 assert pack(c, cpus, gpus, 1)[0] == 1, (sweep.name, stage, c.path)
 
+
+
+# ------------------------------------------------------------------ two Ray nodes, one machine
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get_json(url: str, token: str) -> Any:
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with opener.open(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _process_tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    children.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    out, todo = [pid], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _stop(proc: Any) -> None:
+    """SIGTERM `ray start --block` (it stops its node), then SIGKILL what is left of its tree, by PID."""
+    import signal
+    import time
+
+    pids = _process_tree(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except Exception:
+        pass
+    time.sleep(1)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=30)
+
+
+@pytest.mark.skipif(not os.environ.get("NF_MULTINODE"),
+                    reason="starts two Ray nodes and runs a sweep through `ray job submit` (1-2 min): set NF_MULTINODE=1")
+def test_multinode_sweep_through_ray_job_submit(tmp_path: Path) -> None:
+    """The cluster files' path end to end on 127.0.0.1: a token-auth head and a second node
+    (separate `ray start` processes), sweeps/smoke.yaml submitted as a Ray job, its trials on
+    both nodes, every MLflow run on the (loopback) tracking server finished."""
+    import secrets
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    pytest.importorskip("aiohttp_cors", reason="the dashboard and job API need ray[default]")
+    from mlflow.tracking import MlflowClient
+
+    from orchestration.tracking import start_mlflow_server, stop_mlflow_server
+
+    bin_dir = Path(sys.executable).parent
+    token = secrets.token_hex(16)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,  # as the cluster files set them
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0"}
+    gcs, dash = _free_port(), _free_port()
+    # A temp dir per node, as separate machines have: nodes sharing one would share the job's
+    # unpacked working dir, and the worker's runtime-env agent deletes it under the driver's feet.
+    # Short paths: Ray's socket paths must fit 107 bytes.
+    temps = [tempfile.mkdtemp(prefix="nfr", dir="/tmp") for _ in range(2)]
+    ray = str(bin_dir / "ray")
+    common = ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats"]
+    head = subprocess.Popen([ray, "start", "--head", f"--port={gcs}", f"--dashboard-port={dash}",
+                             "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--temp-dir={temps[0]}", *common],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = None
+    server = None
+    api = f"http://127.0.0.1:{dash}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                _get_json(f"{api}/api/version", token)
+                break
+            except OSError:
+                assert time.time() < deadline and head.poll() is None, "the head did not come up"
+                time.sleep(1)
+        worker = subprocess.Popen([ray, "start", f"--address=127.0.0.1:{gcs}", f"--temp-dir={temps[1]}", *common], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while len([n for n in _get_json(f"{api}/api/v0/nodes", token)["data"]["result"]["result"]
+                   if n["state"] == "ALIVE"]) < 2:
+            assert time.time() < deadline and worker.poll() is None, "the second node did not join"
+            time.sleep(1)
+        with pytest.raises(OSError):  # token auth is on: the job API refuses callers without it
+            _get_json(f"{api}/api/version", "wrong-token")
+
+        server, url = start_mlflow_server(f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "artifacts"))
+        sweep = yaml.safe_load((ROOT / "sweeps" / "smoke.yaml").read_text())
+        sweep.update(name="smoke_multinode", storage=str(tmp_path / "storage"), mlflow={"tracking_uri": url})
+        job_dir = tmp_path / "job"
+        job_dir.mkdir()
+        (job_dir / "smoke.yaml").write_text(yaml.safe_dump(sweep))
+        submit = subprocess.run([ray, "job", "submit", "--address", api, "--working-dir", str(job_dir),
+                                 "--", "nf", "sweep", "run", "smoke.yaml"],
+                                env=env, capture_output=True, text=True, timeout=600)
+        assert submit.returncode == 0 and "succeeded" in submit.stdout, submit.stdout[-4000:] + submit.stderr[-2000:]
+
+        # Trials ran as Tune actors; their records say on which node.
+        actors = _get_json(f"{api}/api/v0/actors?detail=1&limit=10000", token)["data"]["result"]["result"]
+        trial_nodes = {a["node_id"] for a in actors if "ImplicitFunc" in (a.get("class_name") or "")}
+        assert len(trial_nodes) == 2, [(a["class_name"], a["node_id"]) for a in actors]
+
+        client = MlflowClient(url)
+        exp = client.get_experiment_by_name("smoke_multinode")
+        runs = client.search_runs([exp.experiment_id], max_results=1000)
+        trials = sum(len(v) for v in plan(parse_config(sweep)).values())
+        assert len(runs) == trials + 1  # one child run per trial, plus the parent
+        assert {r.info.status for r in runs} == {"FINISHED"}
+    finally:
+        if server is not None:
+            stop_mlflow_server(server)
+        for proc in (worker, head):
+            if proc is not None:
+                _stop(proc)
+        for temp in temps:
+            shutil.rmtree(temp, ignore_errors=True)

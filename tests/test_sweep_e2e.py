@@ -68,7 +68,8 @@ def _generator_mid_training(store) -> bool:
 def test_tiny_sweep_end_to_end(tmp_path) -> None:
     import ray
 
-    cfg = parse_config({**TINY, "storage": str(tmp_path / "sweeps")})
+    # Also evaluates at a lower precision (the base model re-quantized to 4 bits).
+    cfg = parse_config({**TINY, "storage": str(tmp_path / "sweeps"), "evaluation": {**TINY["evaluation"], "bits": [8, 4]}})
     try:
         rows = run_sweep(cfg, verbose=0)
         store = sweep_store(cfg)
@@ -97,7 +98,9 @@ def test_tiny_sweep_end_to_end(tmp_path) -> None:
         # The printed table's numbers are the Parquet artifact's.
         local = client.download_artifacts(parents[0].info.run_id, "results.parquet", str(tmp_path))
         table = pq.read_table(local).to_pylist()
-        assert len(table) == len(rows) == 8 * 2 + 8 * 2  # (eval + transfer) × eval BERs
+        assert len(table) == len(rows) == (8 + 8) * 2 * 2  # (eval + transfer) × eval BERs × bit widths
+        assert {r["bits"] for r in table} == {8, 4}
+        assert len({r["ca"] for r in table if r["target"] == "vgg11"}) == 2  # 4-bit weights change clean accuracy
         key = lambda r: (r["item_id"], r["target"], r["eval_ber"])  # noqa: E731
         for a, b in zip(sorted(rows, key=key), sorted(table, key=key)):
             for col in ("ca", "pa_mean", "pa_std", "ca_nf", "pa_nf_mean", "rp"):
@@ -189,7 +192,7 @@ def test_sweep_on_s3_with_resume(tmp_path) -> None:
 
         keys = [o["Key"] for p in s3.get_paginator("list_objects_v2").paginate(Bucket="nf-sweeps", Prefix="team/tiny-s3/")
                 for o in p.get("Contents", [])]
-        assert sum(k.endswith("/done.json") for k in keys) == sum(TRIALS.values())
+        assert sum(k.startswith("team/tiny-s3/items/") and k.endswith("/done.json") for k in keys) == sum(TRIALS.values())
         assert "team/tiny-s3/results/results.parquet" in keys and "team/tiny-s3/sweep.yaml" in keys
         assert any(k.startswith("team/tiny-s3/mlartifacts/") and k.endswith("checkpoint.pt") for k in keys)
         assert any(k.startswith("team/tiny-s3/tune/") for k in keys)  # Ray Tune's own state on S3 too
