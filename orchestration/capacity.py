@@ -164,12 +164,12 @@ def _read_kuberay(path: str, cr: dict[str, Any]) -> Cluster:
 
 # ------------------------------------------------------------------------- trials
 def trial_bundles(cfg: SweepConfig, stage: str) -> list[dict[str, float]]:
-    """A trial's placement-group bundles, as the runner requests them (runner._resources)."""
+    """A trial's placement-group bundles: its own CPUs/GPUs, then one bundle per pool actor."""
     r = cfg.resources
     bundles = [{"CPU": r.cpus, "GPU": r.gpus}]
     actors = 0
     if stage == "generator" and cfg.generator.access == "pool":
-        actors = cfg.generator.pool_actors * max(len(e) for e in [[m] for m in cfg.models] + cfg.ensembles)
+        actors = cfg.generator.pool_actors * max(len(src) for src in cfg.source_list())
     elif stage in ("eval", "transfer"):
         actors = cfg.evaluation.pool_actors
     bundles += [{"CPU": r.pool_actor_cpus, "GPU": r.pool_actor_gpus}] * actors

@@ -16,7 +16,7 @@ import yaml
 from nf_core.data import DATASETS
 from nf_core.generators import GENERATORS
 from nf_core.models import MODELS
-from nf_core.train import OPTIMIZERS, SCHEDULES
+from nf_core.train import OPTIMIZERS, SCHEDULES, BaseTrainConfig, GeneratorTrainConfig
 from nf_core.validation import (FAULT_MODELS, LAYOUTS, check_ber, check_bits, check_choice, check_lambda,
                                 check_n_chips)
 
@@ -38,29 +38,34 @@ class DatasetSpec:
     test_subset: int | None = None
 
 
+# The stage sections take their defaults from nf_core's training configs (one source of
+# truth for the paper's settings); the grid supplies the rest (bits, seed, BER, λ, N …).
+_B, _G = BaseTrainConfig, GeneratorTrainConfig
+
+
 @dataclass
 class BaseStage:
-    epochs: int = 300
-    batch_size: int = 256
-    optimizer: str = "sgd"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "none"
+    epochs: int = _B.epochs
+    batch_size: int = _B.batch_size
+    optimizer: str = _B.optimizer
+    lr: float = _B.lr
+    momentum: float = _B.momentum
+    weight_decay: float = _B.weight_decay
+    schedule: str = _B.schedule
 
 
 @dataclass
 class GeneratorStage:
-    epochs: int = 150
-    batch_size: int = 256
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.5, 0.999)
-    step_size: int = 500
-    gamma: float = 0.96
-    generator_bits: int | None = None
+    epochs: int = _G.epochs
+    batch_size: int = _G.batch_size
+    lr: float = _G.lr
+    betas: tuple[float, float] = _G.betas
+    step_size: int = _G.step_size
+    gamma: float = _G.gamma
+    generator_bits: int | None = _G.generator_bits
     access: str = "in_process"  # "pool": relaxed-access pool actors serve the chips
     pool_actors: int = 1  # replicas per base model when access is "pool"
-    batching: str = "loop"
+    batching: str = _G.batching
 
 
 @dataclass

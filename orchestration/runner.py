@@ -82,15 +82,9 @@ def item_params(cfg: SweepConfig, item: Item) -> dict[str, Any]:
 def _resources(cfg: SweepConfig, stage: str):
     from ray import tune
 
-    r = cfg.resources
-    bundles = [{"CPU": r.cpus, "GPU": r.gpus}]
-    actors = 0
-    if stage == "generator" and cfg.generator.access == "pool":
-        actors = cfg.generator.pool_actors * max(len(src) for src in cfg.source_list())
-    elif stage in ("eval", "transfer"):
-        actors = cfg.evaluation.pool_actors
-    bundles += [{"CPU": r.pool_actor_cpus, "GPU": r.pool_actor_gpus}] * actors
-    return tune.PlacementGroupFactory([{k: v for k, v in b.items() if v} or {"CPU": 0.01} for b in bundles])
+    from orchestration.capacity import trial_bundles
+
+    return tune.PlacementGroupFactory(trial_bundles(cfg, stage))
 
 
 def stage_states(cfg: SweepConfig, store: Store | None = None) -> dict[str, dict[str, str]]:

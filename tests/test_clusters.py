@@ -479,15 +479,20 @@ def test_max_concurrent_and_global_bounds() -> None:
     assert pack(c, 1, 0, 3) == (3, {"a": 1})  # CPU-only: both types have GPUs, so one node will do
 
 
-def test_trial_bundles_match_the_runner() -> None:
+def test_trial_bundles() -> None:
+    """What a trial asks Ray for (the runner requests exactly these): its own share, then a pool actor each."""
     from orchestration.runner import _resources
 
-    for extra in ({}, {"generator": {"access": "pool", "pool_actors": 2}, "ensembles": [["resnet18", "vgg11"]]},
-                  {"evaluation": {"pool_actors": 3}, "resources": {"pool_actor_gpus": 0.25}}):
-        cfg = parse_config({"name": "b", "models": ["resnet18", "vgg11"], "resources": {"cpus": 2, "gpus": 0.5},
-                            **extra})
-        for stage in ("base", "generator", "eval", "transfer"):
-            assert trial_bundles(cfg, stage) == _resources(cfg, stage).bundles, (extra, stage)
+    base = {"name": "b", "models": ["resnet18", "vgg11"], "resources": {"cpus": 2, "gpus": 0.5}}
+    plain = parse_config(base)
+    assert trial_bundles(plain, "generator") == [{"CPU": 2, "GPU": 0.5}]
+    pooled = parse_config({**base, "sources": [["resnet18", "vgg11"]], "generator": {"access": "pool", "pool_actors": 2}})
+    # an ensemble of two models × two replicas each = four actor bundles
+    assert trial_bundles(pooled, "generator") == [{"CPU": 2, "GPU": 0.5}] + [{"CPU": 0.5}] * 4
+    assert trial_bundles(pooled, "base") == [{"CPU": 2, "GPU": 0.5}]
+    ev = parse_config({**base, "evaluation": {"pool_actors": 3}, "resources": {"cpus": 1, "pool_actor_gpus": 0.25}})
+    assert trial_bundles(ev, "transfer") == [{"CPU": 1}] + [{"CPU": 0.5, "GPU": 0.25}] * 3
+    assert _resources(pooled, "generator").bundles == trial_bundles(pooled, "generator")
 
 
 def test_epoch_seconds_parsing() -> None:
@@ -532,116 +537,152 @@ def test_every_paper_sweep_fits_every_cluster() -> None:
 
 
 # ------------------------------------------------------------------ two Ray nodes, one machine
-def _free_port() -> int:
+def _free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports (all sockets held open until every port is picked)."""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
-def _get_json(url: str, token: str) -> Any:
+def _get(url: str, token: str) -> bytes:
     import urllib.request
 
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     with opener.open(req, timeout=10) as r:
-        return json.loads(r.read())
+        return r.read()
 
 
-def _process_tree(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
+def _get_json(url: str, token: str) -> Any:
+    return json.loads(_get(url, token))
+
+
+def _marked_pids(marker: str) -> list[int]:
+    """PIDs of live processes whose environment holds ``marker`` (NAME=value): everything the test's
+    `ray start` processes started, orphans re-parented away from their tree included."""
+    needle = marker.encode()
+    pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                with open(f"/proc/{entry}/stat") as f:
-                    children.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-            except (OSError, IndexError, ValueError):
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if needle in f.read().split(b"\0"):
+                        pids.append(int(entry))
+            except OSError:  # gone, or a zombie
                 continue
-    out, todo = [pid], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
+    return pids
 
 
-def _stop(proc: Any) -> None:
-    """SIGTERM `ray start --block` (it stops its node), then SIGKILL what is left of its tree, by PID."""
+def _stop_nodes(procs: list[Any], marker: str) -> None:
+    """SIGTERM each `ray start --block` (it stops its node), then SIGKILL, by PID, whatever
+    the nodes started and left behind."""
     import signal
+    import subprocess
     import time
 
-    pids = _process_tree(proc.pid)
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except Exception:
-        pass
-    time.sleep(1)
-    for pid in pids:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    while _marked_pids(marker) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in _marked_pids(marker):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    proc.wait(timeout=30)
+    for proc in procs:
+        proc.wait(timeout=30)
 
 
-@pytest.mark.skipif(not os.environ.get("NF_MULTINODE"),
-                    reason="starts two Ray nodes and runs a sweep through `ray job submit` (1-2 min): set NF_MULTINODE=1")
 def test_multinode_sweep_through_ray_job_submit(tmp_path: Path) -> None:
     """The cluster files' path end to end on 127.0.0.1: a token-auth head and a second node
-    (separate `ray start` processes), sweeps/smoke.yaml submitted as a Ray job, its trials on
-    both nodes, every MLflow run on the (loopback) tracking server finished."""
+    (separate `ray start` processes, 1 CPU each), a cut of sweeps/smoke.yaml submitted as a
+    Ray job, its trials on both nodes, every MLflow run on the (loopback) tracking server
+    finished, and no process of the two nodes left behind."""
     import secrets
     import shutil
     import subprocess
     import sys
     import tempfile
     import time
+    import uuid
 
-    pytest.importorskip("aiohttp_cors", reason="the dashboard and job API need ray[default]")
     from mlflow.tracking import MlflowClient
 
     from orchestration.tracking import start_mlflow_server, stop_mlflow_server
 
     bin_dir = Path(sys.executable).parent
     token = secrets.token_hex(16)
+    tag = uuid.uuid4().hex  # in the environment of every process the nodes start
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,  # as the cluster files set them
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0"}
-    gcs, dash = _free_port(), _free_port()
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0",
+           "NF_TEST_RAY_NODES": tag}
+    marker = f"NF_TEST_RAY_NODES={tag}"
     # A temp dir per node, as separate machines have: nodes sharing one would share the job's
     # unpacked working dir, and the worker's runtime-env agent deletes it under the driver's feet.
     # Short paths: Ray's socket paths must fit 107 bytes.
     temps = [tempfile.mkdtemp(prefix="nfr", dir="/tmp") for _ in range(2)]
+    # Every port explicit and free: Ray's fixed defaults (dashboard agent 52365, client server
+    # 10001, ...) clash between the two nodes, and with any other Ray on this machine.
+    gcs, dash, client_port, *node_ports = _free_ports(11)
+
+    def node_args(i: int) -> list[str]:
+        agent, agent_grpc, runtime_env, metrics = node_ports[4 * i:4 * i + 4]
+        return ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats",
+                f"--temp-dir={temps[i]}", f"--dashboard-agent-listen-port={agent}",
+                f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={runtime_env}",
+                f"--metrics-export-port={metrics}"]
+
     ray = str(bin_dir / "ray")
-    common = ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats"]
-    head = subprocess.Popen([ray, "start", "--head", f"--port={gcs}", f"--dashboard-port={dash}",
-                             "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--temp-dir={temps[0]}", *common],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    worker = None
+    procs: list[subprocess.Popen] = []
     server = None
     api = f"http://127.0.0.1:{dash}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                _get_json(f"{api}/api/version", token)
-                break
-            except OSError:
-                assert time.time() < deadline and head.poll() is None, "the head did not come up"
-                time.sleep(1)
-        worker = subprocess.Popen([ray, "start", f"--address=127.0.0.1:{gcs}", f"--temp-dir={temps[1]}", *common], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while len([n for n in _get_json(f"{api}/api/v0/nodes", token)["data"]["result"]["result"]
-                   if n["state"] == "ALIVE"]) < 2:
-            assert time.time() < deadline and worker.poll() is None, "the second node did not join"
-            time.sleep(1)
+        procs.append(subprocess.Popen(
+            [ray, "start", "--head", f"--port={gcs}", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
+             "--include-dashboard=true", f"--ray-client-server-port={client_port}", *node_args(0)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        server, url = start_mlflow_server(f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "artifacts"))
+        deadline = time.monotonic() + 120
+
+        def wait_for(what: str, ready: Any) -> None:
+            while True:
+                try:
+                    if ready():
+                        return
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline and all(p.poll() is None for p in procs), f"{what}: timed out"
+                time.sleep(0.5)
+
+        # The job API answers, and the head's dashboard agent, which runs submitted jobs, is up.
+        wait_for("the head", lambda: _get_json(f"{api}/api/version", token) and
+                 _get(f"http://127.0.0.1:{node_ports[0]}/api/healthz", token) is not None)
+        procs.append(subprocess.Popen([ray, "start", f"--address=127.0.0.1:{gcs}", *node_args(1)], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_for("the second node", lambda: len([n for n in _get_json(f"{api}/api/v0/nodes", token)["data"]["result"]
+                                                 ["result"] if n["state"] == "ALIVE"]) == 2)
         with pytest.raises(OSError):  # token auth is on: the job API refuses callers without it
             _get_json(f"{api}/api/version", "wrong-token")
 
-        server, url = start_mlflow_server(f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "artifacts"))
         sweep = yaml.safe_load((ROOT / "sweeps" / "smoke.yaml").read_text())
         sweep.update(name="smoke_multinode", storage=str(tmp_path / "storage"), mlflow={"tracking_uri": url})
+        # Shorter than the smoke sweep: one base epoch, and no transfer stage (the eval stage
+        # runs the same trainable). Two trials per stage (one per model), one CPU each.
+        sweep["base"]["epochs"] = 1
+        sweep["transfer"] = False
         job_dir = tmp_path / "job"
         job_dir.mkdir()
         (job_dir / "smoke.yaml").write_text(yaml.safe_dump(sweep))
@@ -659,13 +700,13 @@ def test_multinode_sweep_through_ray_job_submit(tmp_path: Path) -> None:
         exp = client.get_experiment_by_name("smoke_multinode")
         runs = client.search_runs([exp.experiment_id], max_results=1000)
         trials = sum(len(v) for v in plan(parse_config(sweep)).values())
-        assert len(runs) == trials + 1  # one child run per trial, plus the parent
+        assert trials == 6 and len(runs) == trials + 1  # one child run per trial, plus the parent
         assert {r.info.status for r in runs} == {"FINISHED"}
     finally:
         if server is not None:
             stop_mlflow_server(server)
-        for proc in (worker, head):
-            if proc is not None:
-                _stop(proc)
+            Path(server.nf_log_path).unlink(missing_ok=True)
+        _stop_nodes(procs, marker)
         for temp in temps:
             shutil.rmtree(temp, ignore_errors=True)
+    assert _marked_pids(marker) == []  # every process the two nodes started is gone
