@@ -17,7 +17,7 @@ from nf_core.generators import PAPER_GENERATORS, create_generator
 from nf_core.models import MODELS, create_model
 from nf_core.profile_cli import add_profile_parser, main, run_profile
 from nf_core.voltage import load_voltage_table, parse_voltage_table
-from scalesim_env import run_scalesim  # tests/scalesim_env.py
+from tests.scalesim_env import run_scalesim  # tests/scalesim_env.py
 
 # The paper's Table 6 (TWMA, CIFAR-10). UNetL/UNetS are not reproduced: see nf_core/cost.py.
 PAPER_TWMA = {"resnet18": 2_755_968, "resnet50": 6_182_144, "vgg11": 1_334_656, "vgg16": 2_366_848,
