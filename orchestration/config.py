@@ -141,13 +141,18 @@ _SECTIONS = {"base": BaseStage, "generator": GeneratorStage, "evaluation": EvalS
              "mlflow": MlflowSpec}
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
+def _check_fields(cls: type, raw: Any, where: str) -> None:
+    """``raw`` is a mapping whose keys are all fields of the dataclass ``cls``."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
     names = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
         if key not in names:
-            raise ConfigError(f"{where}: unknown field {key!r}; valid fields: {', '.join(names)}")
+            raise ConfigError(f"{where + ': ' if where else ''}unknown field {key!r}; valid fields: {', '.join(names)}")
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    _check_fields(cls, raw, where)
     return cls(**raw)
 
 
@@ -162,10 +167,7 @@ def parse_config(raw: dict[str, Any]) -> SweepConfig:
     """Build and validate a SweepConfig from a YAML mapping."""
     if not isinstance(raw, dict):
         raise ConfigError(f"the sweep config must be a mapping, got {type(raw).__name__}")
-    top = [f.name for f in dataclasses.fields(SweepConfig)]
-    for key in raw:
-        if key not in top:
-            raise ConfigError(f"unknown field {key!r}; valid fields: {', '.join(top)}")
+    _check_fields(SweepConfig, raw, "")
     if "name" not in raw:
         raise ConfigError("name: every sweep needs a name (it names its folder and MLflow experiment)")
     kw = dict(raw)
