@@ -102,8 +102,15 @@ def faulty_cells(seed: int, ber: float, n_cells: int) -> np.ndarray:
             draws.append(rng.integers(0, n_cells, size=size, dtype=np.int64))
             total, size = total + size, size * 2
         allv = np.concatenate(draws)
-        uniq, first = np.unique(allv, return_index=True)
-        if uniq.size >= k:
+        if n_cells * allv.size < 2**62:
+            # First occurrence of each value: sort (value, position) pairs packed in one int64
+            # (a plain sort; np.unique's return_index needs a slower stable argsort).
+            key = np.sort(allv * allv.size + np.arange(allv.size, dtype=np.int64))
+            vals = key // allv.size
+            first = key[np.concatenate(([True], vals[1:] != vals[:-1]))] % allv.size
+        else:  # the packed key would overflow: huge arrays at BERs near 1
+            first = np.unique(allv, return_index=True)[1]
+        if first.size >= k:
             return allv[np.sort(first)[:k]]
         need = total + 1
 
@@ -121,20 +128,21 @@ def stuck_values(seed: int, cells: np.ndarray) -> np.ndarray:
 
 def _byte_masks(seed: int, cfg: ChipConfig, n_cells: int, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per faulty array byte: (byte index, clear mask, set mask, xor mask) over the stored bits."""
-    cells = faulty_cells(seed, cfg.ber, n_cells)
+    cells = np.sort(faulty_cells(seed, cfg.ber, n_cells))  # grouped by byte from here on
     byte, bit = cells >> 3, (cells & 7).astype(np.uint8)
     keep = bit < bits  # cells beyond the b stored bits hold nothing
     byte, bit, cells = byte[keep], bit[keep], cells[keep]
+    if byte.size == 0:
+        empty = np.zeros(0, np.uint8)
+        return np.zeros(0, np.int64), empty, empty, empty
     onehot = (np.uint8(1) << bit).astype(np.uint8)
-    order = np.argsort(byte, kind="stable")
-    byte, onehot, cells = byte[order], onehot[order], cells[order]
-    uniq, start = np.unique(byte, return_index=True)
-    faulty = np.bitwise_or.reduceat(onehot, start) if uniq.size else np.zeros(0, np.uint8)
+    start = np.flatnonzero(np.concatenate(([True], byte[1:] != byte[:-1])))
+    uniq = byte[start]
+    faulty = np.bitwise_or.reduceat(onehot, start)
     zero = np.zeros_like(faulty)
     if cfg.fault_model == "flip":
         return uniq, zero, zero, faulty
-    ones = onehot * stuck_values(seed, cells)
-    set_ = np.bitwise_or.reduceat(ones, start) if uniq.size else zero
+    set_ = np.bitwise_or.reduceat(onehot * stuck_values(seed, cells), start)
     return uniq, faulty, set_, zero
 
 
