@@ -1,9 +1,9 @@
 """Per-trial orchestration overhead (Ray Tune + MLflow + storage) as a fraction of a trial's compute.
 
-Runs a one-generator sweep on local Ray, then repeats the generator trial's training in
-this process without Ray or MLflow (same data, config, threads and seed), and compares
-the sweep's generator-stage wall time with that direct compute.
-Run: .venv/bin/python benchmarks/bench_orchestration.py [--epochs 6] [--cpus 2]
+Runs a sweep whose generator stage has K trials of about 60 s each (one at a time: each
+takes both cores), then repeats one trial's training in this process without Ray or MLflow
+(same data, config, threads and seed), and compares the stage's wall time per trial with it.
+Run: .venv/bin/python benchmarks/bench_orchestration.py [--epochs 7] [--trials 3] [--cpus 2]
 """
 from __future__ import annotations
 
@@ -24,11 +24,12 @@ from orchestration.trainables import TrialContext
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=7, help="generator epochs (sets the trial's length)")
+    ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--cpus", type=float, default=2)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         raw = {"name": "bench", "storage": tmp, "models": ["resnet18"], "width": 0.25, "generators": ["ConvS"],
-               "train_bers": [0.04], "ns": [3], "transfer": False,
+               "train_bers": [round(0.04 + 0.001 * i, 3) for i in range(a.trials)], "ns": [3], "transfer": False,
                "base": {"epochs": 1, "batch_size": 64, "optimizer": "adam", "lr": 0.003},
                "generator": {"epochs": a.epochs, "batch_size": 64},
                "evaluation": {"bers": [0.04], "chips": 2}, "resources": {"cpus": a.cpus}}
@@ -50,7 +51,12 @@ def main() -> None:
         from orchestration.plan import plan
 
         item = plan(cfg)["generator"][0]
-        ctx = TrialContext({"sweep": cfg.to_dict(), "store": sweep_store(cfg).spec(), "item_id": item.id})
+        store = sweep_store(cfg)
+        d = f"items/generator/{item.id}"
+        started = store.read_json(f"{d}/attempts.json")[0]["time"]
+        ended = store.read_json(f"{d}/status.json")["time"]
+        epoch_s = sum(h["seconds"] for h in store.load_torch(f"{d}/checkpoint.pt")["history"])
+        ctx = TrialContext({"sweep": cfg.to_dict(), "store": store.spec(), "item_id": item.id})
         ds = ctx.dataset("digits")
         base = ctx.deployed("resnet18")
         tc = GeneratorTrainConfig(ber=0.04, n_chips=3, epochs=a.epochs, batch_size=64, seed=0)
@@ -59,12 +65,15 @@ def main() -> None:
         t = time.perf_counter()
         train_generator(gen, [base], ds.train, tc)
         direct = time.perf_counter() - t
-    stage = stage_s["generator"]
-    over = stage - direct
-    print(f"generator trial: {a.epochs} epochs, {a.cpus:g} CPUs, torch threads {torch.get_num_threads()}")
-    print(f"{'direct compute (no Ray, no MLflow)':<44}{direct:>8.1f} s")
-    print(f"{'sweep generator stage (Ray Tune + MLflow)':<44}{stage:>8.1f} s")
-    print(f"{'orchestration overhead':<44}{over:>8.1f} s  = {100 * over / direct:.1f}% of the trial's compute")
+    per_trial = stage_s["generator"] / a.trials
+    over = per_trial - direct
+    print(f"generator stage: {a.trials} trials of {a.epochs} epochs, {a.cpus:g} CPUs each, torch threads "
+          f"{torch.get_num_threads()}")
+    print(f"{'direct compute of one trial (no Ray, no MLflow)':<52}{direct:>8.1f} s")
+    print(f"{'sweep generator stage, per trial (Ray Tune + MLflow)':<52}{per_trial:>8.1f} s")
+    print(f"{'orchestration overhead per trial':<52}{over:>8.1f} s  = {100 * over / direct:.1f}% of its compute")
+    inside = ended - started
+    print(f"  first trial: body {inside:.1f} s (epochs {epoch_s:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -158,7 +158,8 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, ray_address: str | None = 
             tuner = tune.Tuner(
                 tune.with_resources(TRAINABLES[stage], _resources(cfg, stage)),
                 param_space={"item_id": tune.grid_search(pending), "sweep": cfg.to_dict(), "store": store.spec()},
-                tune_config=tune.TuneConfig(max_concurrent_trials=cfg.resources.max_concurrent,
+                # reuse_actors: later trials of a stage skip the worker start and imports
+                tune_config=tune.TuneConfig(max_concurrent_trials=cfg.resources.max_concurrent, reuse_actors=True,
                                             trial_name_creator=lambda t: t.config["item_id"],
                                             trial_dirname_creator=lambda t: t.config["item_id"]),
                 run_config=tune.RunConfig(
