@@ -150,7 +150,9 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, ray_address: str | None = 
     log(f"MLflow: {tracker.tracking_uri} (experiment {cfg.mlflow.experiment or cfg.name!r})")
     _init_ray(ray_address)
     for stage in STAGES:
-        runs = {it.id: tracker.child_run(it.id, stage, item_params(cfg, it)) for it in items[stage]}
+        existing = tracker.child_runs(stage)  # one search, not one per item, on resume
+        runs = {it.id: existing.get(it.id) or tracker.child_run(it.id, stage, item_params(cfg, it))
+                for it in items[stage]}
         pending = [it.id for it in items[stage] if not store.exists(f"{item_dir(stage, it.id)}/done.json")]
         log(f"stage {stage}: {len(items[stage]) - len(pending)} done, {len(pending)} to run")
         t0 = time.perf_counter()
