@@ -40,6 +40,9 @@ class Store:
         else:
             self.fs = pafs.LocalFileSystem()
             self.root = os.path.abspath(uri[len("file://"):] if uri.startswith("file://") else uri)
+            # Absolute from here on: Ray Tune runs each trial in its own working directory, so a
+            # relative path handed to a worker would point somewhere else.
+            self.uri = self.root
 
     @property
     def is_s3(self) -> bool:
