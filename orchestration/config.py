@@ -7,6 +7,7 @@ items with stable ids, so a resumed sweep recognises the work it has already don
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -182,6 +183,9 @@ def parse_config(raw: dict[str, Any]) -> SweepConfig:
             kw[key] = _list(raw, key, None)
     cfg = SweepConfig(**kw)
     validate(cfg)
+    for d in cfg.datasets:  # trials run in their own working directories: no relative roots
+        if d.root and "://" not in d.root:
+            d.root = os.path.abspath(d.root)
     return cfg
 
 

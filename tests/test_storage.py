@@ -23,3 +23,13 @@ def test_atomic_replace_and_listing(tmp_path) -> None:
     assert store.read_bytes("a/b.bin") == b"two"
     assert store.list("a") == ["b.bin"] and store.list("missing") == []
     assert not [p for p in os.listdir(tmp_path / "a") if p.endswith(".tmp")]
+
+
+def test_relative_dataset_roots_are_made_absolute(tmp_path, monkeypatch) -> None:
+    from orchestration.config import parse_config
+
+    monkeypatch.chdir(tmp_path)
+    cfg = parse_config({"name": "x", "datasets": [{"name": "cifar10", "root": "data/cifar10"},
+                                                  {"name": "gtsrb", "root": "s3://bucket/gtsrb"}]})
+    assert cfg.datasets[0].root == str(tmp_path / "data" / "cifar10")
+    assert cfg.datasets[1].root == "s3://bucket/gtsrb"
