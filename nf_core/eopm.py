@@ -12,7 +12,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.func import functional_call
 
 from nf_core.chips import ChipConfig
 from nf_core.deployed import DeployedModel
@@ -30,10 +29,8 @@ def training_chip_seeds(seed: int, step: int, n: int) -> list[int]:
 
 def transform(generator: nn.Module, x: torch.Tensor, generator_bits: int | None = None) -> torch.Tensor:
     """x' for training: G optionally run with fake-quantized weights (quantization-aware)."""
-    if generator_bits is None:
-        return neuralfuse(x, generator)
-    params = fake_quant_params(generator, generator_bits)
-    return torch.clamp(x + functional_call(generator, params, (x,)), -1.0, 1.0)
+    weights = None if generator_bits is None else fake_quant_params(generator, generator_bits)
+    return neuralfuse(x, generator, weights)
 
 
 def eopm_loss(

@@ -77,3 +77,16 @@ def test_training_chips_are_seeded_and_disjoint_from_evaluation_chips() -> None:
     assert a == training_chip_seeds(7, 3, 5) and a != training_chip_seeds(7, 4, 5)
     assert len(set(a)) == 5 and min(a) >= TRAIN_SEED_BASE
     assert max(evaluation_chip_seeds(1000)) < TRAIN_SEED_BASE
+
+
+def test_quantization_aware_generator_uses_quantized_weights() -> None:
+    from torch.func import functional_call
+
+    from nf_core.eopm import transform
+    from nf_core.quant import fake_quant_params
+
+    g = create_generator("ConvS").eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    q = transform(g, x, generator_bits=2)
+    assert torch.equal(q, torch.clamp(x + functional_call(g, fake_quant_params(g, 2), (x,)), -1, 1))
+    assert not torch.equal(q, transform(g, x)) and q.abs().max() <= 1
