@@ -2,7 +2,7 @@
 
 Ours: G(x) once per batch; clean pass + N perturbed passes (loop or vmap); one backward;
 N sparse chips per batch.
-Reference-style (the authors' code as METHOD.md records it): for each of the N chips,
+Reference-style (the authors' code as docs/method.md describes it): for each of the N chips,
 recompute G(x) (and its BatchNorm update), clean + perturbed loss, backward, plus one
 extra forward per chip for logging; chips drawn with per-bit Bernoulli masks.
 Two comparisons: compute only (the same chip weights handed to both), and whole steps

@@ -1,4 +1,4 @@
-"""Chips: the SRAM bit-error model (METHOD.md, "The bit-error model").
+"""Chips: the SRAM bit-error model (docs/method.md, "The fault model" and "Memory layouts").
 
 A chip is one SRAM array with its own random set of faulty cells, identified by an integer
 seed. The BER p is the fraction of faulty cells. Conceptually every cell gets one uniform

@@ -1,4 +1,4 @@
-"""Cost model (METHOD.md, Energy): parameters, MACs, total weight-memory accesses (TWMA), energy saving.
+"""Cost model (docs/method.md, cost model): parameters, MACs, total weight-memory accesses (TWMA), energy saving.
 
 TWMA is SCALE-SIM 3.0.0's "SRAM Filter Reads" summed over one topology row per Conv2d,
 ConvTranspose2d and Linear layer (1×1 shortcuts and the classifier included), for an

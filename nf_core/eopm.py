@@ -2,7 +2,7 @@
 
 loss = CE(f(x'), y) + λ · (1/N) Σ_k CE(f_pk(x'), y),  x' = clamp(x + G(x), -1, 1),
 with N chips sampled afresh for each batch; only G is trained. For an ensemble of base
-models (the paper's Appendix G.4) the per-model losses are summed.
+models (the paper's Appendix G.4) the per-model losses are summed. See docs/method.md, EOPM.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Evaluation metrics: CA, PA (mean ± std over evaluation chips), CA (NF), PA (NF), RP, efficiency.
 
 The same function scores transfer: a generator trained on one model is applied, unchanged,
-to any other deployed model at any BER and fault model.
+to any other deployed model at any BER and fault model. Definitions: docs/method.md, Metrics.
 """
 from __future__ import annotations
 

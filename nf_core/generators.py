@@ -1,4 +1,4 @@
-"""NeuralFuse generators G (METHOD.md, Appendix B) and the UIP baseline, behind one registry.
+"""NeuralFuse generators G (paper Appendix B; docs/method.md, Generators) and the UIP baseline, behind one registry.
 
 Every generator maps x (B, 3, H, W) in [-1, 1] to a perturbation of the same shape; the
 transformation x' = clamp(x + G(x), -1, 1) lives in `nf_core.transform`.

@@ -2,7 +2,7 @@
 
 scale = max|W| / (2^(b-1) - 1),  q = round(W / scale) (half to even),  Ŵ = q · scale.
 q is held as int8 two's complement; for b < 8 only its low b bits are "stored" (see chips).
-Biases, BatchNorm and activations are not quantized (METHOD.md).
+Biases, BatchNorm and activations are not quantized (docs/method.md, Quantization).
 """
 from __future__ import annotations
 

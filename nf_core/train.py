@@ -54,7 +54,7 @@ class BaseTrainConfig:
 
 @dataclass
 class GeneratorTrainConfig:
-    """EOPM training of a generator. Defaults: the paper's settings (METHOD.md)."""
+    """EOPM training of a generator. Defaults: the paper's settings (docs/method.md, EOPM)."""
 
     ber: float = 0.01
     lam: float = 5.0

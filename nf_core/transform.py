@@ -1,4 +1,4 @@
-"""The NeuralFuse transformation, in one place: x' = clamp(x + G(x), -1, 1)."""
+"""The NeuralFuse transformation, in one place: x' = clamp(x + G(x), -1, 1) (docs/method.md)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""Voltage → (BER, per-access energy) table: the data behind the energy saving (METHOD.md, Energy).
+"""Voltage → (BER, per-access energy) table: the data behind the energy saving (docs/method.md, cost model).
 
 A table is a CSV with columns ``voltage, ber, energy_ratio`` (more columns, e.g. ``source``,
 are kept as notes and ignored). ``energy_ratio`` is the dynamic energy of one SRAM read at that
@@ -7,7 +7,7 @@ say 1. ``voltage`` may be empty: only ``ber`` and ``energy_ratio`` enter the for
 
 The shipped table (nf_core/data/voltage_table.csv) holds the paper's one measured point. Its
 voltages are in units of Vmin, the lowest bit-error-free voltage, as in the paper's Figure 2:
-0.83 Vmin gives a 1% BER, and METHOD.md gives e_LV/e_NV = 0.694 there (the paper's text says
+0.83 Vmin gives a 1% BER, and the authors' energy figure is e_LV/e_NV = 0.694 there (the paper's text says
 "approximately 30%" less energy; its Table 2 values imply 0.694). Absolute volts are not given.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """sweeps/: the paper's programme as ready configs. Each passes the project's validation,
 plans exactly the grid its YAML spells out (counted here independently of plan()), keeps the
-paper's hyperparameters (METHOD.md), and together they cover the experiments of PAPER.md.
+paper's hyperparameters (docs/method.md), and together they cover the paper's experiments.
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def test_plan_counts_equal_the_grid_product(path: Path) -> None:
 
 
 def test_paper_programme_sizes() -> None:
-    # The numbers a reader can check by hand against PAPER.md's programme.
+    # The numbers a reader can check by hand against the paper's programme.
     sizes = {p.stem: {k: len(v) for k, v in plan(load_config(str(p))).items()} for p in PAPER}
     assert sizes["relaxed_cifar10"]["generator"] == 5 * 6 * 2
     assert sizes["relaxed_gtsrb"]["generator"] == 5 * 6 * 2
@@ -79,7 +79,7 @@ def test_paper_programme_sizes() -> None:
 def test_paper_hyperparameters(path: Path) -> None:
     r = raw(path)
     g, b = r["generator"], r["base"]
-    # EOPM generator training (METHOD.md): Adam(1e-3, betas (0.5, 0.999)), StepLR each iteration (500, 0.96), 150 epochs.
+    # EOPM training (docs/method.md): Adam(1e-3, betas (0.5, 0.999)), StepLR per iteration (500, 0.96), 150 epochs.
     assert (g["epochs"], g["lr"], g["betas"], g["step_size"], g["gamma"]) == (150, 1e-3, [0.5, 0.999], 500, 0.96)
     # Base models as the reference trained them: QAT, SGD lr 1e-3 momentum 0.9, 300 epochs, no decay, no schedule.
     assert (b["epochs"], b["optimizer"], b["lr"], b["momentum"], b["weight_decay"], b["schedule"]) == \
