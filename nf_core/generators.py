@@ -50,6 +50,8 @@ class _Sequential(nn.Module):
 
 @GENERATORS.register("ConvL")
 class ConvL(_Sequential):
+    """The paper's ConvL: conv encoder (2 blocks per level, max-pool), conv + upsample decoder, tanh."""
+
     def __init__(self, input_size: int = 32) -> None:
         super().__init__(
             *_conv_l_encoder(),
@@ -61,6 +63,8 @@ class ConvL(_Sequential):
 
 @GENERATORS.register("ConvS")
 class ConvS(_Sequential):
+    """The paper's ConvS: ConvL scaled down, one conv block per level, 32/64/64 channels."""
+
     def __init__(self, input_size: int = 32) -> None:
         super().__init__(
             conv_bn_relu(3, 32), _pool(), conv_bn_relu(32, 64), _pool(), conv_bn_relu(64, 64), _pool(),
@@ -71,6 +75,8 @@ class ConvS(_Sequential):
 
 @GENERATORS.register("DeConvL")
 class DeConvL(_Sequential):
+    """The paper's DeConvL: ConvL's encoder with a transposed-convolution (deconvolution) decoder."""
+
     def __init__(self, input_size: int = 32) -> None:
         super().__init__(
             *_conv_l_encoder(),
@@ -82,6 +88,8 @@ class DeConvL(_Sequential):
 
 @GENERATORS.register("DeConvS")
 class DeConvS(_Sequential):
+    """The paper's DeConvS: ConvS's encoder with three transposed convolutions as the decoder."""
+
     def __init__(self, input_size: int = 32) -> None:
         super().__init__(
             conv_bn_relu(3, 32), _pool(), conv_bn_relu(32, 64), _pool(), conv_bn_relu(64, 64), _pool(),
@@ -126,19 +134,23 @@ class UNet(nn.Module):
 
 @GENERATORS.register("UNetL")
 class UNetL(UNet):
+    """The paper's UNetL: UNet (Ronneberger et al., 2015) with 16/32/64/128 channels."""
+
     def __init__(self, input_size: int = 32) -> None:
         super().__init__(16)
 
 
 @GENERATORS.register("UNetS")
 class UNetS(UNet):
+    """The paper's UNetS: UNetL at half width, 8/16/32/64 channels."""
+
     def __init__(self, input_size: int = 32) -> None:
         super().__init__(8)
 
 
 @GENERATORS.register("UIP")
 class UIP(nn.Module):
-    """Universal input perturbation baseline: G(x) is one trainable tensor the shape of an input."""
+    """The paper's UIP baseline (Appendix E): G(x) is one trainable tensor the shape of an input."""
 
     def __init__(self, input_size: int = 32) -> None:
         super().__init__()

@@ -84,9 +84,11 @@ class ResNet(nn.Module):
 
 @MODELS.register("resnet18")
 def resnet18(num_classes: int = 10, input_size: int = 32, width: float = 1.0) -> ResNet:
+    """ResNet18 (He et al., 2016), the paper's main base model: BasicBlocks [2, 2, 2, 2]."""
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, input_size, width)
 
 
 @MODELS.register("resnet50")
 def resnet50(num_classes: int = 10, input_size: int = 32, width: float = 1.0) -> ResNet:
+    """ResNet50 (He et al., 2016), the paper's largest base model: Bottlenecks [3, 4, 6, 3]."""
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, input_size, width)

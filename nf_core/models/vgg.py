@@ -47,6 +47,7 @@ class VGG(nn.Module):
 def _register(name: str) -> None:
     @MODELS.register(name)
     def build(num_classes: int = 10, input_size: int = 32, width: float = 1.0) -> VGG:
+        """VGG11/16/19 with BatchNorm (Simonyan & Zisserman, 2015), base models of the paper."""
         return VGG(CFGS[name], num_classes, input_size, width)
 
 
