@@ -16,9 +16,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from orchestration.config import parse_config
+from orchestration.mlflow_server import start_mlflow_server, stop_mlflow_server
 from orchestration.results import format_table
 from orchestration.runner import run_sweep, stage_states, sweep_store, tracking_uri
-from orchestration.mlflow_server import start_mlflow_server, stop_mlflow_server
 from tests.sweep_support import TINY, TRIALS, kill_tree, nf, start_moto
 
 

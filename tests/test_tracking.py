@@ -9,8 +9,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestration import results
-from orchestration.mlflow_server import _group_alive  # noqa: PLC2701 - checks that no server process survives
-from orchestration.mlflow_server import start_mlflow_server, stop_mlflow_server, ui_command
+from orchestration.mlflow_server import (
+    _group_alive,  # noqa: PLC2701 - checks that no server process survives
+    start_mlflow_server,
+    stop_mlflow_server,
+    ui_command,
+)
 from orchestration.tracking import SweepTracker, artifact_uri, is_secret
 from orchestration.tune_callback import MlflowTuneCallback
 
