@@ -56,7 +56,7 @@ def main() -> None:
         started = store.read_json(f"{d}/attempts.json")[0]["time"]
         ended = store.read_json(f"{d}/status.json")["time"]
         epoch_s = sum(h["seconds"] for h in store.load_torch(f"{d}/checkpoint.pt")["history"])
-        ctx = TrialContext({"sweep": cfg.to_dict(), "store": store.spec(), "item_id": item.id})
+        ctx = TrialContext(item, cfg, store)
         ds = ctx.dataset("digits")
         base = ctx.deployed("resnet18")
         tc = GeneratorTrainConfig(ber=0.04, n_chips=3, epochs=a.epochs, batch_size=64, seed=0)

@@ -247,11 +247,6 @@ def perturb_codes(qw: QuantizedWeights, seed: int, cfg: ChipConfig) -> torch.Ten
     return out
 
 
-def chip_weights(qw: QuantizedWeights, seed: int, cfg: ChipConfig) -> dict[str, torch.Tensor]:
-    """Float weights of the base model on this chip (name → tensor), for `functional_call`."""
-    return qw.dequantized(perturb_codes(qw, seed, cfg))
-
-
 def bernoulli_codes(qw: QuantizedWeights, generator: torch.Generator, cfg: ChipConfig) -> torch.Tensor:
     """Per-bit Bernoulli masks over every stored bit (flat layout): the dense O(cells) baseline
     the benchmarks compare against. Not nested across BERs, not used by training."""

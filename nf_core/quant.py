@@ -119,16 +119,3 @@ def quantize_model(model: nn.Module, bits: int = 8) -> QuantizedWeights:
     return QuantizedWeights(names, [params[n].shape for n in names], offsets, torch.cat(qs),
                             torch.stack(scales), bits)
 
-
-def deployed_model(model: nn.Module, qw: QuantizedWeights, flat: torch.Tensor | None = None) -> nn.Module:
-    """A frozen eval-mode copy of ``model`` whose weights are the dequantized codes (clean, or a chip's)."""
-    import copy
-
-    out = copy.deepcopy(model).eval()
-    weights = qw.dequantized(flat)
-    with torch.no_grad():
-        for name, p in out.named_parameters():
-            if name in weights:
-                p.copy_(weights[name].to(p.device))
-            p.requires_grad_(False)
-    return out

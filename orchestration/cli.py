@@ -27,9 +27,9 @@ def _sweep_resume(args: argparse.Namespace) -> int:
 
 
 def _run(cfg, resume: bool, address: str | None) -> int:
+    from orchestration.mlflow_server import ui_command
     from orchestration.results import format_table
     from orchestration.runner import artifact_location, run_sweep, sweep_store, tracking_uri
-    from orchestration.tracking import ui_command
 
     rows = run_sweep(cfg, resume=resume, ray_address=address)
     store = sweep_store(cfg)
@@ -72,8 +72,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
+    from orchestration.mlflow_server import start_mlflow_server, stop_mlflow_server
     from orchestration.runner import open_sweep, sweep_store, tracking_uri
-    from orchestration.tracking import start_mlflow_server, stop_mlflow_server
 
     cfg = open_sweep(args.name, args.storage, args.s3_endpoint)
     store = sweep_store(cfg)

@@ -20,6 +20,11 @@ class Item:
     def to_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, "id": self.id, "params": self.params, "needs": self.needs}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Item":
+        """The inverse of ``to_dict`` (a trial's config holds its item as a dict)."""
+        return cls(d["stage"], d["id"], dict(d["params"]), list(d["needs"]))
+
 
 def base_id(dataset: str, model: str, bits: int, seed: int) -> str:
     return f"{dataset}.{model}.b{bits}.s{seed}"

@@ -129,7 +129,8 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, ray_address: str | None = 
     """Run (or continue) every stage of the sweep; returns the evaluation and transfer rows."""
     from ray import tune
 
-    from orchestration.tracking import MlflowTuneCallback, SweepTracker
+    from orchestration.tracking import SweepTracker
+    from orchestration.tune_callback import MlflowTuneCallback
 
     store = sweep_store(cfg)
     if store.exists(CONFIG_FILE):
@@ -153,17 +154,19 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, ray_address: str | None = 
         existing = tracker.child_runs(stage)  # one search, not one per item, on resume
         runs = {it.id: existing.get(it.id) or tracker.child_run(it.id, stage, item_params(cfg, it))
                 for it in items[stage]}
-        pending = [it.id for it in items[stage] if not store.exists(f"{item_dir(stage, it.id)}/done.json")]
+        pending = [it for it in items[stage] if not store.exists(f"{item_dir(stage, it.id)}/done.json")]
         log(f"stage {stage}: {len(items[stage]) - len(pending)} done, {len(pending)} to run")
         t0 = time.perf_counter()
         if pending:
+            # A trial's config is its item; the settings every trial shares go once to the object store.
+            trainable = tune.with_parameters(TRAINABLES[stage], cfg=cfg, store=store.spec())
             tuner = tune.Tuner(
-                tune.with_resources(TRAINABLES[stage], _resources(cfg, stage)),
-                param_space={"item_id": tune.grid_search(pending), "sweep": cfg.to_dict(), "store": store.spec()},
+                tune.with_resources(trainable, _resources(cfg, stage)),
+                param_space={"item": tune.grid_search([it.to_dict() for it in pending])},
                 # reuse_actors: later trials of a stage skip the worker start and imports
                 tune_config=tune.TuneConfig(max_concurrent_trials=cfg.resources.max_concurrent, reuse_actors=True,
-                                            trial_name_creator=lambda t: t.config["item_id"],
-                                            trial_dirname_creator=lambda t: t.config["item_id"]),
+                                            trial_name_creator=lambda t: t.config["item"]["id"],
+                                            trial_dirname_creator=lambda t: t.config["item"]["id"]),
                 run_config=tune.RunConfig(
                     name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=store.path("tune"),
                     storage_filesystem=store.fs, failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
@@ -179,7 +182,7 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, ray_address: str | None = 
         log(f"stage {stage}: finished in {seconds:.1f} s")
         if failed:
             tracker.finish(parent, "FAILED")
-            ids = [r.config["item_id"] for r in failed]
+            ids = [r.config["item"]["id"] for r in failed]
             raise SweepError(f"stage {stage}: {len(failed)} trial(s) failed: {', '.join(ids)}; "
                              f"see `nf sweep status {cfg.name}`, fix, then `nf sweep resume {cfg.name}`")
     rows = collect_rows(cfg, store)

@@ -1,10 +1,12 @@
-"""MLflow tracking for sweeps, written by the Ray Tune driver only.
+"""MLflow tracking for sweeps, written by the Ray Tune driver only: parameter flattening
+(secrets dropped) and the tracker of a sweep's experiment, parent run and child runs.
 
 The driver is the single MLflow writer: trials only call ``ray.tune.report``. Concurrent
 trials creating experiments/runs on one SQLite file race, and an experiment created inside
 a trial puts artifacts in the trial's temp dir, so the experiment (with an explicit
 artifact location), the parent run and the child runs are all created here, get-or-create,
-found again by tags so a resumed driver never duplicates a run.
+found again by tags so a resumed driver never duplicates a run. Trial results reach the
+tracker through ``orchestration.tune_callback``; ``orchestration.mlflow_server`` runs a server.
 """
 from __future__ import annotations
 
@@ -13,24 +15,17 @@ import logging
 import numbers
 import os
 import re
-import signal
-import shlex
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.entities.lifecycle_stage import LifecycleStage
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from ray.tune import Callback
 
 log = logging.getLogger(__name__)
 
@@ -273,207 +268,3 @@ class SweepTracker:
     def logged_steps(self, run_id: str, key: str) -> set[int]:
         """Steps already logged for metric ``key`` (to backfill what a killed driver missed)."""
         return {m.step for m in self.client.get_metric_history(run_id, key)}
-
-
-# Ray's bookkeeping in every result: not metrics of the experiment.
-RAY_RESULT_KEYS = frozenset({
-    "done", "pid", "timestamp", "date", "hostname", "node_ip", "trial_id", "experiment_tag",
-    "training_iteration", "iterations_since_restore", "time_since_restore", "timesteps_since_restore",
-    "timesteps_total", "episodes_total", "episodes_this_iter", "timesteps_this_iter",
-    "should_checkpoint", "checkpoint_dir_name", "config", "time_this_iter_s", "time_total_s",
-})
-
-
-class MlflowTuneCallback(Callback):
-    """Logs trial results into the child runs of the driver's SweepTracker.
-
-    Trials carry ``config["item_id"]``; ``runs`` maps item ids to child run ids (made by the
-    driver before ``Tuner.fit``). Unlike Ray's MLflowLoggerCallback, a resumed trial keeps its
-    run, and a (key, step) already in MLflow is not logged again (a restored trial re-reports
-    the epochs after its last checkpoint).
-    """
-
-    def __init__(self, tracker: SweepTracker, runs: Mapping[str, str], step_key: str = "epoch",
-                 stage: str | None = None, exclude: Iterable[str] = RAY_RESULT_KEYS) -> None:
-        self.tracker = tracker
-        self.runs = dict(runs)
-        self.step_key = step_key
-        self.stage = stage  # if set, items missing from ``runs`` get a child run on first sight
-        self.exclude = frozenset(exclude)
-        self._steps: dict[tuple[str, str], set[int]] = {}
-
-    def run_for(self, trial: Any) -> str | None:
-        """The child run of a trial, or None (logged once) if it has no item id / run."""
-        item = (getattr(trial, "config", None) or {}).get("item_id")
-        if item is None:
-            return None
-        if item not in self.runs and self.stage is not None:
-            self.runs[item] = self.tracker.child_run(item, self.stage, trial.config)
-        if item not in self.runs:
-            log.warning("no MLflow run for item %s; its results are not tracked", item)
-            self.runs[item] = ""
-        return self.runs[item] or None
-
-    def log_result(self, run_id: str, result: Mapping[str, Any]) -> None:
-        """Log one result dict at its step, skipping (key, step) pairs MLflow already has.
-
-        Public so a resumed driver can backfill results from the trials' result files.
-        """
-        step = result.get(self.step_key, result.get("training_iteration", 0))
-        step = int(step)
-        flat = flatten({k: v for k, v in result.items() if k not in self.exclude and k != self.step_key},
-                       sep="/")
-        todo = {}
-        for k, v in numeric_metrics(flat).items():
-            seen = self._steps.get((run_id, k))
-            if seen is None:
-                seen = self._steps[(run_id, k)] = self.tracker.logged_steps(run_id, k)
-            if step not in seen:
-                todo[k] = v
-                seen.add(step)
-        if todo:
-            self.tracker.log_metrics(run_id, todo, step)
-
-    def _status(self, trial: Any, status: str) -> None:
-        run_id = self.run_for(trial)
-        if run_id:
-            self.tracker.finish(run_id, status)
-
-    def _guarded(self, fn: Any, *args: Any) -> None:
-        # An exception in a Tune callback aborts the whole sweep: a tracking hiccup (store busy,
-        # server restarting) must cost at most some MLflow records, never the trials' work.
-        try:
-            fn(*args)
-        except Exception:  # noqa: BLE001
-            log.warning("MLflow tracking failed in %s; the sweep goes on", getattr(fn, "__name__", fn),
-                        exc_info=True)
-
-    # Hook signatures as in ray/tune/callback.py (2.60): (iteration, trials, trial, [result], **info).
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._guarded(self._status, trial, "RUNNING")
-
-    def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._guarded(self._status, trial, "RUNNING")
-
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self._guarded(self._result, trial, result)
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._guarded(self._status, trial, "FINISHED")
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._guarded(self._status, trial, "FAILED")
-
-    def _result(self, trial: Any, result: dict) -> None:
-        run_id = self.run_for(trial)
-        if run_id:
-            self.log_result(run_id, result)
-
-
-# -- server and UI ----------------------------------------------------------------------
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    # No proxies: a loopback health check must never go through HTTP(S)_PROXY.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(f"{url}/health", timeout=2) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def start_mlflow_server(backend_uri: str, artifact_root: str, port: int = 0, host: str = "127.0.0.1",
-                        timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
-    """Start ``mlflow server`` (1 worker, no job runner: ~0.6 GiB instead of ~3.5) and wait for /health.
-
-    Artifacts of runs created through the server are proxied to ``artifact_root``; the
-    sweep's own experiment keeps the explicit location the driver gave it. Returns the
-    process (its own process group; stop with ``stop_mlflow_server``) and the base URL.
-    The server's output goes to ``proc.nf_log_path``.
-    """
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    attempts = 3 if port == 0 else 1  # a picked free port can be taken before the server binds it
-    for attempt in range(attempts):
-        p = port or _free_port(host)
-        url = f"http://{host}:{p}"
-        cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(p), "--workers", "1",
-               "--backend-store-uri", backend_uri,
-               "--serve-artifacts", "--artifacts-destination", artifact_uri(artifact_root)]
-        logf = tempfile.NamedTemporaryFile(prefix="mlflow-server-", suffix=".log", delete=False)
-        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)
-        logf.close()
-        proc.nf_log_path = logf.name  # type: ignore[attr-defined]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and proc.poll() is None:
-            if _healthy(url):
-                return proc, url
-            time.sleep(0.25)
-        tail = Path(logf.name).read_text(errors="replace")[-2000:]
-        exited = proc.poll() is not None
-        stop_mlflow_server(proc)
-        if not exited:
-            raise TimeoutError(f"mlflow server at {url} not healthy after {timeout:.0f} s:\n{tail}")
-        if attempt == attempts - 1 or "address already in use" not in tail.lower():
-            raise RuntimeError(f"mlflow server exited with code {proc.returncode}:\n{tail}")
-    raise AssertionError("unreachable")
-
-
-def stop_mlflow_server(proc: subprocess.Popen, timeout: float = 10.0) -> None:
-    """Terminate the server's whole process group (uvicorn worker included) and reap it."""
-    pgid = proc.pid  # start_new_session=True: the server leads its own group
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            pass
-        if _wait_gone(proc, pgid, timeout):
-            break
-    log_path = getattr(proc, "nf_log_path", None)
-    if log_path:
-        Path(log_path).unlink(missing_ok=True)
-
-
-def _wait_gone(proc: subprocess.Popen, pgid: int, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None and not _group_alive(pgid):
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while a non-zombie process of group ``pgid`` exists (Linux /proc)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-    for d in proc.iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        # Fields after the parenthesised command: state ppid pgrp ...
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
-
-
-def ui_command(tracking_uri: str, port: int = 5000) -> str:
-    """The shell line that opens the MLflow UI on a sweep's tracking store (light settings)."""
-    if tracking_uri.startswith(("http://", "https://")):
-        return f"open {tracking_uri}"  # a server is already the UI
-    return (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {shlex.quote(tracking_uri)} "
-            f"--port {port} --workers 1")

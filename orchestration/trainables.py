@@ -1,9 +1,11 @@
 """Ray Tune trainables, one per stage: plain functions of their config.
 
-A trial's config names its item and carries the sweep config and the storage spec; the
-trial reads the checkpoints it needs from storage and writes its own there every epoch,
-so a retried trial (worker died) or a resumed sweep (driver died) continues from the last
-completed epoch. ``done.json`` marks an item complete; complete items never run again.
+A trial's config is its item alone (``{"item": Item.to_dict()}``: stage, id, grid values,
+the items it reads); the sweep config and the storage spec are shared by every trial of a
+stage and arrive once, through ``tune.with_parameters``. The trial reads the checkpoints it
+needs from storage and writes its own there every epoch, so a retried trial (worker died)
+or a resumed sweep (driver died) continues from the last completed epoch. ``done.json``
+marks an item complete; complete items never run again.
 """
 from __future__ import annotations
 
@@ -27,8 +29,8 @@ from nf_core.evaluate import evaluate, evaluation_chip_seeds
 from nf_core.generators import create_generator
 from nf_core.models import create_model
 from nf_core.train import BaseTrainConfig, GeneratorTrainConfig, train_base, train_generator
-from orchestration.config import SweepConfig, parse_config
-from orchestration.plan import Item, base_id, plan
+from orchestration.config import SweepConfig
+from orchestration.plan import Item, base_id
 from orchestration.storage import Store
 
 
@@ -37,14 +39,13 @@ def item_dir(stage: str, item_id: str) -> str:
 
 
 class TrialContext:
-    """What every trial rebuilds from its config: the sweep, its item, its storage."""
+    """One trial's item with the sweep's shared settings: its storage, its device."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.cfg: SweepConfig = parse_config(config["sweep"])
-        self.store = Store(**config["store"])
-        items = {it.id: it for stage in plan(self.cfg).values() for it in stage}
-        self.item: Item = items[config["item_id"]]
-        self.dir = item_dir(self.item.stage, self.item.id)
+    def __init__(self, item: Item, cfg: SweepConfig, store: Store) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.item = item
+        self.dir = item_dir(item.stage, item.id)
         self.device = self._device()
 
     def _device(self) -> str:
@@ -115,11 +116,12 @@ def _model_kwargs(spec: dict[str, Any]) -> dict[str, Any]:
     return {"name": s.pop("model"), **s}
 
 
-def _guard(fn: Callable[[TrialContext], None]) -> Callable[[dict[str, Any]], None]:
-    """Record running/failed in storage around a trial (for `nf sweep status`)."""
+def _guard(fn: Callable[[TrialContext], None]) -> Callable[..., None]:
+    """The Tune function of a stage: build the trial's context from its item and the shared
+    settings, and record running/failed in storage around it (for `nf sweep status`)."""
 
-    def trainable(config: dict[str, Any]) -> None:
-        ctx = TrialContext(config)
+    def trainable(config: dict[str, Any], cfg: SweepConfig, store: dict[str, Any]) -> None:
+        ctx = TrialContext(Item.from_dict(config["item"]), cfg, Store(**store))
         ctx.status("running")
         try:
             fn(ctx)

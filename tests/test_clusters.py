@@ -622,7 +622,7 @@ def test_multinode_sweep_through_ray_job_submit(tmp_path: Path) -> None:
 
     from mlflow.tracking import MlflowClient
 
-    from orchestration.tracking import start_mlflow_server, stop_mlflow_server
+    from orchestration.mlflow_server import start_mlflow_server, stop_mlflow_server
 
     bin_dir = Path(sys.executable).parent
     token = secrets.token_hex(16)

@@ -16,9 +16,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from orchestration.config import parse_config
+from orchestration.mlflow_server import start_mlflow_server, stop_mlflow_server
 from orchestration.results import format_table
 from orchestration.runner import run_sweep, stage_states, sweep_store, tracking_uri
-from orchestration.tracking import start_mlflow_server, stop_mlflow_server
 from tests.sweep_support import TINY, TRIALS, kill_tree, nf, start_moto
 
 
@@ -111,6 +111,12 @@ def test_tiny_sweep_end_to_end(tmp_path) -> None:
         assert {r["target"] for r in table if r["stage"] == "transfer"} == {"resnet18", "vgg11"}
 
         assert all(s == "done" for st in stage_states(cfg).values() for s in st.values())
+        # A trial's config (Tune's params.json) is its item, nothing shared; the sweep goes once via with_parameters.
+        configs = {t: store.read_json(f"tune/{exp}/{t}/params.json") for exp in store.list("tune")
+                   for t in store.list(f"tune/{exp}") if store.exists(f"tune/{exp}/{t}/params.json")}
+        assert len(configs) == sum(TRIALS.values())
+        for trial, config in configs.items():
+            assert config == {"item": store.read_json(f"items/{config['item']['stage']}/{trial}/done.json")["item"]}
         # Run again: complete items are never run again, no run is duplicated.
         attempts = store.read_bytes("items/generator/" + store.list("items/generator")[0] + "/attempts.json")
         run_sweep(cfg, verbose=0)

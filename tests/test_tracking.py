@@ -9,9 +9,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestration import results
-from orchestration.tracking import (MlflowTuneCallback, SweepTracker, artifact_uri, is_secret, start_mlflow_server,
-                                    stop_mlflow_server, ui_command)
-from orchestration.tracking import _group_alive  # noqa: PLC2701 - checks that no server process survives
+from orchestration.mlflow_server import (
+    _group_alive,  # noqa: PLC2701 - checks that no server process survives
+    start_mlflow_server,
+    stop_mlflow_server,
+    ui_command,
+)
+from orchestration.tracking import SweepTracker, artifact_uri, is_secret
+from orchestration.tune_callback import MlflowTuneCallback
 
 SWEEP = "sweep-a"
 EXPERIMENT = "nf-test"
@@ -150,18 +155,20 @@ def test_callback_with_ray_tune(tmp_path, _offline_env):
     items = {"a": 10.0, "b": 20.0, "bad": 0.0}
     runs = {item: tracker.child_run(item, "generator", {"offset": off}) for item, off in items.items()}
 
-    def trainable(config):  # nested, so Ray pickles it by value (the test module is not importable there)
+    def trainable(config, offsets):  # nested, so Ray pickles it by value (the test module is not importable there)
         from ray import tune as _tune
+        item = config["item"]["id"]
         for epoch in (1, 2, 3):
-            if config["item_id"] == "bad" and epoch == 2:
+            if item == "bad" and epoch == 2:
                 raise RuntimeError("simulated trial failure")
-            _tune.report({"epoch": epoch, "loss": config["offsets"][config["item_id"]] + epoch, "tag": "x"})
+            _tune.report({"epoch": epoch, "loss": offsets[item] + epoch, "tag": "x"})
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
+        # As the runner does: a trial's config is its item; shared settings go through with_parameters.
         tuner = tune.Tuner(
-            trainable,
-            param_space={"item_id": tune.grid_search(list(items)), "offsets": items},
+            tune.with_parameters(trainable, offsets=items),
+            param_space={"item": tune.grid_search([{"id": item, "stage": "generator"} for item in items])},
             tune_config=tune.TuneConfig(max_concurrent_trials=2),
             run_config=tune.RunConfig(name="cb", storage_path=str(tmp_path / "ray"), verbose=0,
                                       callbacks=[MlflowTuneCallback(tracker, runs)]),
@@ -169,6 +176,8 @@ def test_callback_with_ray_tune(tmp_path, _offline_env):
         grid = tuner.fit()
     finally:
         ray.shutdown()
+    assert sorted(r.config["item"]["id"] for r in grid) == sorted(items)
+    assert all(set(r.config) == {"item"} for r in grid)  # nothing shared is copied into a trial's config
     assert grid.num_errors == 1
     for item in ("a", "b"):
         hist = tracker.client.get_metric_history(runs[item], "loss")

@@ -1,0 +1,128 @@
+"""The MLflow tracking server's lifecycle (`nf ui`, tests, cluster heads) and the UI command line.
+
+The server runs in its own process group; stopping it kills the whole group and waits,
+by scanning ``/proc``, until no process of the group is left (uvicorn's worker included).
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from orchestration.tracking import artifact_uri
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    # No proxies: a loopback health check must never go through HTTP(S)_PROXY.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"{url}/health", timeout=2) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_mlflow_server(backend_uri: str, artifact_root: str, port: int = 0, host: str = "127.0.0.1",
+                        timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
+    """Start ``mlflow server`` (1 worker, no job runner: ~0.6 GiB instead of ~3.5) and wait for /health.
+
+    Artifacts of runs created through the server are proxied to ``artifact_root``; the
+    sweep's own experiment keeps the explicit location the driver gave it. Returns the
+    process (its own process group; stop with ``stop_mlflow_server``) and the base URL.
+    The server's output goes to ``proc.nf_log_path``.
+    """
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    attempts = 3 if port == 0 else 1  # a picked free port can be taken before the server binds it
+    for attempt in range(attempts):
+        p = port or _free_port(host)
+        url = f"http://{host}:{p}"
+        cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(p), "--workers", "1",
+               "--backend-store-uri", backend_uri,
+               "--serve-artifacts", "--artifacts-destination", artifact_uri(artifact_root)]
+        logf = tempfile.NamedTemporaryFile(prefix="mlflow-server-", suffix=".log", delete=False)
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True)
+        logf.close()
+        proc.nf_log_path = logf.name  # type: ignore[attr-defined]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            if _healthy(url):
+                return proc, url
+            time.sleep(0.25)
+        tail = Path(logf.name).read_text(errors="replace")[-2000:]
+        exited = proc.poll() is not None
+        stop_mlflow_server(proc)
+        if not exited:
+            raise TimeoutError(f"mlflow server at {url} not healthy after {timeout:.0f} s:\n{tail}")
+        if attempt == attempts - 1 or "address already in use" not in tail.lower():
+            raise RuntimeError(f"mlflow server exited with code {proc.returncode}:\n{tail}")
+    raise AssertionError("unreachable")
+
+
+def stop_mlflow_server(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Terminate the server's whole process group (uvicorn worker included) and reap it."""
+    pgid = proc.pid  # start_new_session=True: the server leads its own group
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            pass
+        if _wait_gone(proc, pgid, timeout):
+            break
+    log_path = getattr(proc, "nf_log_path", None)
+    if log_path:
+        Path(log_path).unlink(missing_ok=True)
+
+
+def _wait_gone(proc: subprocess.Popen, pgid: int, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None and not _group_alive(pgid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a non-zombie process of group ``pgid`` exists (Linux /proc)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+    for d in proc.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command: state ppid pgrp ...
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def ui_command(tracking_uri: str, port: int = 5000) -> str:
+    """The shell line that opens the MLflow UI on a sweep's tracking store (light settings)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri}"  # a server is already the UI
+    return (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {shlex.quote(tracking_uri)} "
+            f"--port {port} --workers 1")
