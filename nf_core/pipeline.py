@@ -1,7 +1,7 @@
 """One NeuralFuse experiment end to end: QAT base model → EOPM generator → evaluation.
 
 The sweep orchestration runs these stages separately and at scale; this function is the
-small, single-process version (the `nf demo` default and a notebook entry point).
+small, single-process version (`nf single`, and a notebook entry point).
 """
 from __future__ import annotations
 
