@@ -46,9 +46,9 @@ def test_plan_imports_nothing_heavy_beyond_the_config_schema() -> None:
     # while orchestration.config itself imports it (it is to read torch-free registry names).
     config_only = _heavy_loaded(code="import json, sys\nimport orchestration.config\n"
                                      "print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)), file=sys.stderr)")
-    loaded = _heavy_loaded("sweep", "plan", "sweeps/smoke.yaml")
-    assert set(loaded) <= set(config_only), loaded
-    assert not {"ray", "mlflow", "pandas", "matplotlib"} & set(loaded)
+    loaded = set(_heavy_loaded("sweep", "plan", "sweeps/smoke.yaml")) - {"pyarrow"}  # pyarrow.fs: storage roots
+    assert loaded <= set(config_only), loaded
+    assert not {"ray", "mlflow", "pandas", "matplotlib"} & loaded
 
 
 def _parsers(parser: argparse.ArgumentParser, path: str = "nf"):
