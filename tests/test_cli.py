@@ -104,3 +104,16 @@ def test_table_widths_alignment_and_missing_cells() -> None:
     assert text.splitlines() == ["name  n", "----  -", "a     1", "bbb   -"]
     with pytest.raises(ValueError, match="2 alignments for 3 columns"):
         table(["a", "b", "c"], [], ["left", "right"])
+
+
+def test_single_prints_its_result_as_a_table() -> None:
+    from orchestration.commands.single import format_results
+
+    res = {"model": "vgg11", "generator": "ConvS", "dataset": "digits", "ber": 0.04, "fault_model": "stuck_at",
+           "layout": "wrap", "bits": 8, "chips": 10, "ca": 98.5, "pa_mean": 40.0, "pa_std": 2.5, "ca_nf": 97.25,
+           "pa_nf_mean": 80.0, "pa_nf_std": 1.25, "rp": 40.0, "efficiency": 353.4}
+    assert format_results(res).splitlines() == [
+        "vgg11 + ConvS on digits: BER 0.04 (stuck_at, wrap layout, 8-bit), 10 chips",
+        "   CA            PA  CA (NF)       PA (NF)      RP  RP / M params",
+        "-----  ------------  -------  ------------  ------  -------------",
+        "98.50  40.00 ± 2.50    97.25  80.00 ± 1.25  +40.00          353.4"]

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def _single(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from nf_core.pipeline import PipelineConfig, format_results, run_pipeline
+    from nf_core.pipeline import PipelineConfig, run_pipeline
 
     default = PipelineConfig()
     # dataclasses.replace re-runs the configs' validation on the user's values
@@ -17,10 +18,21 @@ def _single(args: argparse.Namespace) -> int:
                          eopm=replace(default.eopm, ber=args.ber, epochs=args.generator_epochs))
     res = run_pipeline(cfg, args.out)
     print()
-    print(f"{cfg.model} + {cfg.generator} on {cfg.dataset}")
     print(format_results(res))
     print(f"\ncheckpoints and results.json in {args.out}  ({res['seconds']:.0f} s)")
     return 0
+
+
+def format_results(res: dict[str, Any]) -> str:
+    """One evaluation (nf_core.pipeline.run_pipeline's result) as a title line and a one-row table."""
+    from orchestration.tables import table
+
+    head = f"{res['model']} + {res['generator']} on {res['dataset']}: BER {res['ber']:g} ({res['fault_model']}, " \
+           f"{res['layout']} layout, {res['bits']}-bit), {res['chips']} chips"
+    cols = ["CA", "PA", "CA (NF)", "PA (NF)", "RP", "RP / M params"]
+    row = [f"{res['ca']:.2f}", f"{res['pa_mean']:.2f} ± {res['pa_std']:.2f}", f"{res['ca_nf']:.2f}",
+           f"{res['pa_nf_mean']:.2f} ± {res['pa_nf_std']:.2f}", f"{res['rp']:+.2f}", f"{res['efficiency']:.1f}"]
+    return head + "\n" + table(cols, [row], "right")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
