@@ -31,7 +31,7 @@ print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)), file=sys.std
 
 def _heavy_loaded(*argv: str, code: str = _PROBE) -> list[str]:
     proc = subprocess.run([sys.executable, "-c", code.format(heavy=HEAVY), *argv], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+                          cwd=ROOT, timeout=300, check=False)
     return json.loads(proc.stderr.strip().splitlines()[-1])
 
 

@@ -13,8 +13,8 @@ import argparse
 import csv
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 OUT_SUFFIXES = (".csv", ".parquet")
 
