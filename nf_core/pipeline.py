@@ -1,7 +1,7 @@
 """One NeuralFuse experiment end to end: QAT base model → EOPM generator → evaluation.
 
 The sweep orchestration runs these stages separately and at scale; this function is the
-small, single-process version (the `nf demo` default and a notebook entry point).
+small, single-process version (`nf single`, and a notebook entry point).
 """
 from __future__ import annotations
 
@@ -72,13 +72,3 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | None = None,
         with open(os.path.join(out_dir, "results.json"), "w") as f:
             json.dump({"config": asdict(cfg), "results": res}, f, indent=2)
     return res
-
-
-def format_results(res: dict[str, Any]) -> str:
-    """A short human-readable summary of one evaluation."""
-    rows = [("CA", f"{res['ca']:.2f}"), ("PA", f"{res['pa_mean']:.2f} ± {res['pa_std']:.2f}")]
-    if "ca_nf" in res:
-        rows += [("CA (NF)", f"{res['ca_nf']:.2f}"), ("PA (NF)", f"{res['pa_nf_mean']:.2f} ± {res['pa_nf_std']:.2f}"),
-                 ("RP", f"{res['rp']:+.2f}"), ("efficiency (RP / M params)", f"{res['efficiency']:.1f}")]
-    head = f"BER {res['ber']:g} ({res['fault_model']}, {res['layout']} layout, {res['bits']}-bit), {res['chips']} chips"
-    return "\n".join([head] + [f"  {k:<28}{v}" for k, v in rows])

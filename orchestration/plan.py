@@ -58,14 +58,3 @@ def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
 
 def bits_tag(cfg: SweepConfig) -> str:
     return str(cfg.bits) if cfg.generator.generator_bits is None else f"{cfg.bits}g{cfg.generator.generator_bits}"
-
-
-def format_plan(cfg: SweepConfig, items: dict[str, list[Item]], verbose: bool = False) -> str:
-    """Trials per stage, as `nf sweep plan` prints them."""
-    lines = [f"sweep {cfg.name!r}: storage {cfg.storage}"]
-    for stage in STAGES:
-        lines.append(f"  {stage:<10} {len(items[stage]):>5} trials")
-        if verbose:
-            lines += [f"      {it.id}" for it in items[stage]]
-    lines.append(f"  {'total':<10} {sum(len(v) for v in items.values()):>5} trials")
-    return "\n".join(lines)

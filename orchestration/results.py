@@ -173,18 +173,12 @@ def _pm(mean: Any, std: Any) -> str:
 
 
 def format_table(rows: Rows) -> str:
-    """Fixed-width console table: source, generator, BERs, target, CA, PA, CA (NF), PA (NF), RP."""
+    """Console table: source, generator, BERs, target, CA, PA, CA (NF), PA (NF), RP (numbers right-aligned)."""
+    from orchestration.tables import table
+
     head = ["source", "generator", "train BER", "eval BER", "target", "CA", "PA", "CA (NF)", "PA (NF)", "RP"]
     body = [[r["source"], r["generator"] or "-", _fmt_ber(r["train_ber"]), _fmt_ber(r["eval_ber"]), r["target"],
              _num(r["ca"]), _pm(r["pa_mean"], r["pa_std"]), _num(r["ca_nf"]),
              _pm(r["pa_nf_mean"], r["pa_nf_std"]), _num(r["rp"], "+.2f")]
             for r in results_table(rows).to_pylist()]
-    widths = [max(len(str(c)) for c in col) for col in zip(head, *body)]
-    text_cols = {0, 1, 4}  # left-aligned; numbers right-aligned so digits line up
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i in text_cols else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(head), rule] + [line(b) for b in body])
+    return table(head, body, ["left", "left", "right", "right", "left"] + ["right"] * 5)

@@ -106,14 +106,6 @@ def stage_states(cfg: SweepConfig, store: Store | None = None) -> dict[str, dict
     return out
 
 
-def format_status(cfg: SweepConfig, states: dict[str, dict[str, str]]) -> str:
-    lines = [f"sweep {cfg.name!r} ({cfg.storage})", f"  {'stage':<10}{'done':>6}{'running':>9}{'pending':>9}{'failed':>8}"]
-    for stage in STAGES:
-        c = list(states[stage].values())
-        lines.append(f"  {stage:<10}{c.count('done'):>6}{c.count('running'):>9}{c.count('pending'):>9}{c.count('failed'):>8}")
-    return "\n".join(lines)
-
-
 def _init_ray(address: str | None) -> None:
     import ray
 

@@ -15,8 +15,8 @@ from nf_core import cost
 from nf_core.cost import Layer, layer_filter_reads, scalesim_layers
 from nf_core.generators import PAPER_GENERATORS, create_generator
 from nf_core.models import MODELS, create_model
-from nf_core.profile_cli import add_profile_parser, main, run_profile
 from nf_core.voltage import load_voltage_table, parse_voltage_table
+from orchestration.commands.profile import add_profile_parser, main, run_profile
 from tests.scalesim_env import run_scalesim  # tests/scalesim_env.py
 
 # The paper's Table 6 (TWMA, CIFAR-10). UNetL/UNetS are not reproduced: see nf_core/cost.py.

@@ -41,22 +41,25 @@ def test_neuralfuse_recovers_perturbed_accuracy_on_digits() -> None:
     assert after["ca_nf"] > 80
 
 
-def test_nf_demo_command(tmp_path) -> None:
-    """The README's main command, shortened: it runs, prints the table and writes its outputs."""
-    out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "nf_core.cli", "demo", "--out", str(out), "--base-epochs", "1",
-                           "--generator-epochs", "1", "--model", "vgg11"], capture_output=True, text=True, timeout=600)
+def test_nf_single_command(tmp_path) -> None:
+    """`nf single` (the in-process pipeline), shortened: it runs, prints the table and writes its outputs."""
+    out = tmp_path / "single"
+    proc = subprocess.run([sys.executable, "-m", "orchestration.cli", "single", "--out", str(out), "--base-epochs", "1",
+                           "--generator-epochs", "1", "--model", "vgg11", "--dataset", "digits", "--width", "0.125"],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "PA (NF)" in proc.stdout and "RP" in proc.stdout
     res = json.loads((out / "results.json").read_text())["results"]
     assert res["chips"] == 10 and res["model"] == "vgg11"
+    assert json.loads((out / "results.json").read_text())["config"]["width"] == 0.125
     assert (out / "base.pt").exists() and (out / "generator.pt").exists()
 
 
-def test_nf_demo_rejects_bad_input_before_compute(tmp_path) -> None:
+def test_nf_single_rejects_bad_input_before_compute(tmp_path) -> None:
     for args, needle in ((["--model", "resnet34"], "resnet18"), (["--ber", "2"], "BER"),
-                         (["--generator", "Conv"], "UNetL")):
-        proc = subprocess.run([sys.executable, "-m", "nf_core.cli", "demo", "--out", str(tmp_path / "x"), *args],
+                         (["--generator", "Conv"], "UNetL"), (["--dataset", "mnist"], "digits"),
+                         (["--width", "0"], "width")):
+        proc = subprocess.run([sys.executable, "-m", "orchestration.cli", "single", "--out", str(tmp_path / "x"), *args],
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr

@@ -79,7 +79,7 @@ def test_plan_command_runs_nothing(tmp_path) -> None:
     proc = subprocess.run([sys.executable, "-m", "orchestration.cli", "sweep", "plan", str(path)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert re.search(r"generator\s+24 trials", proc.stdout) and "total" in proc.stdout
+    assert re.search(r"generator\s+24\n", proc.stdout) and "total" in proc.stdout
     assert not (tmp_path / "store").exists()
 
 

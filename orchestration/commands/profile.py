@@ -5,7 +5,7 @@
     nf profile --all --dataset DATASET [--ber P] [--out FILE.csv|FILE.parquet] [--json]
 
 The figures come from nf_core.cost; torch is imported only when the command runs, so building
-the parser stays cheap. `python -m nf_core.profile_cli ARGS` runs the same command standalone.
+the parser stays cheap. `python -m orchestration.commands.profile ARGS` runs the same command standalone.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import argparse
 import csv
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 OUT_SUFFIXES = (".csv", ".parquet")
 
@@ -39,6 +39,7 @@ def add_profile_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("profile", help="parameters, MACs, TWMA and energy saving",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_arguments(p)
+    p.set_defaults(func=run_profile)
 
 
 def _check_combination(args: argparse.Namespace) -> None:
@@ -57,13 +58,9 @@ def _check_combination(args: argparse.Namespace) -> None:
 
 def _grid(header: Sequence[str], rows: list[Sequence[str]]) -> str:
     """First column left-aligned (names), the rest right-aligned (numbers)."""
-    lines = [header, *rows]
-    widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
+    from orchestration.tables import table
 
-    def fmt(r: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-
-    return "\n".join(fmt(r).rstrip() for r in lines)
+    return table(header, rows, ["left"] + ["right"] * (len(header) - 1))
 
 
 def _counts(named: list[tuple[str, dict]]) -> str:
@@ -163,7 +160,7 @@ def run_profile(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry: `python -m nf_core.profile_cli --model resnet18 --dataset cifar10`."""
+    """Standalone entry: `python -m orchestration.commands.profile --model resnet18 --dataset cifar10`."""
     parser = argparse.ArgumentParser(prog="nf profile", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_arguments(parser)

@@ -1,0 +1,159 @@
+"""`nf demo`, `nf sweep run|resume|status|plan` and `nf ui`: sweeps on Ray Tune, tracked in MLflow."""
+from __future__ import annotations
+
+import argparse
+from importlib import resources
+from typing import Any
+
+
+def _sweep_run(args: argparse.Namespace) -> int:
+    from orchestration.config import load_config, parse_config
+
+    cfg = load_config(args.config)
+    if args.storage:
+        cfg = parse_config({**cfg.to_dict(), "storage": args.storage})
+    return _run(cfg, resume=False, address=args.address)
+
+
+def _sweep_resume(args: argparse.Namespace) -> int:
+    from orchestration.runner import open_sweep
+
+    cfg = open_sweep(args.name, args.storage, args.s3_endpoint)
+    return _run(cfg, resume=True, address=args.address)
+
+
+def _run(cfg: Any, resume: bool, address: str | None) -> int:
+    from orchestration.results import format_table
+    from orchestration.runner import run_sweep, sweep_store, tracking_uri
+    from orchestration.mlflow_server import ui_command
+
+    rows = run_sweep(cfg, resume=resume, ray_address=address)
+    store = sweep_store(cfg)
+    print()
+    print(format_table(rows))
+    print(f"\nresults: {store.url('results')}  (results.parquet, transfer matrices and heat-maps)")
+    print(f"browse:  {ui_command(tracking_uri(cfg, store))}   or   nf ui {cfg.name}")
+    return 0
+
+
+def _sweep_status(args: argparse.Namespace) -> int:
+    from orchestration.runner import open_sweep, stage_states
+    from orchestration.views import format_status
+
+    cfg = open_sweep(args.name, args.storage, args.s3_endpoint)
+    print(format_status(cfg, stage_states(cfg)))
+    return 0
+
+
+def plan_with_cluster(args: argparse.Namespace, cfg: Any, items: dict[str, list[Any]]) -> str:
+    """What `nf sweep plan` prints: the plain plan, or the estimate when --cluster or --epoch-seconds is given."""
+    from orchestration.views import format_estimate, format_plan
+
+    cluster, seconds = getattr(args, "cluster", None), getattr(args, "epoch_seconds", None)
+    if cluster is None and seconds is None:
+        return format_plan(cfg, items, verbose=getattr(args, "verbose", False))
+    from orchestration.capacity import estimate, parse_epoch_seconds
+
+    parsed = parse_epoch_seconds(seconds) if isinstance(seconds, str) else seconds
+    text = format_estimate(estimate(cfg, items, cluster, parsed))
+    if getattr(args, "verbose", False):
+        text += "\n" + format_plan(cfg, items, verbose=True)
+    return text
+
+
+def _sweep_plan(args: argparse.Namespace) -> int:
+    from orchestration.config import load_config
+    from orchestration.plan import plan
+
+    cfg = load_config(args.config)
+    print(plan_with_cluster(args, cfg, plan(cfg)))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import yaml
+
+    from orchestration.config import parse_config
+    from orchestration.runner import sweep_store
+
+    raw = yaml.safe_load(resources.files("orchestration").joinpath("demo.yaml").read_text())
+    if args.storage:
+        raw["storage"] = args.storage
+    if args.name:
+        raw["name"] = args.name
+    cfg = parse_config(raw)
+    return _run(cfg, resume=sweep_store(cfg).exists("sweep.yaml"), address=None)
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from orchestration.runner import open_sweep, sweep_store, tracking_uri
+    from orchestration.mlflow_server import start_mlflow_server, stop_mlflow_server
+
+    cfg = open_sweep(args.name, args.storage, args.s3_endpoint)
+    store = sweep_store(cfg)
+    proc, url = start_mlflow_server(tracking_uri(cfg, store), store.url("mlartifacts"), port=args.port)
+    print(f"MLflow UI for sweep {cfg.name!r}: {url}   (Ctrl-C stops it)")
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_mlflow_server(proc)
+    return 0
+
+
+def _storage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", default="runs/sweeps", help="storage root the sweep lives in (path or s3://bucket/prefix)")
+    p.add_argument("--s3-endpoint", default=None, help="endpoint URL of an S3-compatible store")
+
+
+def _address_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local instance)")
+
+
+def add_cluster_args(parser: argparse.ArgumentParser) -> None:
+    """`--cluster` and `--epoch-seconds` for `nf sweep plan`."""
+    parser.add_argument("--cluster", default=None, metavar="YAML",
+                        help="Ray cluster launcher YAML or KubeRay manifest (clusters/*.yaml): "
+                             "show how the trials pack onto its GPUs")
+    parser.add_argument("--epoch-seconds", default=None, metavar="S",
+                        help="measured seconds per epoch: one number, or per stage as "
+                             "base=600,generator=120,eval=30,transfer=60 (eval/transfer: per trial)")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register `demo`, `sweep …` and `ui` on the `nf` parser."""
+    d = sub.add_parser("demo", help="a small but complete sweep on embedded defaults (local Ray, SQLite MLflow, digits)")
+    d.add_argument("--storage", default=None, help="storage root (default: the demo config's, runs/sweeps)")
+    d.add_argument("--name", default=None, help="sweep name (default: demo)")
+    d.set_defaults(func=_demo)
+
+    sw = sub.add_parser("sweep", help="run, resume, inspect sweeps").add_subparsers(dest="sweep_command", required=True)
+    r = sw.add_parser("run", help="run a sweep config on Ray (local or RAY_ADDRESS)")
+    r.add_argument("config", help="sweep config YAML (orchestration/config.py documents every field)")
+    r.add_argument("--storage", default=None, help="override the config's storage")
+    _address_arg(r)
+    r.set_defaults(func=_sweep_run)
+
+    rs = sw.add_parser("resume", help="continue a sweep whose driver stopped")
+    rs.add_argument("name", help="the sweep's name")
+    _storage_args(rs)
+    _address_arg(rs)
+    rs.set_defaults(func=_sweep_resume)
+
+    st = sw.add_parser("status", help="per stage: done / running / pending / failed")
+    st.add_argument("name", help="the sweep's name")
+    _storage_args(st)
+    st.set_defaults(func=_sweep_status)
+
+    pl = sw.add_parser("plan", help="print the trials per stage without running anything")
+    pl.add_argument("config", help="sweep config YAML")
+    pl.add_argument("-v", "--verbose", action="store_true", help="list every trial")
+    add_cluster_args(pl)
+    pl.set_defaults(func=_sweep_plan)
+
+    u = sub.add_parser("ui", help="open the MLflow UI of a sweep")
+    u.add_argument("name", help="the sweep's name")
+    _storage_args(u)
+    u.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default: 5000)")
+    u.set_defaults(func=_ui)

@@ -1,0 +1,67 @@
+"""What `nf sweep plan` and `nf sweep status` print: plans, capacity estimates and stage states as tables."""
+from __future__ import annotations
+
+from typing import Any
+
+from orchestration.config import STAGES, SweepConfig
+from orchestration.plan import Item
+from orchestration.tables import indent, table
+
+
+def format_plan(cfg: SweepConfig, items: dict[str, list[Item]], verbose: bool = False) -> str:
+    """Trials per stage; with ``verbose`` every trial's id under its stage."""
+    rows = [[stage, len(items[stage])] for stage in STAGES]
+    rows.append(["total", sum(len(v) for v in items.values())])
+    lines = [f"sweep {cfg.name!r}: storage {cfg.storage}", indent(table(["stage", "trials"], rows, ["left", "right"]))]
+    if verbose:
+        for stage in STAGES:
+            lines.append(f"  {stage}:")
+            lines += [f"      {it.id}" for it in items[stage]]
+    return "\n".join(lines)
+
+
+def format_status(cfg: SweepConfig, states: dict[str, dict[str, str]]) -> str:
+    """Per stage: how many items are done, running, pending, failed."""
+    kinds = ("done", "running", "pending", "failed")
+    rows = [[stage, *(list(states[stage].values()).count(k) for k in kinds)] for stage in STAGES]
+    return f"sweep {cfg.name!r} ({cfg.storage})\n" + indent(table(["stage", *kinds], rows, ["left"] + ["right"] * 4))
+
+
+def _h(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.1f}"
+
+
+def _g(v: float | None) -> str:
+    return "?" if v is None else f"{v:g}"
+
+
+def format_estimate(est: dict[str, Any]) -> str:
+    """A capacity estimate (orchestration.capacity.estimate) as `nf sweep plan --cluster` prints it."""
+    c = est["cluster"]
+    lines = [f"sweep {est['sweep']!r}" + (f" on cluster {c['name']!r} ({c['path']})" if c else "")]
+    if c:
+        types = [[t["name"], "head" if t["is_head"] else f"up to {t['max_nodes']}", _g(t["cpus"]), _g(t["gpus"])]
+                 for t in c["node_types"]]
+        lines.append(indent(table(["node type", "nodes", "CPU", "GPU"], types, ["left", "right", "right", "right"])))
+        lines.append(f"  (at most {c['max_workers']} worker nodes in all)")
+    head = ["stage", "trials", "epochs", "CPU/GPU per trial", "GPU-h"]
+    align = ["left", "right", "right", "right", "right"]
+    if c:
+        head += ["parallel/max", "waves", "wall-h", "nodes"]
+        align += ["right", "right", "right", "left"]
+    rows = []
+    for stage, r in est["stages"].items():
+        row = [stage, r["trials"], r["epochs"], f"{r['cpus_per_trial']:g} / {r['gpus_per_trial']:g}",
+               _h(r["gpu_hours"])]
+        if c:
+            nodes = ", ".join(f"{k} x{v}" for k, v in r["nodes"].items()) or "-"
+            waves = "-" if r["waves"] is None else str(r["waves"])
+            row += [f"{r['concurrent']}/{r['capacity']}", waves, _h(r["wall_hours"]), nodes]
+        rows.append(row)
+    t = est["total"]
+    rows.append(["total", t["trials"], "", "", _h(t["gpu_hours"])] + (["", "", _h(t["wall_hours"]), ""] if c else []))
+    lines.append(indent(table(head, rows, align)))
+    lines += [f"  note: {n}" for n in est["notes"]]
+    if c:
+        lines.append("  (stages run one after another; node start-up and dataset download not counted)")
+    return "\n".join(lines)
