@@ -29,8 +29,10 @@ def _sweep_resume(args: argparse.Namespace) -> int:
 def _run(cfg, resume: bool, address: str | None) -> int:
     from orchestration.results import format_table
     from orchestration.runner import artifact_location, run_sweep, sweep_store, tracking_uri
+    from orchestration.preflight import check_dataset_roots
     from orchestration.tracking import ui_command
 
+    check_dataset_roots(cfg)  # before Ray starts or anything is written
     rows = run_sweep(cfg, resume=resume, ray_address=address)
     store = sweep_store(cfg)
     print()
@@ -53,6 +55,10 @@ def _sweep_plan(args: argparse.Namespace) -> int:
     from orchestration.plan import plan
 
     cfg = load_config(args.config)
+    if not args.no_data_check:
+        from orchestration.preflight import check_dataset_roots
+
+        check_dataset_roots(cfg)
     print(plan_with_cluster(args, cfg, plan(cfg)))
     return 0
 
@@ -119,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sw.add_parser("plan", help="print the trials per stage without running anything")
     pl.add_argument("config")
     pl.add_argument("-v", "--verbose", action="store_true", help="list every trial")
+    pl.add_argument("--no-data-check", action="store_true",
+                    help="skip checking that the dataset roots hold their files (plan without access to the data)")
     from orchestration.capacity import add_cluster_args
 
     add_cluster_args(pl)  # --cluster clusters/X.yaml, --epoch-seconds

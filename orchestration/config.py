@@ -140,7 +140,7 @@ def _grid(item: Any, example: str, *, min_items: int = 1, unique: bool = True) -
                 # 5 and 5.0 are one value; true is not 1 (the item check refuses it)
                 if any(x == s and type(x) is not bool and type(s) is not bool for s in seen):
                     raise _fail(f"{_show(x)} appears more than once in {_show(list(v))}; each value may appear once")
-                if not isinstance(x, (list, dict)):
+                if not isinstance(x, dict):
                     seen.append(x)
         return list(v)
 
