@@ -27,9 +27,9 @@ def _sweep_resume(args: argparse.Namespace) -> int:
 
 
 def _run(cfg, resume: bool, address: str | None) -> int:
+    from orchestration.preflight import check_dataset_roots
     from orchestration.results import format_table
     from orchestration.runner import artifact_location, run_sweep, sweep_store, tracking_uri
-    from orchestration.preflight import check_dataset_roots
     from orchestration.tracking import ui_command
 
     check_dataset_roots(cfg)  # before Ray starts or anything is written

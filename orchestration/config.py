@@ -23,7 +23,7 @@ import difflib
 import math
 import os
 import re
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -100,7 +100,7 @@ def _choice(what: str, choices: tuple[str, ...]) -> Any:
             return v
         raise _fail(f"{_show(v)} is not a valid {what}{_suggest(v, choices)}; valid choices: {', '.join(choices)}")
 
-    return Annotated[Literal[choices], BeforeValidator(check)]  # type: ignore[valid-type]
+    return Annotated[Literal[choices], BeforeValidator(check)]
 
 
 def _text(what: str, pattern: re.Pattern[str] | None = None, rule: str = "") -> Any:
@@ -156,6 +156,8 @@ FaultModel = _choice("fault model", names.FAULT_MODELS)
 Layout = _choice("memory layout", names.LAYOUTS)
 
 
+# The field annotations below call these helpers (pydantic evaluates them at class creation);
+# static type checkers do not follow calls in annotations and may flag them.
 class _Section(BaseModel):
     """Every section: unknown fields are errors; field docstrings document the schema."""
 
@@ -166,20 +168,20 @@ class _Section(BaseModel):
 class DatasetSpec(_Section):
     """One dataset of the sweep; in YAML a bare name (``- digits``) is short for ``{name: digits}``."""
 
-    name: _choice("dataset", names.DATASETS)  # type: ignore[valid-type]
+    name: _choice("dataset", names.DATASETS)
     """Registered dataset name (nf_core/data.py)."""
-    root: Union[_text("a local path or s3://bucket/prefix"), None] = None
+    root: _text("a local path or s3://bucket/prefix") | None = None
     """Folder holding the dataset's files: a local path (made absolute) or s3://bucket/prefix.
     Required except for digits (embedded in scikit-learn). Checked before Ray starts."""
     download: Flag = False
     """Let torchvision fetch a missing dataset into a local root (CIFAR, GTSRB; not ImageNet-10)."""
-    train_subset: Union[_number(integer=True, ge=1), None] = None
+    train_subset: _number(integer=True, ge=1) | None = None
     """Use only the first K training images (smoke tests, demos); null: all."""
-    test_subset: Union[_number(integer=True, ge=1), None] = None
+    test_subset: _number(integer=True, ge=1) | None = None
     """Use only the first K test images; null: all."""
 
     @model_validator(mode="after")
-    def _root_needed(self) -> "DatasetSpec":
+    def _root_needed(self) -> DatasetSpec:
         if self.name != "digits" and self.root is None:
             raise _fail(f"null is not possible: dataset {self.name!r} needs a root folder (local path or "
                         "s3://bucket/prefix)", "root")
@@ -203,15 +205,15 @@ class BaseStage(_Section):
     """Training epochs."""
     batch_size: Count = 256
     """Training batch size."""
-    optimizer: _choice("optimizer", names.OPTIMIZERS) = "sgd"  # type: ignore[valid-type]
+    optimizer: _choice("optimizer", names.OPTIMIZERS) = "sgd"
     """Optimizer."""
-    lr: _number(gt=0, hint="learning rate") = 1e-3  # type: ignore[valid-type]
+    lr: _number(gt=0, hint="learning rate") = 1e-3
     """Learning rate."""
-    momentum: _number(ge=0, lt=1, hint="SGD momentum") = 0.9  # type: ignore[valid-type]
+    momentum: _number(ge=0, lt=1, hint="SGD momentum") = 0.9
     """SGD momentum (ignored by Adam)."""
-    weight_decay: _number(ge=0, hint="L2 penalty") = 0.0  # type: ignore[valid-type]
+    weight_decay: _number(ge=0, hint="L2 penalty") = 0.0
     """Weight decay."""
-    schedule: _choice("schedule", names.SCHEDULES) = "none"  # type: ignore[valid-type]
+    schedule: _choice("schedule", names.SCHEDULES) = "none"
     """Learning-rate schedule over the epochs."""
 
 
@@ -222,23 +224,23 @@ class GeneratorStage(_Section):
     """Training epochs."""
     batch_size: Count = 256
     """Training batch size."""
-    lr: _number(gt=0, hint="Adam learning rate") = 1e-3  # type: ignore[valid-type]
+    lr: _number(gt=0, hint="Adam learning rate") = 1e-3
     """Adam learning rate."""
-    betas: Annotated[list[_number(ge=0, lt=1, hint="Adam beta")],  # type: ignore[valid-type]
+    betas: Annotated[list[_number(ge=0, lt=1, hint="Adam beta")],
                      BeforeValidator(lambda v: _pair(v, "Adam betas, e.g. [0.5, 0.999]")),
                      Field(min_length=2, max_length=2)] = [0.5, 0.999]
     """Adam betas, two numbers in [0, 1)."""
     step_size: Count = 500
     """StepLR period in iterations."""
-    gamma: _number(gt=0, le=1, hint="StepLR decay factor") = 0.96  # type: ignore[valid-type]
+    gamma: _number(gt=0, le=1, hint="StepLR decay factor") = 0.96
     """StepLR decay factor."""
-    generator_bits: Union[Bits, None] = None
+    generator_bits: Bits | None = None
     """Quantize the generator's weights to this many bits during training; null: full precision."""
-    access: _choice("access", ACCESS) = "in_process"  # type: ignore[valid-type]
+    access: _choice("access", ACCESS) = "in_process"
     """in_process: the trial holds the base model; pool: relaxed-access pool actors serve the chips."""
     pool_actors: Count = 1
     """Pool actor replicas per base model when access is pool."""
-    batching: _choice("batching", names.BATCHING) = "loop"  # type: ignore[valid-type]
+    batching: _choice("batching", names.BATCHING) = "loop"
     """How the N perturbed models of a batch run: loop (one after another) or vmap (batched)."""
 
 
@@ -251,18 +253,18 @@ def _pair(v: Any, example: str) -> Any:
 class EvalStage(_Section):
     """Stages (c) and (d): evaluation on fresh chips, on the source models and (transfer) the others."""
 
-    bers: _grid(Ber, "[0.01, 0.005]") = [0.01]  # type: ignore[valid-type]
+    bers: _grid(Ber, "[0.01, 0.005]") = [0.01]
     """BERs to evaluate at, each in [0, 1]."""
     chips: Count = 10
     """Perturbed chips (fault patterns) per BER."""
-    fault_model: Union[FaultModel, None] = None
+    fault_model: FaultModel | None = None
     """Fault model at evaluation; null: the training fault model."""
-    layout: Union[Layout, None] = None
+    layout: Layout | None = None
     """Memory layout at evaluation; null: the training layout."""
-    bits: Union[_grid(Bits, "[8, 4]"), None] = None  # type: ignore[valid-type]
+    bits: _grid(Bits, "[8, 4]") | None = None
     """Precisions to evaluate at: the trained base model re-quantized to b bits (the paper's
     Appendix H applies 8-bit-trained generators to lower-precision copies). null: ``bits``."""
-    pool_actors: _number(integer=True, ge=0) = 0  # type: ignore[valid-type]
+    pool_actors: _number(integer=True, ge=0) = 0
     """Pool actors scoring the chips (restricted access); 0: the trial's own process."""
     batch_size: Count = 256
     """Evaluation batch size."""
@@ -271,21 +273,21 @@ class EvalStage(_Section):
 class Resources(_Section):
     """What Ray reserves per trial and per pool actor."""
 
-    cpus: _number(gt=0, hint="CPUs per trial") = 1.0  # type: ignore[valid-type]
+    cpus: _number(gt=0, hint="CPUs per trial") = 1.0
     """CPUs per trial (a trial always needs some)."""
-    gpus: _number(ge=0, hint="GPUs per trial; a fraction shares one GPU") = 0.0  # type: ignore[valid-type]
+    gpus: _number(ge=0, hint="GPUs per trial; a fraction shares one GPU") = 0.0
     """GPUs per trial; fractions share a GPU between trials, above 1 only whole numbers."""
-    pool_actor_cpus: _number(ge=0, hint="CPUs per pool actor") = 0.5  # type: ignore[valid-type]
+    pool_actor_cpus: _number(ge=0, hint="CPUs per pool actor") = 0.5
     """CPUs per pool actor."""
-    pool_actor_gpus: _number(ge=0, hint="GPUs per pool actor") = 0.0  # type: ignore[valid-type]
+    pool_actor_gpus: _number(ge=0, hint="GPUs per pool actor") = 0.0
     """GPUs per pool actor (same rules as gpus)."""
-    max_concurrent: Union[Count, None] = None
+    max_concurrent: Count | None = None
     """Most trials running at once; null: as many as fit."""
-    max_failures: _number(integer=True, ge=0) = 2  # type: ignore[valid-type]
+    max_failures: _number(integer=True, ge=0) = 2
     """Retries of a failed trial (each resumes from its last epoch checkpoint)."""
 
     @model_validator(mode="after")
-    def _whole_gpus(self) -> "Resources":
+    def _whole_gpus(self) -> Resources:
         for key in ("gpus", "pool_actor_gpus"):
             v = getattr(self, key)
             if v > 1 and v != int(v):
@@ -293,15 +295,17 @@ class Resources(_Section):
         return self
 
 
+_TrackingUri = _text("an MLflow tracking URI such as http://127.0.0.1:5000 or sqlite:///path/mlflow.db")
+
+
 class MlflowSpec(_Section):
     """Where the driver tracks the sweep."""
 
-    tracking_uri: Union[_text("an MLflow tracking URI such as http://127.0.0.1:5000 or sqlite:///path/mlflow.db"),
-                        None] = None
+    tracking_uri: _TrackingUri | None = None
     """MLflow tracking URI; null: a SQLite file under the local sweep folder."""
-    experiment: Union[_text("an MLflow experiment name"), None] = None
+    experiment: _text("an MLflow experiment name") | None = None
     """MLflow experiment; null: the sweep name."""
-    artifact_location: Union[_text("a URI such as s3://bucket/prefix or a local path"), None] = None
+    artifact_location: _text("a URI such as s3://bucket/prefix or a local path") | None = None
     """Artifact root of a new experiment; null: <storage>/<name>/mlartifacts."""
 
 
@@ -319,41 +323,43 @@ def _source(v: Any) -> Any:
     return v
 
 
+_Sources = _grid(Annotated[str | list[str], BeforeValidator(_source)], "[resnet18, [resnet18, vgg11]]")
+
+
 class SweepConfig(_Section):
     """A whole sweep: the grid, the stage settings, resources, storage and tracking."""
 
-    name: _text("a sweep name", _NAME, "letters, digits, '.', '_' or '-' (it becomes a folder name)")  # type: ignore[valid-type]
+    name: _text("a sweep name", _NAME, "letters, digits, '.', '_' or '-' (it becomes a folder name)")
     """The sweep's name: its folder under storage and its MLflow experiment."""
-    storage: _text("a local path or s3://bucket/prefix") = "runs/sweeps"  # type: ignore[valid-type]
+    storage: _text("a local path or s3://bucket/prefix") = "runs/sweeps"
     """Storage root (local path, file:// or s3://bucket/prefix); the sweep lives in <storage>/<name>."""
-    s3_endpoint: Union[_text("an endpoint URL such as http://127.0.0.1:9000"), None] = None
+    s3_endpoint: _text("an endpoint URL such as http://127.0.0.1:9000") | None = None
     """Endpoint of an S3-compatible store, e.g. http://127.0.0.1:9000; null: AWS (or AWS_ENDPOINT_URL)."""
-    s3_region: Union[_text("an S3 region such as us-east-1"), None] = None
+    s3_region: _text("an S3 region such as us-east-1") | None = None
     """S3 region; null: AWS_REGION / AWS_DEFAULT_REGION."""
-    device: _choice("device", DEVICES) = "auto"  # type: ignore[valid-type]
+    device: _choice("device", DEVICES) = "auto"
     """auto: cuda when the trial has a GPU."""
-    datasets: Annotated[_grid(DatasetSpec, "[digits] or [{name: cifar10, root: data/cifar10}]", unique=False),  # type: ignore[valid-type]
+    datasets: Annotated[_grid(DatasetSpec, "[digits] or [{name: cifar10, root: data/cifar10}]", unique=False),
                         BeforeValidator(lambda v: [_dataset_entry(d) for d in v] if isinstance(v, list) else v)] = \
         Field(default_factory=lambda: [DatasetSpec(name="digits")])
     """Datasets (each once): names or {name, root, download, train_subset, test_subset}."""
-    models: _grid(Model, "[resnet18, vgg11]") = ["resnet18"]  # type: ignore[valid-type]
+    models: _grid(Model, "[resnet18, vgg11]") = ["resnet18"]
     """Base models (registered names, nf_core/models)."""
-    width: _number(gt=0, hint="channel multiplier; 1.0 = the paper's architectures") = 1.0  # type: ignore[valid-type]
+    width: _number(gt=0, hint="channel multiplier; 1.0 = the paper's architectures") = 1.0
     """Channel-width multiplier of the base models (1.0 = the paper's; small values for CPU tests)."""
-    ensembles: _grid(_grid(Model, "[resnet18, vgg11]", min_items=2), "[[resnet18, vgg11]]",  # type: ignore[valid-type]
+    ensembles: _grid(_grid(Model, "[resnet18, vgg11]", min_items=2), "[[resnet18, vgg11]]",
                      min_items=0) = []
     """Ensembles of models (each at least two of ``models``) that generators can be trained against."""
-    sources: Union[_grid(Annotated[Union[str, list[str]], BeforeValidator(_source)],  # type: ignore[valid-type]
-                         "[resnet18, [resnet18, vgg11]]"), None] = None
+    sources: _Sources | None = None
     """What generators are trained against: model names and/or lists of models (ensembles).
     null: every model and every ensemble. Restricted-access sweeps list only the surrogates."""
-    generators: _grid(_choice("generator", names.GENERATORS), "[ConvL, UNetS]") = ["ConvL"]  # type: ignore[valid-type]
+    generators: _grid(_choice("generator", names.GENERATORS), "[ConvL, UNetS]") = ["ConvL"]
     """Generator architectures (registered names, nf_core/generators)."""
-    train_bers: _grid(Ber, "[0.01, 0.005]") = [0.01]  # type: ignore[valid-type]
+    train_bers: _grid(Ber, "[0.01, 0.005]") = [0.01]
     """BERs the generators are trained at (the p of EOPM), each in [0, 1]."""
-    lambdas: _grid(_number(ge=0, hint="weight of the perturbed-model loss"), "[1.0, 5.0]") = [5.0]  # type: ignore[valid-type]
+    lambdas: _grid(_number(ge=0, hint="weight of the perturbed-model loss"), "[1.0, 5.0]") = [5.0]
     """λ of the EOPM loss, each >= 0."""
-    ns: _grid(_number(integer=True, ge=1, hint="perturbed models per batch"), "[5, 10]") = [5]  # type: ignore[valid-type]
+    ns: _grid(_number(integer=True, ge=1, hint="perturbed models per batch"), "[5, 10]") = [5]
     """N, the perturbed models sampled per batch, each >= 1."""
     fault_model: FaultModel = "stuck_at"
     """Fault model of the training chips (stuck_at is the paper's)."""
@@ -361,7 +367,7 @@ class SweepConfig(_Section):
     """Memory layout mapping weights to faulty cells."""
     bits: Bits = 8
     """Weight precision of the base models (QAT and deployment)."""
-    seeds: _grid(_number(integer=True, ge=0), "[0, 1, 2]") = [0]  # type: ignore[valid-type]
+    seeds: _grid(_number(integer=True, ge=0), "[0, 1, 2]") = [0]
     """Seeds; each repeats the whole grid."""
     base: Annotated[BaseStage, BeforeValidator(_section)] = Field(default_factory=BaseStage)
     """Stage (a) settings."""
@@ -377,7 +383,7 @@ class SweepConfig(_Section):
     """MLflow tracking."""
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "SweepConfig":
+    def _cross_checks(self) -> SweepConfig:
         if self.storage.startswith("s3://") and len(self.storage) <= len("s3://"):
             raise _fail(f"{self.storage!r} needs a bucket, as in s3://bucket/prefix", "storage")
         if "://" in self.storage and not self.storage.startswith(("s3://", "file://")):

@@ -16,7 +16,8 @@ from orchestration.config import ConfigError, SweepConfig
 
 _CIFAR10 = "cifar-10-batches-py"
 _CIFAR100 = "cifar-100-python"
-_GTSRB_TRAIN, _GTSRB_TEST, _GTSRB_CSV = "gtsrb/GTSRB/Training", "gtsrb/GTSRB/Final_Test/Images", "gtsrb/GT-final_test.csv"
+_GTSRB_TRAIN, _GTSRB_TEST = "gtsrb/GTSRB/Training", "gtsrb/GTSRB/Final_Test/Images"
+_GTSRB_CSV = "gtsrb/GT-final_test.csv"
 GTSRB_CLASSES = 43
 
 # Per dataset: the files and folders its loader opens (relative to root), and the same in words.
@@ -37,7 +38,7 @@ def _filesystem(root: str, cfg: SweepConfig) -> tuple[pafs.FileSystem, str]:
 
         store = Store(root, cfg.s3_endpoint, cfg.s3_region)
         return store.fs, store.root
-    return pafs.LocalFileSystem(), os.path.abspath(root[len("file://"):] if root.startswith("file://") else root)
+    return pafs.LocalFileSystem(), os.path.abspath(root.removeprefix("file://"))
 
 
 def _subdirs(fs: pafs.FileSystem, path: str) -> list[str]:
