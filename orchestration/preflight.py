@@ -87,4 +87,5 @@ def check_dataset_roots(cfg: SweepConfig) -> None:
         try:
             check_root(d.name, d.root, cfg, where)
         except OSError as e:  # unreachable endpoint, no credentials, no such bucket …
-            raise ConfigError(f"{where}: cannot read {d.root!r}: {' '.join(str(e).split())}") from None
+            raise ConfigError(f"{where}: cannot read {d.root!r} (check the path, s3_endpoint and credentials): "
+                              f"{' '.join(str(e).split())}") from None
