@@ -1,28 +1,39 @@
 """Sweep configuration: one YAML file, validated in full before Ray starts.
 
-Every bad value fails with a message naming the field, the value and the valid choices.
-The grid (datasets × sources × generators × BER × λ × N × seeds) expands into stage
-items with stable ids, so a resumed sweep recognises the work it has already done.
+This module is the one documented source of every field: each is declared below with its
+type, default, allowed range or choices and a docstring (pydantic reads the docstrings into
+the schema: ``SweepConfig.model_json_schema()``). A bad value fails with ONE line naming the
+field path, the value and the valid range or choices (and, for a misspelled field, the
+closest valid name), raised as ``ConfigError``:
+
+    generator.lr: -1 is out of range; expected a number > 0 (Adam learning rate)
+
+The grid (datasets × sources × generators × BER × λ × N × seeds) expands into stage items
+with stable ids (orchestration/plan.py), so a resumed sweep recognises its finished work.
+Types are strict where YAML would otherwise slip through: ``true`` is not a number, a
+string, or a count; ``5`` is not a list. Numbers are stored as floats (``lambdas: [5]`` and
+``[5.0]`` are the same config) and counts as ints. This module imports no torch: it checks
+names against nf_core/names.py, whose tuples a test keeps equal to the real registries.
+Dataset roots on disk or S3 are checked separately (orchestration/preflight.py), by the CLI,
+not on every parse (trials parse the config again).
 """
 from __future__ import annotations
 
-import dataclasses
+import difflib
+import math
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
-from nf_core.data import DATASETS
-from nf_core.generators import GENERATORS
-from nf_core.models import MODELS
-from nf_core.train import OPTIMIZERS, SCHEDULES, BaseTrainConfig, GeneratorTrainConfig
-from nf_core.validation import (FAULT_MODELS, LAYOUTS, check_ber, check_bits, check_choice, check_lambda,
-                                check_n_chips)
+from nf_core import names
 
 STAGES = ("base", "generator", "eval", "transfer")
 ACCESS = ("in_process", "pool")
+DEVICES = ("auto", "cpu", "cuda")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -30,106 +41,375 @@ class ConfigError(ValueError):
     """A sweep config field is invalid (raised before any compute starts)."""
 
 
-@dataclass
-class DatasetSpec:
-    name: str
-    root: str | None = None
-    download: bool = False
-    train_subset: int | None = None  # first K training images only (smoke tests, demos)
-    test_subset: int | None = None
+# ------------------------------------------------------------------ value checks
+# Each field type below is a plain Python type plus a "before" validator that does the whole
+# check (type, range, choices) and raises one readable message; the pydantic constraints
+# beside it only document the range in the JSON schema.
+
+def _show(v: Any) -> str:
+    """A value as the user wrote it in YAML (true, null, 'fast'), shortened."""
+    text = {True: "true", False: "false", None: "null"}.get(v, None) if isinstance(v, (bool, type(None))) else repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
-# The stage sections take their defaults from nf_core's training configs (one source of
-# truth for the paper's settings); the grid supplies the rest (bits, seed, BER, λ, N …).
-_B, _G = BaseTrainConfig, GeneratorTrainConfig
+def _fail(msg: str, field: str | None = None) -> PydanticCustomError:
+    """An error carrying our own message; ``field`` extends the error's path (model-level checks)."""
+    return PydanticCustomError("nf", "{msg}", {"msg": msg, "field": field or ""})
 
 
-@dataclass
-class BaseStage:
-    epochs: int = _B.epochs
-    batch_size: int = _B.batch_size
-    optimizer: str = _B.optimizer
-    lr: float = _B.lr
-    momentum: float = _B.momentum
-    weight_decay: float = _B.weight_decay
-    schedule: str = _B.schedule
+def _suggest(value: Any, choices: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-@dataclass
-class GeneratorStage:
-    epochs: int = _G.epochs
-    batch_size: int = _G.batch_size
-    lr: float = _G.lr
-    betas: tuple[float, float] = _G.betas
-    step_size: int = _G.step_size
-    gamma: float = _G.gamma
-    generator_bits: int | None = _G.generator_bits
-    access: str = "in_process"  # "pool": relaxed-access pool actors serve the chips
-    pool_actors: int = 1  # replicas per base model when access is "pool"
-    batching: str = _G.batching
+def _range_text(integer: bool, gt: float | None, ge: float | None, lt: float | None, le: float | None) -> str:
+    kind = "an integer" if integer else "a number"
+    lo = f"({gt:g}" if gt is not None else f"[{ge:g}" if ge is not None else None
+    hi = f"{lt:g})" if lt is not None else f"{le:g}]" if le is not None else None
+    if lo and hi:
+        return f"{kind} in {lo}, {hi}"
+    if lo:
+        return f"{kind} {'>' if gt is not None else '>='} {lo[1:]}"
+    if hi:
+        return f"{kind} {'<' if lt is not None else '<='} {hi[:-1]}"
+    return kind
 
 
-@dataclass
-class EvalStage:
-    bers: list[float] = field(default_factory=lambda: [0.01])
-    chips: int = 10
-    fault_model: str | None = None  # None: the training fault model
-    layout: str | None = None
-    # Precisions to evaluate at: the trained base model re-quantized to b bits (the paper's
-    # Appendix H applies 8-bit-trained generators to lower-precision copies). None: `bits`.
-    bits: list[int] | None = None
-    pool_actors: int = 0  # 0: score chips in the trial's own process
-    batch_size: int = 256
+def _number(*, integer: bool = False, gt: float | None = None, ge: float | None = None, lt: float | None = None,
+            le: float | None = None, hint: str = "") -> Any:
+    """A float (or int) field: YAML booleans, strings, NaN and out-of-range values are refused."""
+    expected = _range_text(integer, gt, ge, lt, le) + (f" ({hint})" if hint else "")
+
+    def check(v: Any) -> Any:
+        ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
+        if isinstance(v, bool) or not ok_type or (isinstance(v, float) and not math.isfinite(v)):
+            kind = "an integer" if integer else "a finite number" if isinstance(v, float) else "a number"
+            raise _fail(f"{_show(v)} is not {kind}; expected {expected}")
+        if ((gt is not None and not v > gt) or (ge is not None and not v >= ge) or (lt is not None and not v < lt)
+                or (le is not None and not v <= le)):
+            raise _fail(f"{_show(v)} is out of range; expected {expected}")
+        return v if integer else float(v)
+
+    return Annotated[int if integer else float, BeforeValidator(check), Field(gt=gt, ge=ge, lt=lt, le=le)]
 
 
-@dataclass
-class Resources:
-    cpus: float = 1.0
-    gpus: float = 0.0
-    pool_actor_cpus: float = 0.5
-    pool_actor_gpus: float = 0.0
-    max_concurrent: int | None = None
-    max_failures: int = 2
+def _choice(what: str, choices: tuple[str, ...]) -> Any:
+    """One of a fixed set of names (a registry, an enum); a near miss is named."""
+    def check(v: Any) -> Any:
+        if isinstance(v, str) and v in choices:
+            return v
+        raise _fail(f"{_show(v)} is not a valid {what}{_suggest(v, choices)}; valid choices: {', '.join(choices)}")
+
+    return Annotated[Literal[choices], BeforeValidator(check)]
 
 
-@dataclass
-class MlflowSpec:
-    tracking_uri: str | None = None  # default: sqlite file under the local sweep folder
-    experiment: str | None = None  # default: the sweep name
-    artifact_location: str | None = None  # default: <storage>/<name>/mlartifacts
+def _text(what: str, pattern: re.Pattern[str] | None = None, rule: str = "") -> Any:
+    """A non-empty string (a YAML number or boolean is not one)."""
+    def check(v: Any) -> Any:
+        if not isinstance(v, str) or not v:
+            raise _fail(f"{_show(v)} is not a non-empty string; expected {what}")
+        if pattern is not None and not pattern.match(v):
+            raise _fail(f"{_show(v)} is not valid; expected {what}: {rule}")
+        return v
+
+    return Annotated[str, BeforeValidator(check)]
 
 
-@dataclass
-class SweepConfig:
-    name: str
-    storage: str = "runs/sweeps"
-    s3_endpoint: str | None = None  # for S3-compatible stores, e.g. http://127.0.0.1:9000
-    s3_region: str | None = None
-    device: str = "auto"  # auto: cuda when the trial has a GPU
-    datasets: list[DatasetSpec] = field(default_factory=lambda: [DatasetSpec("digits")])
-    models: list[str] = field(default_factory=lambda: ["resnet18"])
-    width: float = 1.0
-    ensembles: list[list[str]] = field(default_factory=list)
-    # What generators are trained against: model names and/or lists of models (ensembles).
-    # None: every model and every ensemble. Restricted-access sweeps list only the surrogates.
-    sources: list[str | list[str]] | None = None
-    generators: list[str] = field(default_factory=lambda: ["ConvL"])
-    train_bers: list[float] = field(default_factory=lambda: [0.01])
-    lambdas: list[float] = field(default_factory=lambda: [5.0])
-    ns: list[int] = field(default_factory=lambda: [5])
-    fault_model: str = "stuck_at"
-    layout: str = "wrap"
-    bits: int = 8
-    seeds: list[int] = field(default_factory=lambda: [0])
-    base: BaseStage = field(default_factory=BaseStage)
-    generator: GeneratorStage = field(default_factory=GeneratorStage)
-    evaluation: EvalStage = field(default_factory=EvalStage)
-    transfer: bool = True
-    resources: Resources = field(default_factory=Resources)
-    mlflow: MlflowSpec = field(default_factory=MlflowSpec)
+def _flag(v: Any) -> Any:
+    if not isinstance(v, bool):
+        raise _fail(f"{_show(v)} is not a boolean; expected true or false")
+    return v
+
+
+Flag = Annotated[bool, BeforeValidator(_flag)]
+
+
+def _grid(item: Any, example: str, *, min_items: int = 1, unique: bool = True) -> Any:
+    """A list of grid values: a YAML list, not a scalar; non-empty; each value once (every value
+    makes its own trials, and two trials with one id would write the same item folder).
+    A future form such as ``{range: [lo, hi], log: true}`` expands here, before the item checks."""
+    def check(v: Any) -> Any:
+        if not isinstance(v, (list, tuple)):
+            raise _fail(f"{_show(v)} is not a list; expected a list such as {example}")
+        if len(v) < min_items:
+            many = {1: "one entry", 2: "two entries"}.get(min_items, f"{min_items} entries")
+            raise _fail(f"{_show(v)} is too short; expected a list of at least {many}, as in {example}")
+        if unique:
+            seen: list[Any] = []
+            for x in v:
+                # 5 and 5.0 are one value; true is not 1 (the item check refuses it)
+                if any(x == s and type(x) is not bool and type(s) is not bool for s in seen):
+                    raise _fail(f"{_show(x)} appears more than once in {_show(list(v))}; each value may appear once")
+                if not isinstance(x, dict):
+                    seen.append(x)
+        return list(v)
+
+    return Annotated[list[item], BeforeValidator(check), Field(min_length=min_items)]
+
+
+# Field types shared by several sections.
+Ber = _number(ge=0.0, le=1.0, hint="fraction of faulty memory cells, e.g. 0.01 for 1%")
+Bits = _number(integer=True, ge=names.MIN_BITS, le=names.MAX_BITS, hint="weight precision in bits")
+Count = _number(integer=True, ge=1)
+Model = _choice("model", names.MODELS)
+FaultModel = _choice("fault model", names.FAULT_MODELS)
+Layout = _choice("memory layout", names.LAYOUTS)
+
+
+# The field annotations below call these helpers (pydantic evaluates them at class creation);
+# static type checkers do not follow calls in annotations and may flag them.
+class _Section(BaseModel):
+    """Every section: unknown fields are errors; field docstrings document the schema."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=False)
+
+
+# ------------------------------------------------------------------ sections
+class DatasetSpec(_Section):
+    """One dataset of the sweep; in YAML a bare name (``- digits``) is short for ``{name: digits}``."""
+
+    name: _choice("dataset", names.DATASETS)
+    """Registered dataset name (nf_core/data.py)."""
+    root: _text("a local path or s3://bucket/prefix") | None = None
+    """Folder holding the dataset's files: a local path (made absolute) or s3://bucket/prefix.
+    Required except for digits (embedded in scikit-learn). Checked before Ray starts."""
+    download: Flag = False
+    """Let torchvision fetch a missing dataset into a local root (CIFAR, GTSRB; not ImageNet-10)."""
+    train_subset: _number(integer=True, ge=1) | None = None
+    """Use only the first K training images (smoke tests, demos); null: all."""
+    test_subset: _number(integer=True, ge=1) | None = None
+    """Use only the first K test images; null: all."""
+
+    @model_validator(mode="after")
+    def _root_needed(self) -> DatasetSpec:
+        if self.name != "digits" and self.root is None:
+            raise _fail(f"null is not possible: dataset {self.name!r} needs a root folder (local path or "
+                        "s3://bucket/prefix)", "root")
+        if self.name == "imagenet10" and self.download:
+            raise _fail("true is not possible: imagenet10 cannot be downloaded automatically; prepare root with "
+                        "train/<class>/ and val/<class>/ folders and set download: false", "download")
+        return self
+
+
+def _dataset_entry(v: Any) -> Any:
+    return {"name": v} if isinstance(v, str) else v
+
+
+# The stage sections' defaults are nf_core's training defaults (BaseTrainConfig and
+# GeneratorTrainConfig in nf_core/train.py, the paper's settings); they are repeated here so
+# this module needs no torch, and tests/test_config_schema.py keeps the two equal.
+class BaseStage(_Section):
+    """Stage (a): quantization-aware training of the base models."""
+
+    epochs: Count = 300
+    """Training epochs."""
+    batch_size: Count = 256
+    """Training batch size."""
+    optimizer: _choice("optimizer", names.OPTIMIZERS) = "sgd"
+    """Optimizer."""
+    lr: _number(gt=0, hint="learning rate") = 1e-3
+    """Learning rate."""
+    momentum: _number(ge=0, lt=1, hint="SGD momentum") = 0.9
+    """SGD momentum (ignored by Adam)."""
+    weight_decay: _number(ge=0, hint="L2 penalty") = 0.0
+    """Weight decay."""
+    schedule: _choice("schedule", names.SCHEDULES) = "none"
+    """Learning-rate schedule over the epochs."""
+
+
+class GeneratorStage(_Section):
+    """Stage (b): EOPM training of the generators (Adam, StepLR stepped every iteration)."""
+
+    epochs: Count = 150
+    """Training epochs."""
+    batch_size: Count = 256
+    """Training batch size."""
+    lr: _number(gt=0, hint="Adam learning rate") = 1e-3
+    """Adam learning rate."""
+    betas: Annotated[list[_number(ge=0, lt=1, hint="Adam beta")],
+                     BeforeValidator(lambda v: _pair(v, "Adam betas, e.g. [0.5, 0.999]")),
+                     Field(min_length=2, max_length=2)] = [0.5, 0.999]
+    """Adam betas, two numbers in [0, 1)."""
+    step_size: Count = 500
+    """StepLR period in iterations."""
+    gamma: _number(gt=0, le=1, hint="StepLR decay factor") = 0.96
+    """StepLR decay factor."""
+    generator_bits: Bits | None = None
+    """Quantize the generator's weights to this many bits during training; null: full precision."""
+    access: _choice("access", ACCESS) = "in_process"
+    """in_process: the trial holds the base model; pool: relaxed-access pool actors serve the chips."""
+    pool_actors: Count = 1
+    """Pool actor replicas per base model when access is pool."""
+    batching: _choice("batching", names.BATCHING) = "loop"
+    """How the N perturbed models of a batch run: loop (one after another) or vmap (batched)."""
+
+
+def _pair(v: Any, example: str) -> Any:
+    if not isinstance(v, (list, tuple)) or len(v) != 2:
+        raise _fail(f"{_show(v)} is not a list of two numbers; expected {example}")
+    return list(v)
+
+
+class EvalStage(_Section):
+    """Stages (c) and (d): evaluation on fresh chips, on the source models and (transfer) the others."""
+
+    bers: _grid(Ber, "[0.01, 0.005]") = [0.01]
+    """BERs to evaluate at, each in [0, 1]."""
+    chips: Count = 10
+    """Perturbed chips (fault patterns) per BER."""
+    fault_model: FaultModel | None = None
+    """Fault model at evaluation; null: the training fault model."""
+    layout: Layout | None = None
+    """Memory layout at evaluation; null: the training layout."""
+    bits: _grid(Bits, "[8, 4]") | None = None
+    """Precisions to evaluate at: the trained base model re-quantized to b bits (the paper's
+    Appendix H applies 8-bit-trained generators to lower-precision copies). null: ``bits``."""
+    pool_actors: _number(integer=True, ge=0) = 0
+    """Pool actors scoring the chips (restricted access); 0: the trial's own process."""
+    batch_size: Count = 256
+    """Evaluation batch size."""
+
+
+class Resources(_Section):
+    """What Ray reserves per trial and per pool actor."""
+
+    cpus: _number(gt=0, hint="CPUs per trial") = 1.0
+    """CPUs per trial (a trial always needs some)."""
+    gpus: _number(ge=0, hint="GPUs per trial; a fraction shares one GPU") = 0.0
+    """GPUs per trial; fractions share a GPU between trials, above 1 only whole numbers."""
+    pool_actor_cpus: _number(ge=0, hint="CPUs per pool actor") = 0.5
+    """CPUs per pool actor."""
+    pool_actor_gpus: _number(ge=0, hint="GPUs per pool actor") = 0.0
+    """GPUs per pool actor (same rules as gpus)."""
+    max_concurrent: Count | None = None
+    """Most trials running at once; null: as many as fit."""
+    max_failures: _number(integer=True, ge=0) = 2
+    """Retries of a failed trial (each resumes from its last epoch checkpoint)."""
+
+    @model_validator(mode="after")
+    def _whole_gpus(self) -> Resources:
+        for key in ("gpus", "pool_actor_gpus"):
+            v = getattr(self, key)
+            if v > 1 and v != int(v):
+                raise _fail(f"{v!r} is not possible: above 1 GPU per trial only whole numbers are possible", key)
+        return self
+
+
+_TrackingUri = _text("an MLflow tracking URI such as http://127.0.0.1:5000 or sqlite:///path/mlflow.db")
+
+
+class MlflowSpec(_Section):
+    """Where the driver tracks the sweep."""
+
+    tracking_uri: _TrackingUri | None = None
+    """MLflow tracking URI; null: a SQLite file under the local sweep folder."""
+    experiment: _text("an MLflow experiment name") | None = None
+    """MLflow experiment; null: the sweep name."""
+    artifact_location: _text("a URI such as s3://bucket/prefix or a local path") | None = None
+    """Artifact root of a new experiment; null: <storage>/<name>/mlartifacts."""
+
+
+def _section(v: Any) -> Any:
+    return {} if v is None else v  # `base:` with nothing under it means the defaults
+
+
+def _source(v: Any) -> Any:
+    if not isinstance(v, (str, list)) or (isinstance(v, list) and len(v) < 2):
+        raise _fail(f"{_show(v)} is not a model name or a list of at least two model names")
+    for m in [v] if isinstance(v, str) else v:
+        if not isinstance(m, str) or m not in names.MODELS:
+            raise _fail(f"{_show(m)} is not a valid model{_suggest(m, names.MODELS)}; "
+                        f"valid choices: {', '.join(names.MODELS)}")
+    return v
+
+
+_Sources = _grid(Annotated[str | list[str], BeforeValidator(_source)], "[resnet18, [resnet18, vgg11]]")
+
+
+class SweepConfig(_Section):
+    """A whole sweep: the grid, the stage settings, resources, storage and tracking."""
+
+    name: _text("a sweep name", _NAME, "letters, digits, '.', '_' or '-' (it becomes a folder name)")
+    """The sweep's name: its folder under storage and its MLflow experiment."""
+    storage: _text("a local path or s3://bucket/prefix") = "runs/sweeps"
+    """Storage root (local path, file:// or s3://bucket/prefix); the sweep lives in <storage>/<name>."""
+    s3_endpoint: _text("an endpoint URL such as http://127.0.0.1:9000") | None = None
+    """Endpoint of an S3-compatible store, e.g. http://127.0.0.1:9000; null: AWS (or AWS_ENDPOINT_URL)."""
+    s3_region: _text("an S3 region such as us-east-1") | None = None
+    """S3 region; null: AWS_REGION / AWS_DEFAULT_REGION."""
+    device: _choice("device", DEVICES) = "auto"
+    """auto: cuda when the trial has a GPU."""
+    datasets: Annotated[_grid(DatasetSpec, "[digits] or [{name: cifar10, root: data/cifar10}]", unique=False),
+                        BeforeValidator(lambda v: [_dataset_entry(d) for d in v] if isinstance(v, list) else v)] = \
+        Field(default_factory=lambda: [DatasetSpec(name="digits")])
+    """Datasets (each once): names or {name, root, download, train_subset, test_subset}."""
+    models: _grid(Model, "[resnet18, vgg11]") = ["resnet18"]
+    """Base models (registered names, nf_core/models)."""
+    width: _number(gt=0, hint="channel multiplier; 1.0 = the paper's architectures") = 1.0
+    """Channel-width multiplier of the base models (1.0 = the paper's; small values for CPU tests)."""
+    ensembles: _grid(_grid(Model, "[resnet18, vgg11]", min_items=2), "[[resnet18, vgg11]]",
+                     min_items=0) = []
+    """Ensembles of models (each at least two of ``models``) that generators can be trained against."""
+    sources: _Sources | None = None
+    """What generators are trained against: model names and/or lists of models (ensembles).
+    null: every model and every ensemble. Restricted-access sweeps list only the surrogates."""
+    generators: _grid(_choice("generator", names.GENERATORS), "[ConvL, UNetS]") = ["ConvL"]
+    """Generator architectures (registered names, nf_core/generators)."""
+    train_bers: _grid(Ber, "[0.01, 0.005]") = [0.01]
+    """BERs the generators are trained at (the p of EOPM), each in [0, 1]."""
+    lambdas: _grid(_number(ge=0, hint="weight of the perturbed-model loss"), "[1.0, 5.0]") = [5.0]
+    """λ of the EOPM loss, each >= 0."""
+    ns: _grid(_number(integer=True, ge=1, hint="perturbed models per batch"), "[5, 10]") = [5]
+    """N, the perturbed models sampled per batch, each >= 1."""
+    fault_model: FaultModel = "stuck_at"
+    """Fault model of the training chips (stuck_at is the paper's)."""
+    layout: Layout = "wrap"
+    """Memory layout mapping weights to faulty cells."""
+    bits: Bits = 8
+    """Weight precision of the base models (QAT and deployment)."""
+    seeds: _grid(_number(integer=True, ge=0), "[0, 1, 2]") = [0]
+    """Seeds; each repeats the whole grid."""
+    base: Annotated[BaseStage, BeforeValidator(_section)] = Field(default_factory=BaseStage)
+    """Stage (a) settings."""
+    generator: Annotated[GeneratorStage, BeforeValidator(_section)] = Field(default_factory=GeneratorStage)
+    """Stage (b) settings."""
+    evaluation: Annotated[EvalStage, BeforeValidator(_section)] = Field(default_factory=EvalStage)
+    """Stages (c) and (d) settings."""
+    transfer: Flag = True
+    """Run stage (d): each generator on the dataset's other models."""
+    resources: Annotated[Resources, BeforeValidator(_section)] = Field(default_factory=Resources)
+    """Ray resources."""
+    mlflow: Annotated[MlflowSpec, BeforeValidator(_section)] = Field(default_factory=MlflowSpec)
+    """MLflow tracking."""
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> SweepConfig:
+        if self.storage.startswith("s3://") and len(self.storage) <= len("s3://"):
+            raise _fail(f"{self.storage!r} needs a bucket, as in s3://bucket/prefix", "storage")
+        if "://" in self.storage and not self.storage.startswith(("s3://", "file://")):
+            raise _fail(f"scheme of {self.storage!r} not supported; valid choices: local path, file://, s3://",
+                        "storage")
+        seen: set[str] = set()
+        for i, d in enumerate(self.datasets):
+            if d.name in seen:
+                raise _fail(f"{d.name!r} appears more than once; each dataset may appear once", f"datasets[{i}].name")
+            seen.add(d.name)
+        valid = ", ".join(self.models)
+        for i, ens in enumerate(self.ensembles):
+            if len(set(ens)) != len(ens):
+                raise _fail(f"{ens!r} lists a model twice", f"ensembles[{i}]")
+            for m in ens:
+                if m not in self.models:
+                    raise _fail(f"model {m!r} is not in models; valid choices: {valid}", f"ensembles[{i}]")
+        for i, src in enumerate(self.sources or []):
+            for m in [src] if isinstance(src, str) else src:
+                if m not in self.models:
+                    raise _fail(f"model {m!r} is not in models; valid choices: {valid}", f"sources[{i}]")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain values, field order as declared (what sweep.yaml stores and trials receive)."""
+        return self.model_dump()
 
     def source_list(self) -> list[list[str]]:
         """The generators' training targets, each a list of models (one model, or an ensemble)."""
@@ -138,159 +418,70 @@ class SweepConfig:
         return [[s] if isinstance(s, str) else list(s) for s in self.sources]
 
 
-_SECTIONS = {"base": BaseStage, "generator": GeneratorStage, "evaluation": EvalStage, "resources": Resources,
-             "mlflow": MlflowSpec}
+# ------------------------------------------------------------------ errors as one line
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
 
-def _check_fields(cls: type, raw: Any, where: str) -> None:
-    """``raw`` is a mapping whose keys are all fields of the dataclass ``cls``."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in raw:
-        if key not in names:
-            raise ConfigError(f"{where + ': ' if where else ''}unknown field {key!r}; valid fields: {', '.join(names)}")
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field's annotation holds (directly, in a list, optional …), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
-    _check_fields(cls, raw, where)
-    return cls(**raw)
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel]:
+    """The model whose fields sit at ``loc`` (the sections, the dataset entries …)."""
+    model: type[BaseModel] = SweepConfig
+    for part in loc:
+        info = None if isinstance(part, int) else model.model_fields.get(part)
+        if info is not None:
+            model = _model_in(info.annotation) or model
+    return model
 
 
-def _list(raw: dict, key: str, default: Any) -> list:
-    v = raw.get(key, default)
-    if not isinstance(v, list) or not v:
-        raise ConfigError(f"{key}: expected a non-empty list, got {v!r}")
-    return v
+def _message(err: dict[str, Any]) -> str:
+    loc, kind, value = tuple(err["loc"]), err["type"], err.get("input")
+    ctx = err.get("ctx") or {}
+    if kind == "nf":
+        path = _path(loc + ((ctx["field"],) if ctx.get("field") else ()))
+        return f"{path or 'config'}: {ctx['msg']}"
+    path = _path(loc) or "config"
+    if kind == "extra_forbidden":
+        fields = list(_model_at(loc[:-1]).model_fields)
+        return f"{path}: unknown field {loc[-1]!r}{_suggest(loc[-1], fields)}; valid fields: {', '.join(fields)}"
+    if kind == "missing":
+        return f"{path}: required field is missing"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        fields = ", ".join(_model_at(loc).model_fields)
+        return f"{path}: {_show(value)} is not a mapping; expected a mapping with fields {fields}"
+    return f"{path}: {_show(value)}: {err['msg']}"
 
 
 def parse_config(raw: dict[str, Any]) -> SweepConfig:
-    """Build and validate a SweepConfig from a YAML mapping."""
+    """Build and validate a SweepConfig from a YAML mapping; raises ConfigError (one line)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"the sweep config must be a mapping, got {type(raw).__name__}")
-    _check_fields(SweepConfig, raw, "")
     if "name" not in raw:
         raise ConfigError("name: every sweep needs a name (it names its folder and MLflow experiment)")
-    kw = dict(raw)
-    for key, cls in _SECTIONS.items():
-        if key in kw:
-            kw[key] = _build(cls, kw[key] or {}, key)
-    if "datasets" in kw:
-        kw["datasets"] = [_build(DatasetSpec, {"name": d} if isinstance(d, str) else d, f"datasets[{i}]")
-                          for i, d in enumerate(_list(raw, "datasets", None))]
-    for key in ("models", "generators", "train_bers", "lambdas", "ns", "seeds"):
-        if key in kw:
-            kw[key] = _list(raw, key, None)
-    cfg = SweepConfig(**kw)
-    validate(cfg)
+    try:
+        cfg = SweepConfig.model_validate(raw)
+    except ValidationError as e:
+        # An unknown field first: its "did you mean" explains the "missing" error beside it.
+        errors = sorted(e.errors(include_url=False), key=lambda err: err["type"] != "extra_forbidden")
+        more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+        raise ConfigError(_message(errors[0]) + more) from None
     for d in cfg.datasets:  # trials run in their own working directories: no relative roots
         if d.root and "://" not in d.root:
             d.root = os.path.abspath(d.root)
     return cfg
-
-
-def _check(field_name: str, fn, *args) -> None:
-    try:
-        fn(*args)
-    except ValueError as e:
-        raise ConfigError(f"{field_name}: {e}") from None
-
-
-def validate(cfg: SweepConfig) -> None:
-    """Check every field; raise ConfigError naming the first bad one."""
-    if not isinstance(cfg.name, str) or not _NAME.match(cfg.name):
-        raise ConfigError(f"name: {cfg.name!r} must be letters, digits, '.', '_' or '-' (it becomes a folder name)")
-    if not isinstance(cfg.storage, str) or not cfg.storage:
-        raise ConfigError(f"storage: {cfg.storage!r} must be a local path or s3://bucket/prefix")
-    if cfg.storage.startswith("s3://") and len(cfg.storage) <= len("s3://"):
-        raise ConfigError(f"storage: {cfg.storage!r} needs a bucket, as in s3://bucket/prefix")
-    if "://" in cfg.storage and not cfg.storage.startswith(("s3://", "file://")):
-        raise ConfigError(f"storage: scheme of {cfg.storage!r} not supported; valid choices: local path, file://, s3://")
-    _check("device", check_choice, "device", cfg.device, ("auto", "cpu", "cuda"))
-    for i, d in enumerate(cfg.datasets):
-        _check(f"datasets[{i}].name", DATASETS.get, d.name)
-        for sub in ("train_subset", "test_subset"):
-            v = getattr(d, sub)
-            if v is not None and (not isinstance(v, int) or v < 1):
-                raise ConfigError(f"datasets[{i}].{sub}: {v!r} must be a positive integer or null")
-        if d.name != "digits" and d.root is None:
-            raise ConfigError(f"datasets[{i}].root: dataset {d.name!r} needs a root folder (local path or s3://…)")
-    if len({d.name for d in cfg.datasets}) != len(cfg.datasets):
-        raise ConfigError("datasets: each dataset may appear once")
-    for m in cfg.models:
-        _check("models", MODELS.get, m)
-    if len(set(cfg.models)) != len(cfg.models):
-        raise ConfigError(f"models: duplicates in {cfg.models}")
-    if not isinstance(cfg.width, (int, float)) or cfg.width <= 0:
-        raise ConfigError(f"width: {cfg.width!r} must be > 0 (1.0 = the paper's architectures)")
-    for i, ens in enumerate(cfg.ensembles):
-        if not isinstance(ens, list) or len(ens) < 2:
-            raise ConfigError(f"ensembles[{i}]: {ens!r} must list at least two models")
-        for m in ens:
-            if m not in cfg.models:
-                raise ConfigError(f"ensembles[{i}]: model {m!r} is not in models; valid choices: {', '.join(cfg.models)}")
-    if cfg.sources is not None:
-        if not isinstance(cfg.sources, list) or not cfg.sources:
-            raise ConfigError(f"sources: {cfg.sources!r} must be a non-empty list of models or lists of models")
-        for i, src in enumerate(cfg.sources):
-            members = [src] if isinstance(src, str) else src
-            if not isinstance(members, list) or not members or (not isinstance(src, str) and len(members) < 2):
-                raise ConfigError(f"sources[{i}]: {src!r} must be a model name or a list of at least two models")
-            for m in members:
-                if m not in cfg.models:
-                    raise ConfigError(f"sources[{i}]: model {m!r} is not in models; valid choices: {', '.join(cfg.models)}")
-    for g in cfg.generators:
-        _check("generators", GENERATORS.get, g)
-    for p in cfg.train_bers:
-        _check("train_bers", check_ber, p)
-    for p in cfg.evaluation.bers:
-        _check("evaluation.bers", check_ber, p)
-    for lam in cfg.lambdas:
-        _check("lambdas", check_lambda, lam)
-    for n in cfg.ns:
-        _check("ns", check_n_chips, n)
-    _check("fault_model", check_choice, "fault model", cfg.fault_model, FAULT_MODELS)
-    _check("layout", check_choice, "memory layout", cfg.layout, LAYOUTS)
-    if cfg.evaluation.fault_model is not None:
-        _check("evaluation.fault_model", check_choice, "fault model", cfg.evaluation.fault_model, FAULT_MODELS)
-    if cfg.evaluation.layout is not None:
-        _check("evaluation.layout", check_choice, "memory layout", cfg.evaluation.layout, LAYOUTS)
-    _check("bits", check_bits, cfg.bits)
-    if cfg.evaluation.bits is not None:
-        if not isinstance(cfg.evaluation.bits, list) or not cfg.evaluation.bits:
-            raise ConfigError(f"evaluation.bits: {cfg.evaluation.bits!r} must be a non-empty list of bit widths or null")
-        for b in cfg.evaluation.bits:
-            _check("evaluation.bits", check_bits, b)
-    if cfg.generator.generator_bits is not None:
-        _check("generator.generator_bits", check_bits, cfg.generator.generator_bits)
-    for s in cfg.seeds:
-        if not isinstance(s, int) or s < 0:
-            raise ConfigError(f"seeds: {s!r} must be a non-negative integer")
-    _check("base.optimizer", check_choice, "optimizer", cfg.base.optimizer, OPTIMIZERS)
-    _check("base.schedule", check_choice, "schedule", cfg.base.schedule, SCHEDULES)
-    _check("generator.access", check_choice, "access", cfg.generator.access, ACCESS)
-    _check("generator.batching", check_choice, "batching", cfg.generator.batching, ("loop", "vmap"))
-    for where, v in (("base.epochs", cfg.base.epochs), ("generator.epochs", cfg.generator.epochs),
-                     ("base.batch_size", cfg.base.batch_size), ("generator.batch_size", cfg.generator.batch_size),
-                     ("evaluation.chips", cfg.evaluation.chips), ("generator.pool_actors", cfg.generator.pool_actors),
-                     ("evaluation.batch_size", cfg.evaluation.batch_size)):
-        if not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{where}: {v!r} must be an integer >= 1")
-    if not isinstance(cfg.evaluation.pool_actors, int) or cfg.evaluation.pool_actors < 0:
-        raise ConfigError(f"evaluation.pool_actors: {cfg.evaluation.pool_actors!r} must be an integer >= 0")
-    r = cfg.resources
-    for where, v in (("resources.cpus", r.cpus), ("resources.gpus", r.gpus),
-                     ("resources.pool_actor_cpus", r.pool_actor_cpus), ("resources.pool_actor_gpus", r.pool_actor_gpus)):
-        if not isinstance(v, (int, float)) or v < 0:
-            raise ConfigError(f"{where}: {v!r} must be a number >= 0 (fractions share a GPU between trials)")
-    if r.gpus > 1 and r.gpus != int(r.gpus):
-        raise ConfigError(f"resources.gpus: {r.gpus!r}: above 1 GPU per trial only whole numbers are possible")
-    if r.max_concurrent is not None and (not isinstance(r.max_concurrent, int) or r.max_concurrent < 1):
-        raise ConfigError(f"resources.max_concurrent: {r.max_concurrent!r} must be an integer >= 1 or null")
-    if not isinstance(r.max_failures, int) or r.max_failures < 0:
-        raise ConfigError(f"resources.max_failures: {r.max_failures!r} must be an integer >= 0")
-    if not isinstance(cfg.transfer, bool):
-        raise ConfigError(f"transfer: {cfg.transfer!r} must be true or false")
 
 
 def load_config(path: str) -> SweepConfig:
@@ -301,5 +492,5 @@ def load_config(path: str) -> SweepConfig:
     except FileNotFoundError:
         raise ConfigError(f"sweep config {path!r} does not exist") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"sweep config {path!r} is not valid YAML: {e}") from None
+        raise ConfigError(f"sweep config {path!r} is not valid YAML: {' '.join(str(e).split())}") from None
     return parse_config(raw)

@@ -26,7 +26,9 @@ def _run(cfg: Any, resume: bool, address: str | None) -> int:
     from orchestration.results import format_table
     from orchestration.runner import run_sweep, sweep_store, tracking_uri
     from orchestration.mlflow_server import ui_command
+    from orchestration.preflight import check_dataset_roots
 
+    check_dataset_roots(cfg)  # before Ray starts or anything is written
     rows = run_sweep(cfg, resume=resume, ray_address=address)
     store = sweep_store(cfg)
     print()
@@ -66,6 +68,10 @@ def _sweep_plan(args: argparse.Namespace) -> int:
     from orchestration.plan import plan
 
     cfg = load_config(args.config)
+    if not args.no_data_check:
+        from orchestration.preflight import check_dataset_roots
+
+        check_dataset_roots(cfg)
     print(plan_with_cluster(args, cfg, plan(cfg)))
     return 0
 
@@ -149,6 +155,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     pl = sw.add_parser("plan", help="print the trials per stage without running anything")
     pl.add_argument("config", help="sweep config YAML")
     pl.add_argument("-v", "--verbose", action="store_true", help="list every trial")
+    pl.add_argument("--no-data-check", action="store_true",
+                    help="skip checking that the dataset roots hold their files (plan without access to the data)")
     add_cluster_args(pl)
     pl.set_defaults(func=_sweep_plan)
 
