@@ -63,7 +63,7 @@ class GeneratorStage:
     betas: tuple[float, float] = _G.betas
     step_size: int = _G.step_size
     gamma: float = _G.gamma
-    generator_bits: int | None = _G.generator_bits
+    generator_bits: int | None = _G.generator_bits  # 8: the authors' quantized generators; null: float
     access: str = "in_process"  # "pool": relaxed-access pool actors serve the chips
     pool_actors: int = 1  # replicas per base model when access is "pool"
     batching: str = _G.batching
