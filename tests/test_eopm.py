@@ -103,8 +103,8 @@ def test_quantized_unets_use_the_authors_transposed_conv_padding() -> None:
         quant.load_state_dict(plain.state_dict())  # same parameters, other forward
         quant.eval()
         up_in, cat_in = [], []
-        quant.ups[0].register_forward_hook(lambda m, i, o: up_in.append(i[0]))
-        quant.up_convs[0].register_forward_hook(lambda m, i, o: cat_in.append(i[0]))
+        quant.ups[0].register_forward_hook(lambda m, i, o, acc=up_in: acc.append(i[0]))
+        quant.up_convs[0].register_forward_hook(lambda m, i, o, acc=cat_in: acc.append(i[0]))
         x = torch.rand(2, 3, 32, 32) * 2 - 1
         with torch.no_grad():
             out = quant(x)
