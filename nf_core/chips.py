@@ -10,13 +10,22 @@ of the cells, so sampling costs O(number of faulty cells).
 Fault models: ``stuck_at`` (default; a faulty cell reads 0 or 1 with equal odds, fixed per
 cell, so a stored bit changes with probability p/2) and ``flip`` (every faulty bit flips).
 
-Memory layouts (how weight byte i of a layer meets array byte a; cell = 8·a + bit, bit
-least significant first):
-  ``wrap``      default: a = i mod (rows·cols/8); every layer starts at address 0.
-  ``flat``      all weights of the model laid out once: a = global byte index.
-  ``reference`` the authors' tiling: a = ((i // 256) mod rows)·(cols/8) + i mod (cols/8).
-For b-bit weights (b < 8) every weight still occupies one byte slot; its low b cells hold
-the b stored bits and faults in the unused cells change nothing.
+Memory layouts (how weight i of a layer meets the array; cell = row·cols + column):
+  ``wrap``      default: weight i owns array byte a = i mod (rows·cols/8), i.e. cells 8·a + bit
+                (bit least significant first); every layer starts at address 0.
+  ``flat``      all weights of the model laid out once: a = global weight index.
+  ``reference`` the authors' tiling, which packs b-bit weights densely: s = ⌊cols/b⌋ slots per
+                row (16 at 8 bits, 32 at 4, 21 at 6) and runs of s² consecutive weights per row:
+                weight i sits in row (i // s²) mod rows, slot i mod s, its bit j in column
+                (i mod s)·b + j. Every layer restarts at row 0 and wraps past the last row; the
+                cols − s·b leftover columns of a row hold nothing. At 8 bits this is
+                a = ((i // 256) mod rows)·16 + i mod 16.
+``wrap`` and ``flat`` give every weight one byte slot at every precision: for b < 8 its low b
+cells hold the b stored bits, faults in the other cells change nothing, and the faulty code
+is sign-extended from bit b-1 (a b-bit value stays a b-bit value). ``reference`` reproduces
+the authors' code instead: faults force only the low b bits of the int8 code and the
+sign-extension bits above them are never updated, so a faulty weight can leave the b-bit
+range (at b = 4, code 3 with bit 3 stuck at 1 reads 11). The two agree at 8 bits.
 """
 from __future__ import annotations
 
@@ -29,7 +38,6 @@ from nf_core.quant import QuantizedWeights
 from nf_core.validation import check_ber, check_fault_model, check_layout
 
 _CHUNK = 4096  # first chunk of the random streams; chunk k has _CHUNK·2^k draws
-_REFERENCE_RUN = 256  # the reference tiling served 256 consecutive weights from one row
 
 
 @dataclass(frozen=True)
@@ -126,11 +134,21 @@ def stuck_values(seed: int, cells: np.ndarray) -> np.ndarray:
     return (x & np.uint64(1)).astype(np.uint8)
 
 
+def reference_slots(cfg: ChipConfig, bits: int) -> int:
+    """Weights per array row in the ``reference`` layout: ⌊cols/b⌋ (a row serves runs of its square)."""
+    return cfg.cols // bits
+
+
 def _byte_masks(seed: int, cfg: ChipConfig, n_cells: int, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per faulty array byte: (byte index, clear mask, set mask, xor mask) over the stored bits."""
-    cells = np.sort(faulty_cells(seed, cfg.ber, n_cells))  # grouped by byte from here on
-    byte, bit = cells >> 3, (cells & 7).astype(np.uint8)
-    keep = bit < bits  # cells beyond the b stored bits hold nothing
+    """Per faulty array byte (reference layout: per b-bit slot): (index, clear, set, xor masks) over the stored bits."""
+    cells = np.sort(faulty_cells(seed, cfg.ber, n_cells))  # grouped by byte (slot) from here on
+    if cfg.layout == "reference":  # slot = row·s + column // b; equals the byte index at 8 bits
+        s = reference_slots(cfg, bits)
+        row, col = cells // cfg.cols, cells % cfg.cols
+        byte, bit, keep = row * s + col // bits, (col % bits).astype(np.uint8), col < s * bits
+    else:
+        byte, bit = cells >> 3, (cells & 7).astype(np.uint8)
+        keep = bit < bits  # cells beyond the b stored bits hold nothing
     byte, bit, cells = byte[keep], bit[keep], cells[keep]
     if byte.size == 0:
         empty = np.zeros(0, np.uint8)
@@ -146,20 +164,20 @@ def _byte_masks(seed: int, cfg: ChipConfig, n_cells: int, bits: int) -> tuple[np
     return uniq, faulty, set_, zero
 
 
-def _layer_indices(cfg: ChipConfig, fbytes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Layer-local byte indices (< n) that sit on the faulty array bytes, and which byte each sits on."""
+def _layer_indices(cfg: ChipConfig, fbytes: np.ndarray, n: int, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Layer-local weight indices (< n) that sit on the faulty array bytes (slots), and which one each sits on."""
     src = np.arange(fbytes.size)
     if cfg.layout == "wrap":
         a = cfg.array_bytes
         k = np.arange(-(-n // a), dtype=np.int64)[:, None]
         idx, which = (fbytes[None, :] + a * k).ravel(), np.broadcast_to(src, (k.size, src.size)).ravel()
-    else:  # reference: a = r·B + c  ←  i = (r + rows·k)·256 + B·j + c, j < 256/B
-        bpr = cfg.cols // 8
-        r, c = fbytes // bpr, fbytes % bpr
-        period = cfg.rows * _REFERENCE_RUN
+    else:  # reference: slot r·s + c  ←  i = (r + rows·k)·s² + s·j + c, j < s
+        s = reference_slots(cfg, bits)
+        r, c = fbytes // s, fbytes % s
+        period = cfg.rows * s * s
         k = np.arange(-(-n // period), dtype=np.int64)[:, None, None]
-        j = np.arange(_REFERENCE_RUN // bpr, dtype=np.int64)[None, :, None]
-        idx = ((r[None, None, :] + cfg.rows * k) * _REFERENCE_RUN + bpr * j + c[None, None, :]).ravel()
+        j = np.arange(s, dtype=np.int64)[None, :, None]
+        idx = ((r[None, None, :] + cfg.rows * k) * s * s + s * j + c[None, None, :]).ravel()
         which = np.broadcast_to(src, (k.shape[0], j.shape[1], src.size)).ravel()
     keep = idx < n
     return idx[keep], which[keep]
@@ -176,7 +194,7 @@ def chip_fault_map(qw: QuantizedWeights, seed: int, cfg: ChipConfig) -> tuple[np
         return fbytes, packed
     idx, val = [], []
     for lo, hi in zip(qw.offsets[:-1], qw.offsets[1:]):
-        i, w = _layer_indices(cfg, fbytes, hi - lo)
+        i, w = _layer_indices(cfg, fbytes, hi - lo, qw.bits)
         idx.append(i + lo)
         val.append(packed[w])
     return np.concatenate(idx), np.concatenate(val)
@@ -239,9 +257,10 @@ def perturb_codes(qw: QuantizedWeights, seed: int, cfg: ChipConfig) -> torch.Ten
     if cfg.ber == 0:
         return out
     (_apply_wrap if cfg.layout == "wrap" else _apply_sparse)(out, qw, seed, cfg)
-    if qw.bits < 8:
+    if qw.bits < 8 and cfg.layout != "reference":
         # Faults changed only the low b stored bits; rebuild the int8 value from them
-        # (arithmetic shifts sign-extend bit b-1).
+        # (arithmetic shifts sign-extend bit b-1). The reference layout keeps the authors'
+        # behaviour: the bits above the b stored ones stay as they were (see the module doc).
         sh = 8 - qw.bits
         out.bitwise_left_shift_(sh).bitwise_right_shift_(sh)
     return out

@@ -22,11 +22,22 @@ columns; each fold of at most 32 pixels streams every weight of its filters once
 Unit convention: the paper's TWMA is SCALE-SIM's count divided by 8 (READS_PER_ACCESS). SCALE-SIM
 counts one read per 8-bit weight; the paper's SRAM is 64 bits wide (a 512×64-bit array), so one
 access fetches eight weights. This reproduces the paper's Table 6 exactly for all five CIFAR base
-models (ResNet18: 22,047,744 / 8 = 2,755,968) and for ConvL, ConvS, DeConvL and DeConvS. UNetL and
-UNetS differ (paper 180,894 / 45,711; here 173,696 / 43,904): the paper's topology padded the input
-of every UNet layer by 2, its 1×1 output conv and 2×2 transposed convs included, although those
-layers have padding 0 (ResNet's 1×1 shortcuts it left unpadded). Energy saving depends only on
-the ratio TWMA_gen / TWMA_base, so the unit never changes it.
+models (ResNet18: 22,047,744 / 8 = 2,755,968) and for all six generators. Energy saving depends
+only on the ratio TWMA_gen / TWMA_base, so the unit never changes it.
+
+Generator padding (GENERATOR_PADDING): the paper's topology padded the input map of *every* generator
+layer by 2, whatever the layer's own padding — the UNets' 1×1 output conv and their 2×2 transposed
+convs (stand-in input: the 2H map the up step restores, plus 2) included — while base-model layers keep
+their declared padding (ResNet's 1×1 shortcuts unpadded). Only the UNets have such layers, so the rule
+changes nothing else. Candidates checked for the UNets (TWMA; paper 180,894 / 45,711; the reads were
+confirmed by running SCALE-SIM 3.0.0 on the whole UNet topologies):
+  declared padding (the float UNet, ConvT p0):              173,696 / 43,904  (−4.0% / −4.0%)
+  authors' quantized UNet (ConvT p1, then zero-padded back): 173,696 / 43,904  — the stand-in sees
+      the 2H−2 output + 2·1 = 2H, the same map as p0
+  ConvT stand-ins padded by 2, 1×1 out conv as declared:     180,864 / 45,696  (−30 / −15)
+  every generator layer padded by 2 (adopted):               180,894 / 45,711  exact
+  up-sampling / concatenation as layers: they hold no weights, so SCALE-SIM reads no filters for them
+      (0 added); no other weighted row fits the remaining differences.
 
 MACs and parameters come from ptflops (what the paper used) at batch 1, with the conventions of
 ptflops <= 0.7: only modules are counted (0.7.5's functional patching counts nn.ReLU and pooling
@@ -53,6 +64,7 @@ from nf_core.voltage import VoltageTable, load_voltage_table
 
 ARRAY_ROWS = 32  # the 32×32 array's rows: output pixels per fold in the os dataflow
 READS_PER_ACCESS = 8  # 8-bit weights per 64-bit SRAM word: paper TWMA = SCALE-SIM reads / 8
+GENERATOR_PADDING = 1  # the paper's topology padded every generator layer's input by 2·1 (see notes)
 
 # dataset -> (num_classes, input_size); profiling never touches data on disk.
 DATASET_SHAPES: dict[str, tuple[int, int]] = {
@@ -98,7 +110,7 @@ def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def _layer_row(name: str, mod: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> Layer:
+def _layer_row(name: str, mod: nn.Module, inp: torch.Tensor, out: torch.Tensor, min_padding: int = 0) -> Layer:
     if isinstance(mod, nn.Linear):
         positions = inp.numel() // (inp.shape[0] * mod.in_features)  # 1 for (B, F) inputs
         return Layer(name, 1, positions, 1, 1, mod.in_features, mod.out_features, 1)
@@ -106,6 +118,7 @@ def _layer_row(name: str, mod: nn.Module, inp: torch.Tensor, out: torch.Tensor) 
         raise NotImplementedError(f"layer {name!r}: TWMA supports ungrouped, undilated convs with numeric "
                                   f"padding (every registered model and generator has only those)")
     (kh, kw), (ph, pw), (sh, sw) = _pair(mod.kernel_size), _pair(mod.padding), _pair(mod.stride)
+    ph, pw = max(ph, min_padding), max(pw, min_padding)
     if isinstance(mod, nn.ConvTranspose2d):
         # Stand-in: stride-1 conv from the transposed conv's output back to its input channels.
         oh, ow = out.shape[-2:]
@@ -124,16 +137,17 @@ def _probe_input(module: nn.Module, input_size: int) -> torch.Tensor:
     return torch.zeros(1, 3, input_size, input_size, device=device)
 
 
-def scalesim_layers(module: nn.Module, input_size: int) -> list[Layer]:
+def scalesim_layers(module: nn.Module, input_size: int, min_padding: int = 0) -> list[Layer]:
     """SCALE-SIM topology rows of ``module`` in execution order, from one forward pass at batch 1.
 
+    Every conv row's input is padded by at least 2·``min_padding`` (GENERATOR_PADDING for generators).
     Works on meta-device modules (shapes only). The module's train/eval modes are restored.
     """
     rows: list[Layer] = []
     names = {m: n for n, m in module.named_modules()}
 
     def hook(mod: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        rows.append(_layer_row(names[mod] or type(mod).__name__, mod, inputs[0], output))
+        rows.append(_layer_row(names[mod] or type(mod).__name__, mod, inputs[0], output, min_padding))
 
     kinds = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
     handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, kinds)]
@@ -150,9 +164,9 @@ def scalesim_layers(module: nn.Module, input_size: int) -> list[Layer]:
     return rows
 
 
-def twma(module: nn.Module, input_size: int) -> int:
+def twma(module: nn.Module, input_size: int, min_padding: int = 0) -> int:
     """Total weight-memory accesses in the paper's unit: ceil(Σ SRAM Filter Reads / 8)."""
-    reads = sum(layer_filter_reads(layer) for layer in scalesim_layers(module, input_size))
+    reads = sum(layer_filter_reads(layer) for layer in scalesim_layers(module, input_size, min_padding))
     return -(-reads // READS_PER_ACCESS)
 
 
@@ -181,10 +195,11 @@ def count_params_macs(module: nn.Module, input_size: int) -> tuple[int, int]:
     return sum(p.numel() for p in module.parameters()), int(macs)
 
 
-def profile_module(module: nn.Module, input_size: int) -> dict[str, int]:
-    """``{"params", "macs", "twma"}`` for any module taking (1, 3, input_size, input_size)."""
+def profile_module(module: nn.Module, input_size: int, min_padding: int = 0) -> dict[str, int]:
+    """``{"params", "macs", "twma"}`` for any module taking (1, 3, input_size, input_size)
+    (``min_padding``: GENERATOR_PADDING for a generator, as the paper counted)."""
     params, macs = count_params_macs(module, input_size)
-    return {"params": params, "macs": macs, "twma": twma(module, input_size)}
+    return {"params": params, "macs": macs, "twma": twma(module, input_size, min_padding)}
 
 
 def dataset_shape(dataset: str) -> tuple[int, int]:
@@ -202,9 +217,9 @@ def _profile_registered(kind: str, name: str, dataset: str) -> tuple[tuple[str, 
     with torch.device("meta"):  # shapes only: no allocation, no weight init
         if kind == "model":
             module = create_model(name, num_classes=num_classes, input_size=input_size)
-        else:
+        else:  # the float architecture: the quantized UNets' ConvT p1 variant has the same weights and count
             module = create_generator(name, input_size=input_size)
-    return tuple(profile_module(module, input_size).items())
+    return tuple(profile_module(module, input_size, GENERATOR_PADDING if kind == "generator" else 0).items())
 
 
 def profile_model(name: str, dataset: str) -> dict[str, int]:
@@ -275,7 +290,7 @@ def profile_table(dataset: str, ber: float | None = None, voltage_table: Voltage
 
 
 __all__ = [
-    "ARRAY_ROWS", "READS_PER_ACCESS", "DATASET_SHAPES", "Layer", "layer_filter_reads", "scalesim_layers",
+    "ARRAY_ROWS", "READS_PER_ACCESS", "GENERATOR_PADDING", "DATASET_SHAPES", "Layer", "layer_filter_reads", "scalesim_layers",
     "twma", "count_params_macs", "profile_module", "dataset_shape", "profile_model", "profile_generator",
     "energy_saving", "mac_energy_saving", "profile_pair", "profile_table", "load_voltage_table",
 ]

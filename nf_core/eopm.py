@@ -6,6 +6,7 @@ models (the paper's Appendix G.4) the per-model losses are summed. See docs/meth
 """
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import numpy as np
@@ -31,6 +32,17 @@ def transform(generator: nn.Module, x: torch.Tensor, generator_bits: int | None 
     """x' for training: G optionally run with fake-quantized weights (quantization-aware)."""
     weights = None if generator_bits is None else fake_quant_params(generator, generator_bits)
     return neuralfuse(x, generator, weights)
+
+
+def deployed_generator(generator: nn.Module, generator_bits: int | None = None) -> nn.Module:
+    """G as evaluated: a frozen eval-mode copy whose Conv/Linear weights are the b-bit values
+    Ŵ it was trained with (``transform`` with the same bits); None: the float weights."""
+    out = copy.deepcopy(generator).eval().requires_grad_(False)
+    if generator_bits is not None:
+        with torch.no_grad():
+            for name, w in fake_quant_params(out, generator_bits).items():
+                out.get_parameter(name).copy_(w)
+    return out
 
 
 def eopm_loss(

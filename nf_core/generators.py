@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from nf_core.registry import Registry
 
@@ -109,16 +110,22 @@ class DoubleConv(nn.Sequential):
 
 
 class UNet(nn.Module):
-    """UNet with three down and three up steps; ConvT k2 s2 p0 restores the size exactly."""
+    """UNet with three down and three up steps; ConvT k2 s2 p0 restores the size exactly.
 
-    def __init__(self, c: int) -> None:
+    ``up_padding=1`` is the authors' quantized UNet: ConvT k2 s2 p1 gives 2H−2, zero-padded by one
+    pixel on every side back to 2H before the concatenation. Same parameters, other outputs.
+    """
+
+    def __init__(self, c: int, up_padding: int = 0) -> None:
         super().__init__()
+        if up_padding not in (0, 1):
+            raise ValueError(f"UNet up_padding {up_padding!r}: valid choices: 0, 1")
         chans = [c, 2 * c, 4 * c, 8 * c]
         self.inc = DoubleConv(3, chans[0])
         self.downs = nn.ModuleList(
             nn.Sequential(nn.MaxPool2d(2), DoubleConv(a, b)) for a, b in zip(chans[:-1], chans[1:])
         )
-        self.ups = nn.ModuleList(nn.ConvTranspose2d(b, a, 2, 2) for a, b in zip(chans[:-1], chans[1:]))
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(b, a, 2, 2, up_padding) for a, b in zip(chans[:-1], chans[1:]))
         self.up_convs = nn.ModuleList(DoubleConv(2 * a, a) for a in chans[:-1])
         self.outc = nn.Conv2d(chans[0], 3, 1)
 
@@ -128,7 +135,12 @@ class UNet(nn.Module):
             skips.append(down(skips[-1]))
         h = skips.pop()
         for i in reversed(range(len(self.ups))):
-            h = self.up_convs[i](torch.cat([skips.pop(), self.ups[i](h)], dim=1))
+            up = self.ups[i](h)
+            skip = skips.pop()
+            dh, dw = skip.shape[-2] - up.shape[-2], skip.shape[-1] - up.shape[-1]
+            if dh or dw:  # up_padding 1: zero-pad back to the skip's size, as the authors did
+                up = F.pad(up, [dw // 2, dw - dw // 2, dh // 2, dh - dh // 2])
+            h = self.up_convs[i](torch.cat([skip, up], dim=1))
         return self.outc(h)  # no tanh: the clamp in the transformation bounds x'
 
 
@@ -136,16 +148,16 @@ class UNet(nn.Module):
 class UNetL(UNet):
     """The paper's UNetL: UNet (Ronneberger et al., 2015) with 16/32/64/128 channels."""
 
-    def __init__(self, input_size: int = 32) -> None:
-        super().__init__(16)
+    def __init__(self, input_size: int = 32, up_padding: int = 0) -> None:
+        super().__init__(16, up_padding)
 
 
 @GENERATORS.register("UNetS")
 class UNetS(UNet):
     """The paper's UNetS: UNetL at half width, 8/16/32/64 channels."""
 
-    def __init__(self, input_size: int = 32) -> None:
-        super().__init__(8)
+    def __init__(self, input_size: int = 32, up_padding: int = 0) -> None:
+        super().__init__(8, up_padding)
 
 
 @GENERATORS.register("UIP")
@@ -163,10 +175,19 @@ class UIP(nn.Module):
 PAPER_GENERATORS = ("ConvL", "ConvS", "DeConvL", "DeConvS", "UNetL", "UNetS")
 
 
-def create_generator(name: str, input_size: int = 32) -> nn.Module:
-    """Build a registered generator (``input_size`` matters only to UIP)."""
-    from nf_core.validation import check_choice
+def create_generator(name: str, input_size: int = 32, generator_bits: int | None = None) -> nn.Module:
+    """Build a registered generator (``input_size`` matters only to UIP).
 
-    GENERATORS.get(name)
+    ``generator_bits``: the precision G is trained and run at (None: float). Quantized UNets are
+    built as the authors' quantized UNets were, with transposed-conv padding 1 (see `UNet`).
+    """
+    from nf_core.validation import check_bits, check_choice
+
+    cls = GENERATORS.get(name)
     check_choice("input size", input_size, (32, 224))
-    return GENERATORS.create(name, input_size=input_size)
+    kwargs: dict = {"input_size": input_size}
+    if generator_bits is not None:
+        check_bits(generator_bits)
+        if isinstance(cls, type) and issubclass(cls, UNet):
+            kwargs["up_padding"] = 1
+    return GENERATORS.create(name, **kwargs)

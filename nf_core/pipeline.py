@@ -17,6 +17,7 @@ from nf_core.checkpoint import save_checkpoint
 from nf_core.chips import ChipConfig
 from nf_core.data import load_dataset, make_loader
 from nf_core.deployed import DeployedModel
+from nf_core.eopm import deployed_generator
 from nf_core.evaluate import evaluate, evaluation_chip_seeds
 from nf_core.generators import create_generator
 from nf_core.models import MODELS, create_model
@@ -43,7 +44,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | None = None,
     """Train, evaluate and (if ``out_dir``) save checkpoints and results.json. Returns the results."""
     MODELS.get(cfg.model)  # unknown names fail before any compute
     ds = load_dataset(cfg.dataset, cfg.root)
-    create_generator(cfg.generator, ds.input_size)  # validates the name early
+    create_generator(cfg.generator, ds.input_size, cfg.eopm.generator_bits)  # validates the name early
     torch.manual_seed(cfg.base.seed)
     t0 = time.perf_counter()
     spec = {"model": cfg.model, "num_classes": ds.num_classes, "input_size": ds.input_size, "width": cfg.width,
@@ -54,17 +55,19 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | None = None,
                            on_epoch=lambda e, m, c: log(f"  epoch {e}: loss {m['loss']:.3f} train acc {m['train_acc']:.1f}%"))
     base = DeployedModel(model, cfg.base.bits, cfg.device)
 
-    gen = create_generator(cfg.generator, ds.input_size).to(cfg.device)
     e = cfg.eopm
-    log(f"[2/3] EOPM generator {cfg.generator}: BER {e.ber:g} ({e.fault_model}, {e.layout}), λ {e.lam:g}, N {e.n_chips}, "
-        f"{e.epochs} epochs")
+    gen = create_generator(cfg.generator, ds.input_size, e.generator_bits).to(cfg.device)
+    gbits = "float" if e.generator_bits is None else f"{e.generator_bits}-bit"
+    log(f"[2/3] EOPM generator {cfg.generator} ({gbits}): BER {e.ber:g} ({e.fault_model}, {e.layout}), λ {e.lam:g}, "
+        f"N {e.n_chips}, {e.epochs} epochs")
     gen_ckpt = train_generator(gen, [base], ds.train, e, spec={"generator": cfg.generator, **spec},
                                on_epoch=lambda ep, m, c: log(f"  epoch {ep}: loss {m['loss']:.3f}"))
     log(f"[3/3] evaluation on {cfg.eval_chips} chips")
     test = make_loader(ds.test, 256, shuffle=False)
-    res = evaluate(base, test, e.chip, gen, evaluation_chip_seeds(cfg.eval_chips))
-    res.update(dataset=cfg.dataset, model=cfg.model, generator=cfg.generator, lam=e.lam, n_chips=e.n_chips,
-               seconds=time.perf_counter() - t0)
+    # G runs with the weights it was trained with: b-bit when it was trained quantized
+    res = evaluate(base, test, e.chip, deployed_generator(gen, e.generator_bits), evaluation_chip_seeds(cfg.eval_chips))
+    res.update(dataset=cfg.dataset, model=cfg.model, generator=cfg.generator, generator_bits=e.generator_bits,
+               lam=e.lam, n_chips=e.n_chips, seconds=time.perf_counter() - t0)
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
         save_checkpoint(base_ckpt, os.path.join(out_dir, "base.pt"))

@@ -67,7 +67,7 @@ class GeneratorTrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     step_size: int = 500
     gamma: float = 0.96
-    generator_bits: int | None = None
+    generator_bits: int | None = 8  # the authors' 8-bit fake-quantized generators; None: float
     batching: str = "loop"
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)

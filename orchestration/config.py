@@ -234,8 +234,9 @@ class GeneratorStage(_Section):
     """StepLR period in iterations."""
     gamma: _number(gt=0, le=1, hint="StepLR decay factor") = 0.96
     """StepLR decay factor."""
-    generator_bits: Bits | None = None
-    """Quantize the generator's weights to this many bits during training; null: full precision."""
+    generator_bits: Bits | None = 8
+    """The generator's weights are fake-quantized to this many bits in training and evaluation
+    (8: the authors' generators, which run on the same accelerator); null: full precision."""
     access: _choice("access", ACCESS) = "in_process"
     """in_process: the trial holds the base model; pool: relaxed-access pool actors serve the chips."""
     pool_actors: Count = 1

@@ -46,7 +46,7 @@ def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
             needs = [base_id(d.name, m, cfg.bits, seed) for m in src]
             params = {"dataset": d.name, "source": src, "generator": g, "ber": ber, "lam": lam, "n": n,
                       "fault_model": cfg.fault_model, "layout": cfg.layout, "bits": cfg.bits, "seed": seed,
-                      "width": cfg.width}
+                      "width": cfg.width, "generator_bits": cfg.generator.generator_bits}  # recorded in MLflow
             out["generator"].append(Item("generator", gid, params, needs))
             out["eval"].append(Item("eval", f"eval.{gid}", {**params, "targets": src}, [gid, *needs]))
             others = [m for m in cfg.models if m not in src]

@@ -25,6 +25,7 @@ from torch.utils.data import Subset
 from nf_core.chips import ChipConfig
 from nf_core.data import DatasetInfo, load_dataset, make_loader
 from nf_core.deployed import DeployedModel
+from nf_core.eopm import deployed_generator
 from nf_core.evaluate import evaluate, evaluation_chip_seeds
 from nf_core.generators import create_generator
 from nf_core.models import create_model
@@ -177,7 +178,7 @@ def generator_trainable(ctx: TrialContext) -> None:
                               step_size=s.step_size, gamma=s.gamma, generator_bits=s.generator_bits,
                               batching=s.batching, seed=p["seed"])
     torch.manual_seed(p["seed"])
-    gen = create_generator(p["generator"], ds.input_size).to(ctx.device)
+    gen = create_generator(p["generator"], ds.input_size, s.generator_bits).to(ctx.device)
     spec = {"generator": p["generator"], "input_size": ds.input_size, "dataset": p["dataset"], "source": p["source"]}
     bases, step_fn, actors = [], None, []
     if s.access == "pool":
@@ -205,6 +206,15 @@ def generator_trainable(ctx: TrialContext) -> None:
     _finish(ctx, {"epoch": ck["epoch"], **{k: v for k, v in ck["history"][-1].items() if k != "epoch"}})
 
 
+def trained_generator(ckpt: dict[str, Any], name: str, input_size: int, device: str = "cpu") -> torch.nn.Module:
+    """A generator checkpoint as evaluated: at the precision it was trained at (its config's
+    ``generator_bits``), so a quantized generator runs with the b-bit weights it trained with."""
+    bits = ckpt["config"].get("generator_bits")
+    gen = create_generator(name, input_size, bits).to(device)
+    gen.load_state_dict(ckpt["model"])
+    return deployed_generator(gen, bits)
+
+
 @_guard
 def evaluation_trainable(ctx: TrialContext) -> None:
     """Stages (c) and (d): CA, PA, CA (NF), PA (NF), RP of one generator on its targets at every
@@ -215,9 +225,7 @@ def evaluation_trainable(ctx: TrialContext) -> None:
     ds = ctx.dataset(p["dataset"])
     gid = ctx.item.needs[0]
     gck = ctx.store.load_torch(f"{item_dir('generator', gid)}/checkpoint.pt")
-    gen = create_generator(p["generator"], ds.input_size).to(ctx.device)
-    gen.load_state_dict(gck["model"])
-    gen.eval()
+    gen = trained_generator(gck, p["generator"], ds.input_size, ctx.device)
     loader = make_loader(ds.test, e.batch_size, shuffle=False)
     seeds = evaluation_chip_seeds(e.chips)
     rows, metrics = [], {}

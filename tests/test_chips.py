@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from nf_core.chips import ChipConfig, bernoulli_codes, faulty_cell_count, faulty_cells, perturb_codes
+from nf_core.chips import (ChipConfig, bernoulli_codes, faulty_cell_count, faulty_cells, perturb_codes,
+                           stuck_values)
 from nf_core.deployed import DeployedModel
 from nf_core.models import create_model
 from nf_core.quant import QuantizedWeights, quantize_model
@@ -169,3 +170,80 @@ def test_cpu_and_gpu_chips_are_bit_identical(layout: str) -> None:
     assert torch.equal(cpu, gpu)
     wc, wg = qw.dequantized(cpu), qw.to("cuda").dequantized(perturb_codes(qw.to("cuda"), 9, cfg))
     assert all(torch.equal(wc[n], wg[n].cpu()) for n in wc)
+
+
+# ---------------------------------------------------------------- the authors' mapping below 8 bits
+def _restated(qw: QuantizedWeights, seed: int, cfg: ChipConfig) -> tuple[np.ndarray, set]:
+    """Chip codes and changed (layer, weight, bit) cells, restated in plain loops from the layout's
+    definition: ``reference`` — ⌊cols/b⌋ slots per row, runs of ⌊cols/b⌋² weights per row, restart per
+    layer, wrap past the last row, only the low b bits forced (no sign extension); ``wrap`` — byte
+    i mod (array bytes), low b bits, then sign-extended from bit b-1."""
+    b = qw.bits
+    faulty = faulty_cells(seed, cfg.ber, cfg.rows * cfg.cols)
+    stuck = dict(zip(faulty.tolist(), stuck_values(seed, faulty).tolist()))
+    out, changed = qw.flat.numpy().copy(), set()
+    for layer, (lo, hi) in enumerate(zip(qw.offsets[:-1], qw.offsets[1:])):
+        for i in range(hi - lo):
+            if cfg.layout == "reference":
+                s = cfg.cols // b
+                first_cell = ((i // (s * s)) % cfg.rows) * cfg.cols + (i % s) * b
+            else:
+                first_cell = 8 * (i % cfg.array_bytes)
+            v = int(out[lo + i]) & 0xFF
+            for j in range(b):
+                cell = first_cell + j
+                if cell not in stuck:
+                    continue
+                old = (v >> j) & 1
+                new = stuck[cell] if cfg.fault_model == "stuck_at" else 1 - old
+                if new != old:
+                    changed.add((layer, i, j))
+                    v ^= 1 << j
+            if cfg.layout != "reference" and v & (1 << (b - 1)):
+                v |= 0xFF << b  # sign extension
+            elif cfg.layout != "reference":
+                v &= (1 << b) - 1
+            out[lo + i] = (v & 0xFF) - 256 if v & 0x80 else v & 0xFF
+    return out, changed
+
+
+def _changed_cells(qw: QuantizedWeights, codes: torch.Tensor) -> set:
+    ch = _changed_bits(qw, codes)
+    layer = np.searchsorted(np.asarray(qw.offsets), np.arange(qw.numel), side="right") - 1
+    return {(int(layer[g]), int(g - qw.offsets[layer[g]]), int(j)) for g, j in zip(*np.nonzero(ch))}
+
+
+@pytest.mark.parametrize("bits", [4, 6])
+@pytest.mark.parametrize("fault_model", ["stuck_at", "flip"])
+def test_reference_layout_packs_like_the_authors(bits: int, fault_model: str) -> None:
+    # 4 rows: a row serves 32·32 (b=4) or 21·21 (b=6) weights, so these layers wrap past the array.
+    cfg = ChipConfig(0.08, fault_model, "reference", rows=4)
+    qw = _qw([5000, 333, 9001], bits=bits, seed=1)
+    codes = perturb_codes(qw, 5, cfg)
+    expected, changed = _restated(qw, 5, cfg)
+    assert changed and _changed_cells(qw, codes) == changed
+    assert np.array_equal(codes.numpy(), expected)
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    assert ((codes < lo) | (codes > hi)).any()  # faulty weights leave the b-bit range, as the authors' did
+    flipped = (codes.view(torch.uint8) ^ qw.flat.view(torch.uint8)).numpy()
+    assert not (flipped >> bits).any()  # the sign-extension bits are never written
+
+
+@pytest.mark.parametrize("bits", [4, 6])
+def test_wrap_layout_below_8_bits_sign_extends(bits: int) -> None:
+    cfg = ChipConfig(0.08, "stuck_at", "wrap", rows=4)
+    qw = _qw([700, 333, 1001], bits=bits, seed=2)
+    codes = perturb_codes(qw, 6, cfg)
+    expected, changed = _restated(qw, 6, cfg)
+    assert np.array_equal(codes.numpy(), expected)
+    assert changed and {c for c in _changed_cells(qw, codes) if c[2] < bits} == changed
+    assert codes.min() >= -(2 ** (bits - 1)) and codes.max() <= 2 ** (bits - 1) - 1
+
+
+def test_reference_layout_at_8_bits_keeps_its_tiling() -> None:
+    # At 8 bits the dense packing is the byte tiling: 16 slots per row, runs of 256.
+    cfg = ChipConfig(0.05, "flip", "reference", rows=4)
+    qw = _qw([3000, 4500], bits=8, seed=3)
+    expected, changed = _restated(qw, 7, cfg)
+    codes = perturb_codes(qw, 7, cfg)
+    assert np.array_equal(codes.numpy(), expected) and _changed_cells(qw, codes) == changed

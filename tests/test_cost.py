@@ -19,14 +19,14 @@ from nf_core.voltage import load_voltage_table, parse_voltage_table
 from orchestration.commands.profile import add_profile_parser, main, run_profile
 from tests.scalesim_env import run_scalesim  # tests/scalesim_env.py
 
-# The paper's Table 6 (TWMA, CIFAR-10). UNetL/UNetS are not reproduced: see nf_core/cost.py.
+# The paper's Table 6 (TWMA, CIFAR-10); the UNets with generator padding (see nf_core/cost.py).
 PAPER_TWMA = {"resnet18": 2_755_968, "resnet50": 6_182_144, "vgg11": 1_334_656, "vgg16": 2_366_848,
-              "vgg19": 3_104_128, "ConvL": 320_256, "ConvS": 41_508, "DeConvL": 259_264, "DeConvS": 86_208}
-OUR_UNET_TWMA = {"UNetL": 173_696, "UNetS": 43_904}  # paper: 180,894 and 45,711
+              "vgg19": 3_104_128, "ConvL": 320_256, "ConvS": 41_508, "DeConvL": 259_264, "DeConvS": 86_208,
+              "UNetL": 180_894, "UNetS": 45_711}
 
 
-def _layer(module: nn.Module, name: str) -> Layer:
-    return next(l for l in scalesim_layers(module, 32) if l.name == name)
+def _layer(module: nn.Module, name: str, min_padding: int = 0) -> Layer:
+    return next(l for l in scalesim_layers(module, 32, min_padding) if l.name == name)
 
 
 # ---------------------------------------------------------------- SCALE-SIM itself
@@ -40,6 +40,8 @@ def test_closed_form_equals_scalesim_on_real_layers(tmp_path):
         _layer(create_generator("DeConvS"), "net.8"),  # ConvT(32→3, k4 s2 p1) stand-in
         _layer(create_generator("UNetS"), "ups.0"),  # ConvT(16→8, k2 s2 p0) stand-in
         _layer(create_generator("UNetS"), "outc"),  # 1×1 output conv
+        _layer(create_generator("UNetS"), "ups.0", cost.GENERATOR_PADDING),  # with generator padding: 34×34
+        _layer(create_generator("UNetS"), "outc", cost.GENERATOR_PADDING),
     ]
     simulated = run_scalesim(layers, tmp_path)
     assert simulated == [layer_filter_reads(l) for l in layers]
@@ -77,10 +79,21 @@ def test_calibration_resnet18_cifar10():
     assert cost.twma(model, 32) == 2_755_968 == cost.profile_model("resnet18", "cifar10")["twma"]
 
 
-@pytest.mark.parametrize("name", list(PAPER_TWMA) + list(OUR_UNET_TWMA))
+@pytest.mark.parametrize("name", list(PAPER_TWMA))
 def test_table6(name):
     profile = cost.profile_model if name in MODELS else cost.profile_generator
-    assert profile(name, "cifar10")["twma"] == {**PAPER_TWMA, **OUR_UNET_TWMA}[name]
+    assert profile(name, "cifar10")["twma"] == PAPER_TWMA[name]
+
+
+def test_generator_padding_changes_only_the_unets():
+    # Every other generator layer already has padding 1; base models keep their declared padding.
+    for name in ("ConvL", "ConvS", "DeConvL", "DeConvS"):
+        g = create_generator(name)
+        assert cost.twma(g, 32, cost.GENERATOR_PADDING) == cost.twma(g, 32)
+    unet = create_generator("UNetL")
+    assert (cost.twma(unet, 32), cost.twma(unet, 32, cost.GENERATOR_PADDING)) == (173_696, 180_894)
+    up = _layer(unet, "ups.2", cost.GENERATOR_PADDING)  # ConvT(128→64, k2 s2) on 4×4: 8×8 map + 2
+    assert (up.ifmap_h, up.channels, up.num_filters, up.ofmap) == (10, 64, 128, (9, 9))
 
 
 def test_table7():

@@ -8,6 +8,7 @@ import torch
 from nf_core.chips import ChipConfig
 from nf_core.data import load_dataset, make_loader
 from nf_core.deployed import DeployedModel
+from nf_core.eopm import deployed_generator
 from nf_core.evaluate import evaluate, evaluation_chip_seeds
 from nf_core.generators import create_generator
 from nf_core.models import create_model
@@ -34,8 +35,9 @@ def test_neuralfuse_recovers_perturbed_accuracy_on_digits() -> None:
     assert before["ca"] > 90
 
     gen = create_generator("ConvS")
-    train_generator(gen, [base], ds.train, GeneratorTrainConfig(ber=ber, epochs=4, batch_size=64, n_chips=4))
-    after = evaluate(base, test, ChipConfig(ber), gen, chip_seeds=chips)
+    gcfg = GeneratorTrainConfig(ber=ber, epochs=4, batch_size=64, n_chips=4)  # 8-bit G by default
+    train_generator(gen, [base], ds.train, gcfg)
+    after = evaluate(base, test, ChipConfig(ber), deployed_generator(gen, gcfg.generator_bits), chip_seeds=chips)
     assert after["pa_mean"] == before["pa_mean"]  # same chips, same base model
     assert after["pa_nf_mean"] - after["pa_mean"] >= 10, after
     assert after["ca_nf"] > 80

@@ -90,3 +90,27 @@ def test_quantization_aware_generator_uses_quantized_weights() -> None:
     q = transform(g, x, generator_bits=2)
     assert torch.equal(q, torch.clamp(x + functional_call(g, fake_quant_params(g, 2), (x,)), -1, 1))
     assert not torch.equal(q, transform(g, x)) and q.abs().max() <= 1
+
+
+def test_quantized_unets_use_the_authors_transposed_conv_padding() -> None:
+    import torch.nn.functional as F
+
+    from nf_core.generators import create_generator
+
+    for name in ("UNetL", "UNetS"):
+        plain, quant = create_generator(name), create_generator(name, generator_bits=8)
+        assert all(u.padding == (0, 0) for u in plain.ups) and all(u.padding == (1, 1) for u in quant.ups)
+        quant.load_state_dict(plain.state_dict())  # same parameters, other forward
+        quant.eval()
+        up_in, cat_in = [], []
+        quant.ups[0].register_forward_hook(lambda m, i, o, acc=up_in: acc.append(i[0]))
+        quant.up_convs[0].register_forward_hook(lambda m, i, o, acc=cat_in: acc.append(i[0]))
+        x = torch.rand(2, 3, 32, 32) * 2 - 1
+        with torch.no_grad():
+            out = quant(x)
+            assert out.shape == x.shape and not torch.allclose(out, plain.eval()(x))
+            # Last up step: ConvT k2 s2 p1 on 16×16 gives 30×30, zero-padded by one pixel back to 32×32.
+            u = quant.ups[0]
+            want = F.pad(F.conv_transpose2d(up_in[0], u.weight, u.bias, stride=2, padding=1), [1, 1, 1, 1])
+            assert want.shape[-2:] == (32, 32)
+            assert torch.equal(cat_in[0][:, u.out_channels:], want)

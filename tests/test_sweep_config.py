@@ -89,3 +89,15 @@ def test_missing_and_malformed_files(tmp_path) -> None:
     (tmp_path / "x.yaml").write_text("name: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(str(tmp_path / "x.yaml"))
+
+
+def test_generators_are_8_bit_by_default_and_recorded() -> None:
+    from orchestration.runner import item_params
+
+    for raw, want in ((GOOD, 8), ({**GOOD, "generator": {"generator_bits": None}}, None)):
+        cfg = parse_config(raw)
+        assert cfg.generator.generator_bits == want
+        items = plan(cfg)
+        for stage in ("generator", "eval", "transfer"):  # MLflow params of every trial that runs a generator
+            assert items[stage] and all(item_params(cfg, it)["generator_bits"] == want for it in items[stage])
+        assert all((".b8g8." in it.id) == (want == 8) for it in items["generator"])

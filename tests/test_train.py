@@ -63,3 +63,48 @@ def test_generator_defaults_are_the_papers() -> None:
     cfg = GeneratorTrainConfig()
     assert (cfg.lam, cfg.n_chips, cfg.lr, cfg.betas, cfg.step_size, cfg.gamma) == (5.0, 5, 1e-3, (0.5, 0.999), 500, 0.96)
     assert (cfg.fault_model, cfg.layout, cfg.ber) == ("stuck_at", "wrap", 0.01)
+    assert cfg.generator_bits == 8  # the authors train and run G with 8-bit fake-quantized weights
+
+
+def _manual_fake_quant(state: dict, names: list[str], bits: int = 8) -> dict:
+    """Ŵ = round(W / s) · s with s = max|W| / (2^(b-1) - 1), written out independently of nf_core.quant."""
+    out = dict(state)
+    top = 2 ** (bits - 1) - 1
+    for n in names:
+        w = state[n]
+        s = w.abs().max() / top
+        out[n] = torch.clamp(torch.round(w / s), -top, top) * s
+    return out
+
+
+def test_quantized_generator_evaluates_with_its_training_weights() -> None:
+    from nf_core.eopm import transform
+    from nf_core.generators import UNetS
+    from nf_core.transform import neuralfuse
+    from orchestration.trainables import trained_generator
+
+    data = torch.utils.data.Subset(_small_digits().dataset, range(32))  # one step
+    torch.manual_seed(0)
+    base = DeployedModel(create_model("resnet18", width=0.125))
+    cfg = GeneratorTrainConfig(ber=0.02, n_chips=1, epochs=1, batch_size=32, lr=0.05, seed=1)  # default: 8-bit G
+    gen = create_generator("UNetS", generator_bits=cfg.generator_bits)
+    ckpt = train_generator(gen, [base], data, cfg)
+    assert ckpt["config"]["generator_bits"] == 8
+
+    deployed = trained_generator(ckpt, "UNetS", 32)  # what the evaluation trials run
+    manual = UNetS(up_padding=1).eval()
+    conv_names = [n for n, m in manual.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    manual.load_state_dict(_manual_fake_quant(ckpt["model"], [f"{n}.weight" for n in conv_names]))
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        got = neuralfuse(x, deployed)
+        assert torch.allclose(got, neuralfuse(x, manual), atol=1e-6)
+        assert torch.allclose(got, transform(gen.eval(), x, 8), atol=1e-6)  # = the training forward, eval mode
+        assert not torch.allclose(got, neuralfuse(x, gen), atol=1e-4)  # the float weights give other outputs
+    assert all(not p.requires_grad for p in deployed.parameters())
+
+    float_ckpt = {**ckpt, "config": {**ckpt["config"], "generator_bits": None}}
+    with torch.no_grad():  # a float-trained generator stays float (and its UNet unpadded)
+        plain = UNetS()
+        plain.load_state_dict(ckpt["model"])
+        assert torch.equal(neuralfuse(x, trained_generator(float_ckpt, "UNetS", 32)), neuralfuse(x, plain.eval()))

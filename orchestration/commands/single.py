@@ -15,7 +15,8 @@ def _single(args: argparse.Namespace) -> int:
     cfg = PipelineConfig(dataset=args.dataset, root=args.root, model=args.model, width=args.width,
                          generator=args.generator, device=args.device,
                          base=replace(default.base, epochs=args.base_epochs),
-                         eopm=replace(default.eopm, ber=args.ber, epochs=args.generator_epochs))
+                         eopm=replace(default.eopm, ber=args.ber, epochs=args.generator_epochs,
+                                      generator_bits=args.generator_bits))
     res = run_pipeline(cfg, args.out)
     print()
     print(format_results(res))
@@ -35,6 +36,16 @@ def format_results(res: dict[str, Any]) -> str:
     return head + "\n" + table(cols, [row], "right")
 
 
+def _bits_or_none(text: str) -> int | None:
+    """argparse type of --generator-bits: an integer number of bits, or none/null/float for full precision."""
+    if text.lower() in ("none", "null", "float"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bits; use an integer such as 8, or none") from None
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `single` on the `nf` parser."""
     d = sub.add_parser("single", help="one experiment in one process, nf_core only (train base → train generator "
@@ -48,6 +59,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--generator", default="ConvS",
                    help="generator: ConvL ConvS DeConvL DeConvS UNetL UNetS or UIP (default: ConvS)")
     d.add_argument("--ber", type=float, default=0.04, help="bit-error rate the generator is trained at (default: 0.04)")
+    d.add_argument("--generator-bits", type=_bits_or_none, default=8, metavar="B",
+                   help="bits of the generator's fake-quantized weights, as the authors ran them; "
+                        "'none' trains and evaluates it in float (default: 8)")
     d.add_argument("--base-epochs", type=int, default=8, help="epochs of QAT base-model training (default: 8)")
     d.add_argument("--generator-epochs", type=int, default=5, help="epochs of EOPM generator training (default: 5)")
     d.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
