@@ -12,6 +12,7 @@ Run: .venv/bin/python benchmarks/bench_eopm.py [--width 1.0] [--batch 32] [--ste
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import time
@@ -19,13 +20,13 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reference_style import perturbed_model, quantized_copy, reference_step  # noqa: E402
+from reference_style import perturbed_model, quantized_copy, reference_step
 
-from nf_core.chips import ChipConfig  # noqa: E402
-from nf_core.deployed import DeployedModel  # noqa: E402
-from nf_core.eopm import eopm_step, training_chip_seeds  # noqa: E402
-from nf_core.generators import create_generator  # noqa: E402
-from nf_core.models import create_model  # noqa: E402
+from nf_core.chips import ChipConfig
+from nf_core.deployed import DeployedModel
+from nf_core.eopm import eopm_step, training_chip_seeds
+from nf_core.generators import create_generator
+from nf_core.models import create_model
 
 
 def timed(fn, steps: int, device: str) -> float:
@@ -75,14 +76,21 @@ def main() -> None:
         base = bases[name] = DeployedModel(model, device=a.device, **kw)
         codes = [base.chip_codes(training_chip_seeds(0, 0, a.n), cfg)]
         b = name.split(",")[0]
-        t = timed(lambda: eopm_step(gen, [base], x, y, [], cfg, lam, opt, batching=b, chip_codes=codes), a.steps, a.device)
+        g_v, o_v, x_v = gen, opt, x
+        if kw.get("channels_last"):  # the generator and its input in channels-last too
+            g_v = copy.deepcopy(gen).to(memory_format=torch.channels_last)
+            o_v = torch.optim.Adam(g_v.parameters(), 1e-3, betas=(0.5, 0.999))
+            x_v = x.contiguous(memory_format=torch.channels_last)
+        t = timed(lambda g_v=g_v, base=base, x_v=x_v, o_v=o_v, b=b, codes=codes:
+                  eopm_step(g_v, [base], x_v, y, [], cfg, lam, o_v, batching=b, chip_codes=codes), a.steps,
+                  a.device)
         rows.append((f"compute only: ours ({name})", t, ref))
     ref_full = timed(lambda: reference_step(gen, clean, x, y, opt, lam, a.n, cfg.ber, g), max(1, a.steps - 1), a.device)
     rows.append(("whole step: reference-style step", ref_full, ref_full))
     step = iter(range(1, 10**6))
     for name in ("loop", "loop, BN folded + channels-last"):
         base = bases[name]
-        t = timed(lambda: eopm_step(gen, [base], x, y, training_chip_seeds(0, next(step), a.n), cfg, lam, opt,
+        t = timed(lambda base=base: eopm_step(gen, [base], x, y, training_chip_seeds(0, next(step), a.n), cfg, lam, opt,
                                     batching="loop"), a.steps, a.device)
         rows.append((f"whole step: ours ({name}) + sparse chips", t, ref_full))
     print(f"{'method':<58}{'s/step':>9}{'images/s':>10}{'speed-up':>10}")

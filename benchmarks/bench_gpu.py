@@ -97,7 +97,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     if device == "cuda":
         torch.backends.cudnn.benchmark = True
-    width, batch, n, chips, images, steps = (0.125, 8, 2, 3, 64, 2) if tiny else (1.0, 256, 10, 100, 10_000, a.steps)
+    width, batch, n, chips, images, steps = (0.125, 8, 2, 3, 32, 1) if tiny else (1.0, 256, 10, 100, 10_000, a.steps)
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     peak = card_peak(name) if device == "cuda" else None
     print(f"device: {name}{' (tiny sizes: not a GPU measurement)' if tiny else ''}; resnet18 width {width} + ConvL, "

@@ -18,13 +18,13 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reference_style import quantized_copy, reference_pa  # noqa: E402
+from reference_style import quantized_copy, reference_pa
 
-from nf_core.chips import ChipConfig  # noqa: E402
-from nf_core.deployed import DeployedModel  # noqa: E402
-from nf_core.evaluate import evaluate, evaluation_chip_seeds  # noqa: E402
-from nf_core.generators import create_generator  # noqa: E402
-from nf_core.models import create_model  # noqa: E402
+from nf_core.chips import ChipConfig
+from nf_core.deployed import DeployedModel
+from nf_core.evaluate import evaluate, evaluation_chip_seeds
+from nf_core.generators import create_generator
+from nf_core.models import create_model
 
 
 def main() -> None:

@@ -106,7 +106,10 @@ def evaluate(
             codes = pre.get(gi)[0] if pre is not None else base.chip_codes(g, chip)
             stacked = base.stacked_from_codes(codes)
             batching = "vmap" if len(g) > 1 else "loop"
-            fn = lambda x: base.perturbed_logits(x, stacked, batching)  # noqa: E731
+
+            def fn(x: torch.Tensor, stacked=stacked, batching=batching) -> torch.Tensor:
+                return base.perturbed_logits(x, stacked, batching)
+
             pa += _accuracies(fn, clean, dev)
             if fused is not None:
                 pa_nf += _accuracies(fn, fused, dev)

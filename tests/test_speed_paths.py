@@ -150,8 +150,8 @@ def test_quantized_codes_do_not_depend_on_options(model) -> None:
 
 def test_gpu_benchmark_runs_tiny() -> None:
     env = dict(os.environ, PYTHONPATH=ROOT)
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_gpu.py"), "--tiny"], env=env,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_gpu.py"), "--tiny"], check=False, env=env,
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "tiny sizes" in r.stdout and "all, vmap" in r.stdout and "150 epochs" in r.stdout
     assert "PA and PA (NF) over 3 chips" in r.stdout
