@@ -7,7 +7,7 @@ models (the paper's Appendix G.4) the per-model losses are summed. See docs/meth
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from nf_core.deployed import DeployedModel
 from nf_core.quant import fake_quant_params
 from nf_core.transform import neuralfuse
 
+if TYPE_CHECKING:
+    from nf_core.prefetch import ChipPrefetcher
+
 TRAIN_SEED_BASE = 2**62  # training chips live at or above this; evaluation chips below it
 
 
@@ -26,6 +29,22 @@ def training_chip_seeds(seed: int, step: int, n: int) -> list[int]:
     """The n chips of one training batch: a seeded stream, disjoint from evaluation chips."""
     state = np.random.SeedSequence([int(seed), int(step)]).generate_state(n, dtype=np.uint64)
     return [TRAIN_SEED_BASE + int(s % np.uint64(TRAIN_SEED_BASE)) for s in state]
+
+
+def training_chips(bases: Sequence[DeployedModel], chip: ChipConfig, seed: int, n: int, start_step: int = 0,
+                   prefetch: bool | None = None) -> "ChipPrefetcher | None":
+    """A prefetcher of the training chips of steps start_step, start_step + 1, ... (None: draw in the step).
+
+    ``prefetch`` None chooses by device (on with CUDA); True forces it (also on the CPU, for tests).
+    """
+    from nf_core.prefetch import ChipPrefetcher, prefetch_default
+
+    if prefetch is None:
+        prefetch = any(prefetch_default(b.device) for b in bases)
+    if not prefetch:
+        return None
+    return ChipPrefetcher(bases, chip, lambda step: training_chip_seeds(seed, step, n), lambda step: step + 1,
+                          first_key=start_step)
 
 
 def transform(generator: nn.Module, x: torch.Tensor, generator_bits: int | None = None) -> torch.Tensor:
@@ -53,13 +72,21 @@ def eopm_loss(
     chip: ChipConfig,
     lam: float,
     batching: str = "vmap",
+    chip_codes: Sequence[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """EOPM loss of transformed inputs ``x_t`` (computed once per batch) over N chips per base model."""
+    """EOPM loss of transformed inputs ``x_t`` (computed once per batch) over N chips per base model.
+
+    ``chip_codes`` (one (N, total) int8 tensor per base, e.g. from `ChipPrefetcher`) are the
+    chips of ``chip_seeds`` prepared ahead; without them the chips are drawn here.
+    """
     total = x_t.new_zeros(())
     clean_ce, pert_ce = 0.0, 0.0
-    for base in bases:
-        ce_clean = F.cross_entropy(base.logits(x_t), y)
-        logits = base.perturbed_logits(x_t, base.stacked_chip_weights(chip_seeds, chip), batching)  # (N, B, C)
+    for i, base in enumerate(bases):
+        codes = chip_codes[i] if chip_codes is not None else base.chip_codes(chip_seeds, chip)
+        stacked = base.stacked_from_codes(codes)  # dequantized on the base's device
+        with base.autocast():  # bf16 base passes only when the base model opts in
+            ce_clean = F.cross_entropy(base.logits(x_t), y).float()
+            logits = base.perturbed_logits(x_t, stacked, batching).float()  # (N, B, C)
         ce_pert = F.cross_entropy(logits.flatten(0, 1), y.repeat(logits.shape[0]))  # mean over chips and batch
         total = total + ce_clean + lam * ce_pert
         clean_ce += ce_clean.item()
@@ -79,11 +106,12 @@ def eopm_step(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     generator_bits: int | None = None,
     batching: str = "vmap",
+    chip_codes: Sequence[torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """One generator update: G(x) once, clean + N perturbed passes, backward into G only."""
     generator.train()
     x_t = transform(generator, x, generator_bits)
-    loss, metrics = eopm_loss(bases, x_t, y, chip_seeds, chip, lam, batching)
+    loss, metrics = eopm_loss(bases, x_t, y, chip_seeds, chip, lam, batching, chip_codes)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

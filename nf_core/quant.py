@@ -96,12 +96,12 @@ class QuantizedWeights:
             out[name] = flat[self.offsets[i]:self.offsets[i + 1]].float().view(shape) * self.scales[i]
         return out
 
-    def stacked(self, flats: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def stacked(self, flats: list[torch.Tensor] | torch.Tensor) -> dict[str, torch.Tensor]:
         """Float weights of several chips stacked on a leading chip axis: name → (N, *shape)."""
-        big = torch.stack(flats).float()  # (N, total)
+        big = (flats if isinstance(flats, torch.Tensor) else torch.stack(flats)).float()  # (N, total)
         out = {}
         for i, (name, shape) in enumerate(zip(self.names, self.shapes)):
-            out[name] = big[:, self.offsets[i]:self.offsets[i + 1]].reshape(len(flats), *shape) * self.scales[i]
+            out[name] = big[:, self.offsets[i]:self.offsets[i + 1]].reshape(big.shape[0], *shape) * self.scales[i]
         return out
 
 

@@ -20,7 +20,7 @@ from nf_core.checkpoint import rng_state, set_rng_state
 from nf_core.chips import ChipConfig
 from nf_core.data import epoch_seed, make_loader
 from nf_core.deployed import BATCHING, DeployedModel
-from nf_core.eopm import eopm_step, training_chip_seeds
+from nf_core.eopm import eopm_step, training_chip_seeds, training_chips
 from nf_core.quant import fake_quant_params
 from nf_core.validation import check_bits, check_choice, check_lambda, check_n_chips
 
@@ -69,6 +69,7 @@ class GeneratorTrainConfig:
     gamma: float = 0.96
     generator_bits: int | None = 8  # the authors' 8-bit fake-quantized generators; None: float
     batching: str = "loop"
+    prefetch: bool | None = None  # chips of step k+1 drawn while step k runs; None: on with CUDA
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -183,17 +184,30 @@ def train_generator(
     ``step_fn`` replaces the in-process EOPM step (same arguments as `eopm_step` minus the
     bases and config values); chips, data order and checkpoints stay this loop's.
     """
-    device = _device_of(generator)
     opt, sched = generator_optimizer(generator, cfg)
     start, step, history = _resume(resume, generator, opt, sched)
-    chip, ckpt = cfg.chip, resume
+    ckpt = resume
+    chips = training_chips(bases, cfg.chip, cfg.seed, cfg.n_chips, step, cfg.prefetch) if step_fn is None else None
+    try:
+        return _generator_epochs(generator, bases, train_set, cfg, opt, sched, start, step, history, ckpt, chips,
+                                 on_epoch, spec, step_fn)
+    finally:
+        if chips is not None:
+            chips.close()
+
+
+def _generator_epochs(generator, bases, train_set, cfg, opt, sched, start, step, history, ckpt, chips, on_epoch, spec,
+                      step_fn):
+    device, chip = _device_of(generator), cfg.chip
     for epoch in range(start, cfg.epochs):
         t0, n, sums = time.perf_counter(), 0, {}
         for x, y in _epoch_loader(train_set, cfg.batch_size, cfg.seed, epoch):
             x, y = x.to(device), y.to(device)
             seeds = training_chip_seeds(cfg.seed, step, cfg.n_chips)
             if step_fn is None:
-                m = eopm_step(generator, bases, x, y, seeds, chip, cfg.lam, opt, sched, cfg.generator_bits, cfg.batching)
+                codes = chips.get(step) if chips is not None else None
+                m = eopm_step(generator, bases, x, y, seeds, chip, cfg.lam, opt, sched, cfg.generator_bits, cfg.batching,
+                              codes)
             else:
                 m = step_fn(generator, x, y, seeds, opt, sched)
             step += 1

@@ -79,7 +79,7 @@ class ChipPool:
             out["clean_grad"] = torch.autograd.grad(ce, x)[0].cpu()
         if seeds:
             # Training chips never recur (fresh seeds per batch): don't let them evict cached ones.
-            stacked = self.base.qw.stacked([self._codes(s, chip, keep=False) for s in seeds])
+            stacked = self.base.stacked_from_codes([self._codes(s, chip, keep=False) for s in seeds])
             logits = self.base.perturbed_logits(x, stacked, self.batching)  # (N, B, C)
             per_chip = F.cross_entropy(logits.flatten(0, 1), y.repeat(len(seeds)), reduction="none")
             per_chip = per_chip.view(len(seeds), -1).mean(1)  # (N,) batch means
@@ -92,7 +92,7 @@ class ChipPool:
         return self.base.logits(x.to(self.device), weights).argmax(1)
 
     def _weights(self, seed: int | None, chip: ChipConfig) -> dict[str, torch.Tensor] | None:
-        return None if seed is None else self.base.qw.dequantized(self._codes(seed, chip))
+        return None if seed is None else self.base.weights_from_codes(self._codes(seed, chip))
 
     def restricted(self, x: torch.Tensor, seeds: Sequence[int] | None, chip: ChipConfig) -> torch.Tensor:
         """Restricted access: predicted classes, (len(seeds), B) int64; seeds None → clean model, (1, B)."""
