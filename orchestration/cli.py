@@ -66,9 +66,13 @@ def _demo(args: argparse.Namespace) -> int:
     if args.name:
         raw["name"] = args.name
     cfg = parse_config(raw)
+    from orchestration.report.build import report_sweep
     from orchestration.runner import sweep_store
 
-    return _run(cfg, resume=sweep_store(cfg).exists("sweep.yaml"), address=None)
+    code = _run(cfg, resume=sweep_store(cfg).exists("sweep.yaml"), address=None)
+    index = report_sweep(cfg.name, cfg.storage, s3_endpoint=cfg.s3_endpoint)
+    print(f"report:  {os.path.abspath(index)}   (open it in a browser; `nf report {cfg.name} --open`)")
+    return code
 
 
 def _ui(args: argparse.Namespace) -> int:
@@ -128,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     _storage_args(u)
     u.add_argument("--port", type=int, default=5000)
     u.set_defaults(func=_ui)
+    from orchestration.report.command import add_parser as add_report_parser
+
+    add_report_parser(sub)  # nf report NAME: orchestration/report/
     return p
 
 
