@@ -47,10 +47,12 @@ def build_sections(rows: Any, out_dir: str, energy: F.EnergyFn | None = None) ->
     main = T.main_table(df)
     out: list[Section] = []
 
+    held = ", ".join(f"{ {'lam': 'λ', 'n': 'N'}.get(k, k)} = {v:g}" for k, v in T.main_values(df).items())
     s = Section("main", "a. Main result: CA, PA, CA (NF), PA (NF) per generator",
                 "Per dataset × base model, each generator's accuracies; error bars: PA's std over the evaluation "
                 "chips. CA/PA without NeuralFuse are the base model's; (NF) with the generator in front. "
-                "Numbers are averaged over seeds; RP = PA (NF) − PA in percentage points.")
+                "Numbers are averaged over seeds; RP = PA (NF) − PA in percentage points."
+                + (f" Shown at {held}; the ablations below vary them." if held else ""))
     if _figures(s, lambda d: F.bars(df, d), out_dir):
         _table(s, main, out_dir, "main", "Base model × generator: CA, PA, CA (NF), PA (NF), RP, efficiency ratio")
     out.append(s)
@@ -86,11 +88,11 @@ def build_sections(rows: Any, out_dir: str, energy: F.EnergyFn | None = None) ->
     for key, title in (("lam", "e. Ablation: RP versus λ"), ("n", "e. Ablation: RP versus N")):
         s = Section(f"ablation_{key}", title)
         if _figures(s, lambda d, k=key: F.ablation(df, d, k), out_dir):
-            _table(s, _cols(main, ["rp"]), out_dir, f"ablation_{key}", title)
+            _table(s, _cols(T.main_table(df, key), ["rp"]), out_dir, f"ablation_{key}", title)
         out.append(s)
     s = Section("precision", "e. Precision: PA and PA (NF) versus bits")
     if _figures(s, lambda d: F.precision(df, d), out_dir):
-        _table(s, _cols(main, ["pa_mean", "pa_std", "pa_nf_mean", "pa_nf_std", "rp"]), out_dir, "precision",
+        _table(s, _cols(T.main_table(df, "bits"), ["pa_mean", "pa_std", "pa_nf_mean", "pa_nf_std", "rp"]), out_dir, "precision",
                "PA and PA (NF) versus weight precision")
     out.append(s)
     s = Section("uip", "e. The UIP baseline beside the generators",

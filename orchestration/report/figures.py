@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from orchestration.report.tables import average_seeds, frame, is_ensemble, own_rows, varying
+from orchestration.report.tables import average_seeds, frame, is_ensemble, main_slice, own_rows, varying
 
 BAR_METRICS = (("ca", None, "CA"), ("pa_mean", "pa_std", "PA"), ("ca_nf", None, "CA (NF)"),
                ("pa_nf_mean", "pa_nf_std", "PA (NF)"))
@@ -73,7 +73,7 @@ def bars(rows: Any, out_dir: str) -> list[str]:
     one panel per evaluation BER."""
     import numpy as np
 
-    df = own_rows(frame(rows))
+    df = main_slice(own_rows(frame(rows)))
     if df.empty:
         raise Skip("no evaluated generator yet")
     plt = _plt()
@@ -84,8 +84,12 @@ def bars(rows: Any, out_dir: str) -> list[str]:
         avg["label"] = [variant_label(r, keys) for _, r in avg.iterrows()]
         bers = sorted(avg["eval_ber"].unique())
         labels = list(dict.fromkeys(avg["label"]))
-        fig, axes = plt.subplots(1, len(bers), figsize=(max(5.5, 1.3 + 1.1 * len(labels)) * len(bers), 4.2),
-                                 squeeze=False, constrained_layout=True)
+        width = max(5.0, 1.5 + 1.0 * len(labels))
+        side = len(bers) * len(labels) <= 8  # panels side by side while the page can hold them
+        fig, axes = plt.subplots(1 if side else len(bers), len(bers) if side else 1, squeeze=False,
+                                 figsize=(width * len(bers) if side else width, 4.2 if side else 3.6 * len(bers)),
+                                 constrained_layout=True)
+        axes = [list(axes.flat)]
         x = np.arange(len(labels))
         w = 0.2
         for ax, ber in zip(axes[0], bers):
@@ -93,7 +97,8 @@ def bars(rows: Any, out_dir: str) -> list[str]:
             for i, (col, err, name) in enumerate(BAR_METRICS):
                 yerr = sub[err].to_numpy(dtype=float) if err else None
                 ax.bar(x + (i - 1.5) * w, sub[col].to_numpy(dtype=float), w, yerr=yerr, capsize=3, label=name)
-            ax.set_xticks(x, labels, rotation=20 if len(labels) > 3 else 0, ha="right" if len(labels) > 3 else "center")
+            tilt = len(labels) > 3 or max(len(lb) for lb in labels) > 14
+            ax.set_xticks(x, labels, rotation=20 if tilt else 0, ha="right" if tilt else "center")
             ax.set_ylabel("accuracy (%)")
             ax.set_ylim(0, 105)
             ax.set_title(f"{ds} · {model} · eval BER {ber:g}")
@@ -108,7 +113,7 @@ def bars(rows: Any, out_dir: str) -> list[str]:
 def ber_curves(rows: Any, out_dir: str) -> list[str]:
     """Per dataset × base model: PA (dashed, without NeuralFuse) and PA (NF) versus evaluation BER,
     one line per generator, ± std bands."""
-    df = own_rows(frame(rows))
+    df = main_slice(own_rows(frame(rows)))
     if df.empty:
         raise Skip("no evaluated generator yet")
     if df["eval_ber"].nunique() < 2:
@@ -134,7 +139,7 @@ def ber_curves(rows: Any, out_dir: str) -> list[str]:
         ax.set_ylabel("perturbed accuracy (%)")
         ax.set_title(f"{ds} · {model}: PA vs BER (bands: ± std over chips)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         files.append(_save(fig, out_dir, _slug("ber", ds, model)))
     return files
 
@@ -152,9 +157,10 @@ def transfer_heatmaps(rows: Any, out_dir: str) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     files = []
     for (ds, fm), _ in df.groupby(["dataset", "fault_model"], sort=True, dropna=False):
-        name = _slug("transfer", ds, fm) + ".png"
-        heatmap_png(rows, ds, os.path.join(out_dir, name), fault_model=fm if isinstance(fm, str) else None)
-        files.append(name)
+        stem = _slug("transfer", ds, fm)
+        for ext in ("png", "svg"):  # matplotlib picks the format from the name
+            heatmap_png(rows, ds, os.path.join(out_dir, f"{stem}.{ext}"), fault_model=fm if isinstance(fm, str) else None)
+        files.append(f"{stem}.png")
     return files
 
 
@@ -187,7 +193,7 @@ def cost_model_saving(model: str, generator: str, dataset: str, ber: float,
 def energy_points(rows: Any, energy: EnergyFn = cost_model_saving) -> tuple[pd.DataFrame, list[str]]:
     """Per dataset × eval BER × base model × generator: energy saving (%) and RP (pp), with
     ``pareto`` marking the front within each dataset × eval BER. Also the reasons for points left out."""
-    df = own_rows(frame(rows))
+    df = main_slice(own_rows(frame(rows)))
     df = df[[not is_ensemble(s) for s in df["source"]]] if not df.empty else df
     keys = ["dataset", "eval_ber", "target", "generator", *[k for k in varying(df) if k not in ("eval_ber", "source")]]
     avg = average_seeds(df, keys) if not df.empty else pd.DataFrame()
@@ -245,10 +251,12 @@ def ablation(rows: Any, out_dir: str, key: str) -> list[str]:
     if df.empty or df[key].nunique() < 2:
         raise Skip(f"the sweep does not vary {name}")
     ber = reference_ber(df)
-    df = df[df["eval_ber"] == ber]
+    df = main_slice(df[df["eval_ber"] == ber], keep=key)
     plt = _plt()
     files = []
     for (ds, model), part in df.groupby(["dataset", "target"], sort=True):
+        if part[key].nunique() < 2:
+            continue  # e.g. a model only an ensemble's generator was trained for
         keys = [k for k in varying(part) if k not in (key, "eval_ber")]
         avg = average_seeds(part, ["generator", *keys, key])
         avg["label"] = [variant_label(r, keys) for _, r in avg.iterrows()]
@@ -271,10 +279,12 @@ def precision(rows: Any, out_dir: str) -> list[str]:
     if df.empty or df["bits"].nunique() < 2:
         raise Skip("the sweep evaluates at one precision only")
     ber = reference_ber(df)
-    df = df[df["eval_ber"] == ber]
+    df = main_slice(df[df["eval_ber"] == ber], keep="bits")
     plt = _plt()
     files = []
     for (ds, model), part in df.groupby(["dataset", "target"], sort=True):
+        if part["bits"].nunique() < 2:
+            continue
         keys = [k for k in varying(part) if k not in ("bits", "eval_ber")]
         avg = average_seeds(part, ["generator", *keys, "bits"])
         avg["label"] = [variant_label(r, keys) for _, r in avg.iterrows()]
@@ -308,7 +318,7 @@ def _rp_bars(ax: Any, labels: list[str], values: list[float], highlight: list[bo
 
 def uip(rows: Any, out_dir: str) -> list[str]:
     """RP of the UIP baseline (grey, hatched) beside the generators, per dataset × base model."""
-    df = own_rows(frame(rows))
+    df = main_slice(own_rows(frame(rows)))
     if df.empty or not (df["generator"] == "UIP").any():
         raise Skip("the sweep has no UIP baseline")
     ber = reference_ber(df)
@@ -336,7 +346,7 @@ def ensembles(rows: Any, out_dir: str) -> list[str]:
     if df.empty or not any(is_ensemble(s) for s in df["source"]):
         raise Skip("the sweep trains no generator on an ensemble")
     ber = reference_ber(df)
-    df = df[df["eval_ber"] == ber]
+    df = main_slice(df[df["eval_ber"] == ber])
     plt = _plt()
     files = []
     for (ds, gen), part in df.groupby(["dataset", "generator"], sort=True):

@@ -74,7 +74,7 @@ def page(title: str, subtitle: str, config: list[tuple[str, str]], partial: list
          sections: list[Section]) -> str:
     """The whole page: title, config summary, missing items (partial sweep), then the sections."""
     cfg = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in config)
-    toc = " · ".join(f'<a href="#{_e(s.key)}">{_e(s.title.split(".")[0])}</a>' for s in sections)
+    toc = " · ".join(f'<a href="#{_e(s.key)}">{_e(s.title.split(":")[0])}</a>' for s in sections)
     part = ""
     if partial:
         part = ('<div class="partial"><b>Partial sweep.</b> The figures show the finished items only. Missing:<ul>'

@@ -40,6 +40,33 @@ def varying(df: pd.DataFrame, keys: tuple[str, ...] = VARIANT_KEYS) -> list[str]
     return [k for k in keys if k in df and df[k].astype(str).nunique() > 1]
 
 
+ABLATION_KEYS = ("lam", "n", "bits")
+
+
+def main_values(df: pd.DataFrame) -> dict[str, Any]:
+    """The setting the main figures show for each ablation key: the highest precision, and for λ and N
+    the value most rows use (ties: the largest). The ablation sections show the others."""
+    out: dict[str, Any] = {}
+    for k in ABLATION_KEYS:
+        vals = df[k].dropna() if k in df else pd.Series(dtype=float)
+        if vals.nunique() < 2:
+            continue
+        if k == "bits":
+            out[k] = vals.max()
+        else:
+            counts = vals.value_counts()
+            out[k] = max(v for v, c in counts.items() if c == counts.max())
+    return out
+
+
+def main_slice(df: pd.DataFrame, keep: str | None = None) -> pd.DataFrame:
+    """The rows at ``main_values`` (all values of ``keep``, the key an ablation varies)."""
+    for k, v in main_values(df).items():
+        if k != keep:
+            df = df[df[k] == v]
+    return df
+
+
 def average_seeds(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Mean of every metric over the rows sharing ``keys`` (seeds); ``runs`` counts them."""
     if df.empty:
@@ -50,10 +77,11 @@ def average_seeds(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return out
 
 
-def main_table(rows: Rows) -> pd.DataFrame:
+def main_table(rows: Rows, keep: str | None = None) -> pd.DataFrame:
     """The paper's main table: dataset × base model × generator (× whatever the sweep varies) →
-    CA, PA ± std, CA (NF), PA (NF) ± std, RP, efficiency ratio; averaged over seeds."""
-    df = own_rows(frame(rows))
+    CA, PA ± std, CA (NF), PA (NF) ± std, RP, efficiency ratio; averaged over seeds. λ, N and bits are
+    held at ``main_values`` except ``keep`` (the key an ablation table varies)."""
+    df = main_slice(own_rows(frame(rows)), keep)
     keys = ["dataset", "target", "generator", *[k for k in varying(df) if k not in ("dataset",)]]
     out = average_seeds(df, keys).rename(columns={"target": "model"})
     cols = ["dataset", "model", "generator", *keys[3:], *_METRICS, "runs"]
