@@ -82,7 +82,9 @@ def main_table(rows: Rows, keep: str | None = None) -> pd.DataFrame:
     CA, PA ± std, CA (NF), PA (NF) ± std, RP, efficiency ratio; averaged over seeds. λ, N and bits are
     held at ``main_values`` except ``keep`` (the key an ablation table varies)."""
     df = main_slice(own_rows(frame(rows)), keep)
-    keys = ["dataset", "target", "generator", *[k for k in varying(df) if k not in ("dataset",)]]
+    # source is a column only when some generator was trained for an ensemble; otherwise it is the model
+    ens = any(is_ensemble(x) for x in df["source"]) if not df.empty else False
+    keys = ["dataset", "target", "generator", *[k for k in varying(df) if k != "dataset" and (k != "source" or ens)]]
     out = average_seeds(df, keys).rename(columns={"target": "model"})
     cols = ["dataset", "model", "generator", *keys[3:], *_METRICS, "runs"]
     return out[cols].reset_index(drop=True)
