@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from orchestration.report import build, figures, tables
+from orchestration.report import build, figures
 from tests.report_support import plain_rows, rich_rows
 
 
@@ -184,7 +184,7 @@ def _stored_sweep(root, tmp_path, done_evals: int):
 def test_report_from_storage_partial_and_logged_to_mlflow(tmp_path, capsys):
     from orchestration import cli
 
-    cfg, items, tracker, parent = _stored_sweep(tmp_path / "sweeps", tmp_path, done_evals=3)
+    _, items, tracker, parent = _stored_sweep(tmp_path / "sweeps", tmp_path, done_evals=3)
     assert cli.main(["report", "rep", "--storage", str(tmp_path / "sweeps")]) == 0
     out = capsys.readouterr().out
     index = tmp_path / "sweeps" / "rep" / "report" / "index.html"

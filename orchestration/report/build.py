@@ -1,11 +1,11 @@
 """Assemble a report from results rows (pure), or from a sweep's storage (`nf report NAME`)."""
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 

@@ -4,11 +4,19 @@ sweep lacks the data. ``pareto_front`` is the pure part of the energy figure."""
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pandas as pd
 
-from orchestration.report.tables import average_seeds, frame, is_ensemble, main_slice, own_rows, varying
+from orchestration.report.tables import (
+    average_seeds,
+    frame,
+    is_ensemble,
+    main_slice,
+    own_rows,
+    varying,
+)
 
 BAR_METRICS = (("ca", None, "CA"), ("pa_mean", "pa_std", "PA"), ("ca_nf", None, "CA (NF)"),
                ("pa_nf_mean", "pa_nf_std", "PA (NF)"))
@@ -264,6 +272,7 @@ def ablation(rows: Any, out_dir: str, key: str) -> list[str]:
         for label, line in avg.groupby("label", sort=False):
             line = line.sort_values(key)
             ax.plot(line[key].astype(float), line["rp"], marker="o", label=label)
+        ax.set_xticks(sorted(avg[key].astype(float).unique()))  # the values the sweep ran, not a continuum
         ax.set_xlabel(name)
         ax.set_ylabel("RP (pp)")
         ax.set_title(f"{ds} · {model}: RP vs {name} (eval BER {ber:g})")
@@ -294,6 +303,7 @@ def precision(rows: Any, out_dir: str) -> list[str]:
         for label, line in avg.groupby("label", sort=False):
             line = line.sort_values("bits")
             ax.plot(line["bits"].astype(int), line["pa_nf_mean"], marker="o", label=f"PA (NF) {label}")
+        ax.set_xticks(sorted(avg["bits"].astype(int).unique()))
         ax.set_xlabel("weight precision (bits)")
         ax.set_ylabel("perturbed accuracy (%)")
         ax.set_title(f"{ds} · {model}: PA vs precision (eval BER {ber:g})")
@@ -324,7 +334,7 @@ def uip(rows: Any, out_dir: str) -> list[str]:
     ber = reference_ber(df)
     df = df[df["eval_ber"] == ber]
     plt = _plt()
-    groups = list(df.groupby(["dataset", "target"], sort=True))
+    groups = [(k, g) for k, g in df.groupby(["dataset", "target"], sort=True) if (g["generator"] == "UIP").any()]
     fig, axes = plt.subplots(1, len(groups), figsize=(5.0 * len(groups), 4.0), squeeze=False, constrained_layout=True)
     for ax, ((ds, model), part) in zip(axes[0], groups):
         keys = [k for k in varying(part) if k != "eval_ber"]

@@ -158,7 +158,7 @@ def to_latex(df: pd.DataFrame, caption: str = "") -> str:
 def to_markdown(df: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table of ``df`` (display formatting)."""
     head, body = display_table(df)
-    esc = lambda s: s.replace("|", r"\|")  # noqa: E731
+    esc = lambda s: s.replace("|", r"\|")
     lines = ["| " + " | ".join(map(esc, head)) + " |",
              "|" + "|".join(":---" if i < 3 else "---:" for i in range(len(head))) + "|"]
     lines += ["| " + " | ".join(map(esc, r)) + " |" for r in body]
