@@ -54,7 +54,7 @@ def test_main_table_numbers_by_hand(plain):
     assert "| 40.50 ± 4.50 |" in md and "| +20.50 |" in md
     tex = (out / "tables" / "main.tex").read_text()
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
-    assert r"40.50 $\pm$ 4.50" in tex
+    assert r"40.50 $\pm$ 4.50" in tex and tex.isascii()  # compiles without inputenc
 
 
 def test_plain_sweep_files_and_reasons(plain):
@@ -135,6 +135,8 @@ def test_ablation_table_numbers(rich):
     t = t[(t["generator"] == "ConvL") & (t["source"] == "resnet18") & (t["eval_ber"] == 0.01)]
     # RP = (60 + λ + N − 1000·BER) − (50 − 1000·BER) at N = 5, 8 bits (the main setting) = 15 + λ
     assert dict(zip(t["lam"], t["rp"])) == {1.0: pytest.approx(16.0), 5.0: pytest.approx(20.0)}
+    tex = (out / "tables" / "ablation_lam.tex").read_text()
+    assert tex.isascii() and r"$\lambda$" in tex
     main = pd.read_csv(out / "tables" / "main.csv")
     # the main table holds λ, N and bits at their main values (5, 5, 8): one row per eval BER, RP = 15 + 5
     assert "lam" not in main and "n" not in main and "bits" not in main

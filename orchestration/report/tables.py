@@ -133,13 +133,14 @@ def display_table(df: pd.DataFrame, latex: bool = False) -> tuple[list[str], lis
     return head, body
 
 
+_TEX_UNICODE = {"±": r"$\pm$", "λ": r"$\lambda$", "×": r"$\times$", "−": "--", "·": r"$\cdot$"}  # plain-ASCII .tex
 _TEX_ESCAPE = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{", "}": r"\}"}
 
 
 def _tex(s: str) -> str:
     if "$" in s:  # already LaTeX (our own ± and λ)
         return s
-    return "".join(_TEX_ESCAPE.get(ch, ch) for ch in s).replace("±", r"$\pm$")
+    return "".join(_TEX_ESCAPE.get(ch, _TEX_UNICODE.get(ch, ch)) for ch in s)
 
 
 def to_latex(df: pd.DataFrame, caption: str = "") -> str:
