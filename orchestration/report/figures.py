@@ -111,7 +111,8 @@ def bars(rows: Any, out_dir: str) -> list[str]:
             ax.set_ylim(0, 105)
             ax.set_title(f"{ds} · {model} · eval BER {ber:g}")
             ax.grid(axis="y", alpha=0.3)
-        axes[0][0].legend(loc="lower left", fontsize=8, ncols=4)
+        handles, names = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="outside upper center", ncols=4, fontsize=9)  # above the bars, never on them
         files.append(_save(fig, out_dir, _slug("bars", ds, model)))
     return files
 
@@ -132,7 +133,7 @@ def ber_curves(rows: Any, out_dir: str) -> list[str]:
         keys = [k for k in varying(part) if k != "eval_ber"]
         avg = average_seeds(part, ["generator", *keys, "eval_ber"])
         avg["label"] = [variant_label(r, keys) for _, r in avg.iterrows()]
-        fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
+        fig, ax = plt.subplots(figsize=(8.4, 4.4), constrained_layout=True)  # room for the legend beside
         base = avg.groupby("eval_ber")[["pa_mean", "pa_std"]].mean()  # the same base model for every line
         x = base.index.to_numpy(dtype=float)
         ax.plot(x, base["pa_mean"], "k--", marker="o", label="PA (no NeuralFuse)")
@@ -143,6 +144,7 @@ def ber_curves(rows: Any, out_dir: str) -> list[str]:
             (h,) = ax.plot(bx, line["pa_nf_mean"], marker="o", label=f"PA (NF) {label}")
             ax.fill_between(bx, line["pa_nf_mean"] - line["pa_nf_std"], line["pa_nf_mean"] + line["pa_nf_std"],
                             color=h.get_color(), alpha=0.15)
+        ax.set_xticks(x, [f"{b:g}" for b in x])  # the BERs evaluated, not a continuum
         ax.set_xlabel("evaluation BER")
         ax.set_ylabel("perturbed accuracy (%)")
         ax.set_title(f"{ds} · {model}: PA vs BER (bands: ± std over chips)")
