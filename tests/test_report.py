@@ -158,7 +158,7 @@ def test_missing_items_lines():
     assert lines == ["eval: 8 of 9 not done (7 pending, 1 failed): e1, e2, e3, e4, e5 … and 3 more"]
 
 
-def _stored_sweep(root, tmp_path, done_evals: int):
+def _stored_sweep(root, tmp_path, done_evals: int, **extra):
     """A sweep in storage as the driver leaves it: sweep.yaml, some eval items' done.json, a tracked parent run."""
     from orchestration.config import parse_config
     from orchestration.plan import plan
@@ -168,7 +168,8 @@ def _stored_sweep(root, tmp_path, done_evals: int):
     from tests.report_support import row
 
     cfg = parse_config({"name": "rep", "storage": str(root), "models": ["resnet18", "vgg11"],
-                        "generators": ["ConvS", "UNetS"], "datasets": [{"name": "digits"}], "transfer": False})
+                        "generators": ["ConvS", "UNetS"], "datasets": [{"name": "digits"}], "transfer": False,
+                        **extra})
     store = sweep_store(cfg)
     store.write_bytes(CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
     items = plan(cfg)
@@ -205,3 +206,34 @@ def test_report_of_unknown_sweep_is_a_clear_error(tmp_path, capsys):
 
     assert cli.main(["report", "nope", "--storage", str(tmp_path)]) == 2
     assert "no sweep 'nope'" in capsys.readouterr().err
+
+
+def test_report_of_a_sweep_on_s3(tmp_path, monkeypatch, capsys):
+    """S3 storage (moto's server on loopback): the page is written beside the sweep, in the bucket."""
+    import boto3
+
+    from orchestration import cli
+    from tests.sweep_support import kill_tree, start_moto
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "nf-test-key", "AWS_SECRET_ACCESS_KEY": "nf-test-secret",
+                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    # nf report sets MLflow's S3 endpoint itself; set-then-delete makes pytest restore the original afterwards
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", "unset")
+    monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL")
+    server, endpoint = start_moto()
+    try:
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket="nf-sweeps")
+        _, _, tracker, parent = _stored_sweep("s3://nf-sweeps/team", tmp_path, done_evals=4, s3_endpoint=endpoint,
+                                              mlflow={"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"})
+        assert cli.main(["report", "rep", "--storage", "s3://nf-sweeps/team", "--s3-endpoint", endpoint]) == 0
+        assert "report uploaded to s3://nf-sweeps/team/rep/report/index.html" in capsys.readouterr().out
+        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="nf-sweeps", Prefix="team/rep/report/")["Contents"]}
+        assert {"team/rep/report/index.html", "team/rep/report/tables/main.csv",
+                "team/rep/report/figures/bars_digits_vgg11.png"} <= keys
+        page = s3.get_object(Bucket="nf-sweeps", Key="team/rep/report/index.html")["Body"].read().decode()
+        assert "Partial sweep" not in page  # every eval item done (base/generator markers too)
+        assert "report/bars_digits_vgg11.png" in {a.path for a in tracker.client.list_artifacts(parent, "report")}
+    finally:
+        kill_tree(server)

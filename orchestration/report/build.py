@@ -231,5 +231,5 @@ def report_sweep(name: str, storage: str = "runs/sweeps", out: str | None = None
     if track:
         log_to_mlflow(cfg, store, res["figures"], log)
     if missing:
-        log(f"partial sweep: {sum(1 for _ in missing)} stage(s) with unfinished items (listed in the report)")
+        log(f"partial sweep: {len(missing)} stage(s) with unfinished items (listed in the report)")
     return res["index"]
