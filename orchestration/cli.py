@@ -10,6 +10,7 @@ import os
 import sys
 
 from orchestration.commands import profile, single, sweep
+from orchestration.report import command as report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_parsers(sub)  # demo, sweep run|resume|status|plan, ui
     single.add_parser(sub)  # the in-process pipeline (nf_core only)
     profile.add_profile_parser(sub)  # the cost model
+    report.add_parser(sub)  # nf report NAME: the results as an offline page
     return p
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from importlib import resources
 from typing import Any
 
@@ -88,7 +89,12 @@ def _demo(args: argparse.Namespace) -> int:
     if args.name:
         raw["name"] = args.name
     cfg = parse_config(raw)
-    return _run(cfg, resume=sweep_store(cfg).exists("sweep.yaml"), address=None)
+    code = _run(cfg, resume=sweep_store(cfg).exists("sweep.yaml"), address=None)
+    from orchestration.report.build import report_sweep
+
+    index = report_sweep(cfg.name, cfg.storage, s3_endpoint=cfg.s3_endpoint)
+    print(f"report:  {os.path.abspath(index)}   (open it in a browser; `nf report {cfg.name} --open`)")
+    return code
 
 
 def _ui(args: argparse.Namespace) -> int:

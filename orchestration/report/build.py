@@ -1,0 +1,235 @@
+"""Assemble a report from results rows (pure), or from a sweep's storage (`nf report NAME`)."""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+
+from orchestration.report import figures as F
+from orchestration.report import tables as T
+from orchestration.report.html import Section, page
+
+FIG_DIR = "figures"
+TAB_DIR = "tables"
+
+
+def _table(section: Section, df: pd.DataFrame, out_dir: str, stem: str, caption: str) -> None:
+    paths = T.write_table(df, os.path.join(out_dir, TAB_DIR), stem, caption)
+    head, body = T.display_table(df)
+    section.tables.append((head, body, {k: os.path.relpath(p, out_dir) for k, p in paths.items()}))
+
+
+def _figures(section: Section, make: Callable[[str], list[str]], out_dir: str) -> bool:
+    """Run one figure builder; on Skip the section is left out with its reason. True when figures came out."""
+    try:
+        names = make(os.path.join(out_dir, FIG_DIR))
+    except F.Skip as why:
+        section.skipped = str(why)
+        return False
+    section.figures += [f"{FIG_DIR}/{n}" for n in names]
+    return True
+
+
+def _cols(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    return df[[c for c in df.columns if c not in T._METRICS and c != "runs"] + metrics + ["runs"]]
+
+
+def build_sections(rows: Any, out_dir: str, energy: F.EnergyFn | None = None) -> list[Section]:
+    """Every section's figures and tables written under ``out_dir`` (figures/, tables/)."""
+    from orchestration.results import results_table, transfer_matrix
+
+    table = results_table(rows)  # the Arrow table: what orchestration.results' builders take
+    df = table.to_pandas()
+    main = T.main_table(df)
+    out: list[Section] = []
+
+    held = ", ".join(f"{ {'lam': 'λ', 'n': 'N'}.get(k, k)} = {v:g}" for k, v in T.main_values(df).items())
+    s = Section("main", "a. Main result: CA, PA, CA (NF), PA (NF) per generator",
+                "Per dataset × base model, each generator's accuracies; error bars: PA's std over the evaluation "
+                "chips. CA/PA without NeuralFuse are the base model's; (NF) with the generator in front. "
+                "Numbers are averaged over seeds; RP = PA (NF) − PA in percentage points."
+                + (f" Shown at {held}; the ablations below vary them." if held else ""))
+    if _figures(s, lambda d: F.bars(df, d), out_dir):
+        _table(s, main, out_dir, "main", "Base model × generator: CA, PA, CA (NF), PA (NF), RP, efficiency ratio")
+    out.append(s)
+
+    s = Section("ber", "b. Perturbed accuracy versus evaluation BER",
+                "Dashed: the base model without NeuralFuse; solid: with each generator. Bands: ± std over chips.")
+    if _figures(s, lambda d: F.ber_curves(df, d), out_dir):
+        _table(s, _cols(main, ["pa_mean", "pa_std", "pa_nf_mean", "pa_nf_std"]), out_dir, "pa_vs_ber",
+               "PA and PA (NF) versus evaluation BER")
+    out.append(s)
+
+    s = Section("transfer", "c. Transfer matrices (RP, percentage points)",
+                "Rows: the generator and what it was trained on; columns: the model it protects at an evaluation "
+                "BER. Off-diagonal cells are transfer to models the generator never saw.")
+    if _figures(s, lambda d: F.transfer_heatmaps(table, d), out_dir):
+        for ds in sorted(df.loc[df["generator"].notna(), "dataset"].unique()):
+            _table(s, transfer_matrix(table, ds).to_pandas(), out_dir, f"transfer_{ds}", f"Transfer matrix, {ds}")
+    out.append(s)
+
+    s = Section("energy", "d. Energy saving versus recovery",
+                "Energy saving from `nf profile`'s cost model (SRAM accesses of the paper-sized networks, generator "
+                "at nominal voltage, base model at the evaluation BER's voltage) against RP; ringed points and the "
+                "line: the Pareto front, the generators no other beats on both.")
+    pts, why = F.energy_points(df, energy or F.cost_model_saving)
+    if not pts.empty or not why:
+        if _figures(s, lambda d: F.energy_figures(pts, d), out_dir):
+            _table(s, pts, out_dir, "energy", "Energy saving (%) and RP (pp); pareto: on the front")
+    else:
+        s.skipped = "no energy saving could be computed: " + "; ".join(why)
+    s.notes += [f"Some points left out: {w}" for w in why] if not s.skipped else []
+    out.append(s)
+
+    for key, title in (("lam", "e. Ablation: RP versus λ"), ("n", "e. Ablation: RP versus N")):
+        s = Section(f"ablation_{key}", title)
+        if _figures(s, lambda d, k=key: F.ablation(df, d, k), out_dir):
+            _table(s, _cols(T.main_table(df, key), ["rp"]), out_dir, f"ablation_{key}", title)
+        out.append(s)
+    s = Section("precision", "e. Precision: PA and PA (NF) versus bits")
+    if _figures(s, lambda d: F.precision(df, d), out_dir):
+        _table(s, _cols(T.main_table(df, "bits"), ["pa_mean", "pa_std", "pa_nf_mean", "pa_nf_std", "rp"]), out_dir, "precision",
+               "PA and PA (NF) versus weight precision")
+    out.append(s)
+    s = Section("uip", "e. The UIP baseline beside the generators",
+                "UIP (a universal input perturbation, grey hatched) against the trained generators.")
+    if _figures(s, lambda d: F.uip(df, d), out_dir):
+        _table(s, _cols(main, ["ca_nf", "pa_nf_mean", "pa_nf_std", "rp"]), out_dir, "uip", "UIP and generators")
+    out.append(s)
+
+    s = Section("ensembles", "f. Ensembles beside single-model generators",
+                "RP on each base model of a generator trained for it alone, for an ensemble containing it (hatched), "
+                "and for another single model (transfer).")
+    if _figures(s, lambda d: F.ensembles(df, d), out_dir):
+        gen = df[df["generator"].notna()]
+        _table(s, T.average_seeds(gen, ["dataset", "generator", "source", "target", "eval_ber"])
+               [["dataset", "generator", "source", "target", "eval_ber", "pa_mean", "pa_nf_mean", "rp", "runs"]],
+               out_dir, "ensembles", "Ensemble and single-model generators")
+    out.append(s)
+    return out
+
+
+def config_summary(cfg: dict[str, Any]) -> list[tuple[str, str]]:
+    """The config fields a reader needs to interpret the numbers, as (label, value) pairs."""
+    def j(v: Any) -> str:
+        if isinstance(v, (list, tuple)):
+            return ", ".join(j(x) for x in v)
+        if isinstance(v, dict):
+            return v.get("name", str(v))
+        return str(v)
+
+    ev = cfg.get("evaluation", {})
+    pick = [("datasets", cfg.get("datasets")), ("base models", cfg.get("models")), ("width", cfg.get("width")),
+            ("ensembles", cfg.get("ensembles") and ["+".join(e) for e in cfg["ensembles"]]),
+            ("generators", cfg.get("generators")), ("training BERs", cfg.get("train_bers")),
+            ("λ", cfg.get("lambdas")), ("N (chips per step)", cfg.get("ns")), ("fault model", cfg.get("fault_model")),
+            ("layout", cfg.get("layout")), ("bits", cfg.get("bits")), ("seeds", cfg.get("seeds")),
+            ("evaluation BERs", ev.get("bers")), ("evaluation chips", ev.get("chips")),
+            ("evaluation bits", ev.get("bits")), ("base epochs", cfg.get("base", {}).get("epochs")),
+            ("generator epochs", cfg.get("generator", {}).get("epochs")), ("transfer", cfg.get("transfer")),
+            ("storage", cfg.get("storage"))]
+    return [(k, j(v)) for k, v in pick if v not in (None, [], "")]
+
+
+def build_report(rows: Any, out_dir: str | os.PathLike, config: dict[str, Any] | None = None,
+                 missing: list[str] | None = None, title: str = "NeuralFuse sweep report",
+                 energy: F.EnergyFn | None = None) -> dict[str, Any]:
+    """Write index.html, figures/ (PNG + SVG) and tables/ (CSV, LaTeX, Markdown) under ``out_dir``.
+
+    ``rows``: results rows (dicts, a results table or DataFrame-like); ``missing``: one line per group of
+    unfinished items (a partial sweep). Returns {"index", "figures" (absolute PNG/SVG paths), "sections"}."""
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    if isinstance(rows, pd.DataFrame):
+        rows = rows.to_dict("records")
+    sections = build_sections(rows, out_dir, energy)
+    n = len(T.frame(rows))
+    sub = f"{n} result rows · built {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by nf report"
+    index = os.path.join(out_dir, "index.html")
+    with open(index, "w", encoding="utf-8") as f:
+        f.write(page(title, sub, config_summary(config or {}), missing or [], sections))
+    figs = [os.path.join(out_dir, p[:-4] + ext) for s in sections for p in s.figures for ext in (".png", ".svg")]
+    return {"index": index, "figures": [p for p in figs if os.path.exists(p)], "sections": sections}
+
+
+# --- from a sweep's storage -------------------------------------------------------------------------
+
+def missing_items(states: dict[str, dict[str, str]]) -> list[str]:
+    """One line per stage with unfinished items: counts by state and the first few ids."""
+    lines = []
+    for stage, items in states.items():
+        left = {i: s for i, s in items.items() if s != "done"}
+        if not left:
+            continue
+        counts = ", ".join(f"{sum(1 for s in left.values() if s == k)} {k}"
+                           for k in ("running", "pending", "failed") if k in left.values())
+        ids = sorted(left)
+        more = f" … and {len(ids) - 5} more" if len(ids) > 5 else ""
+        lines.append(f"{stage}: {len(left)} of {len(items)} not done ({counts}): {', '.join(ids[:5])}{more}")
+    return lines
+
+
+def log_to_mlflow(cfg: Any, store: Any, files: list[str], log: Callable[[str], None] = print) -> str | None:
+    """Log the figures to the sweep's parent run (folder ``report/``) when the sweep is tracked;
+    returns the run id, or None when there is no tracking database or parent run."""
+    from orchestration.runner import tracking_uri
+
+    uri = cfg.mlflow.tracking_uri
+    if uri is None:  # the embedded SQLite default: only if the sweep's driver created it
+        db = os.path.join(os.path.join("runs", cfg.name) if store.is_s3 else store.path(), "mlflow.db")
+        if not os.path.exists(db):
+            return None
+        uri = tracking_uri(cfg, store)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(cfg.mlflow.experiment or cfg.name)
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id], f"tags.`nf.sweep` = '{cfg.name}' and tags.`nf.role` = 'parent'",
+                              max_results=1)
+    if not runs:
+        return None
+    run_id = runs[0].info.run_id
+    if store.is_s3 and cfg.s3_endpoint:
+        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", cfg.s3_endpoint)
+    for path in files:
+        client.log_artifact(run_id, path, "report")
+    log(f"report figures logged to MLflow run {run_id} (artifacts/report/)")
+    return run_id
+
+
+def report_sweep(name: str, storage: str = "runs/sweeps", out: str | None = None, s3_endpoint: str | None = None,
+                 voltage_table: str | None = None, track: bool = True,
+                 log: Callable[[str], None] = print) -> str:
+    """Build the report of a stored sweep (complete or partial); returns the index.html path."""
+    from orchestration.runner import collect_rows, open_sweep, stage_states, sweep_store
+
+    cfg = open_sweep(name, storage, s3_endpoint)
+    store = sweep_store(cfg)
+    rows = collect_rows(cfg, store)
+    missing = missing_items(stage_states(cfg, store))
+    upload = store.is_s3 and out is None
+    if out is None:
+        out = tempfile.mkdtemp(prefix="nf-report-") if upload else store.path("report")
+
+    def energy(model: str, gen: str, ds: str, ber: float) -> float:
+        return F.cost_model_saving(model, gen, ds, ber, voltage_table)
+
+    res = build_report(rows, out, cfg.to_dict(), missing, f"NeuralFuse sweep {cfg.name!r}", energy)
+    if upload:  # S3 storage: the report goes beside the sweep's results
+        for root, _, names in os.walk(out):
+            for n in names:
+                p = os.path.join(root, n)
+                with open(p, "rb") as f:
+                    store.write_bytes("report/" + os.path.relpath(p, out).replace(os.sep, "/"), f.read())
+        log(f"report uploaded to {store.url('report/index.html')}")
+    if track:
+        log_to_mlflow(cfg, store, res["figures"], log)
+    if missing:
+        log(f"partial sweep: {len(missing)} stage(s) with unfinished items (listed in the report)")
+    return res["index"]
