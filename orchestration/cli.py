@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     _storage_args(u)
     u.add_argument("--port", type=int, default=5000)
     u.set_defaults(func=_ui)
+    from orchestration.select_cmd import add_select_parser  # light: heavy imports happen in run_select
+
+    add_select_parser(sub)
     return p
 
 

@@ -255,7 +255,9 @@ def _row(ctx: TrialContext, p: dict[str, Any], target: str, r: dict[str, Any]) -
             "generator": p["generator"], "train_ber": p["ber"], "lam": p["lam"], "n": p["n"],
             "fault_model": r["fault_model"], "layout": r["layout"], "bits": r["bits"], "seed": p["seed"],
             "eval_ber": r["ber"], "target": target, "chips": r["chips"],
-            **{k: r.get(k) for k in ("ca", "pa_mean", "pa_std", "ca_nf", "pa_nf_mean", "pa_nf_std", "rp", "efficiency")}}
+            **{k: r.get(k) for k in ("ca", "pa_mean", "pa_std", "ca_nf", "pa_nf_mean", "pa_nf_std", "rp", "efficiency")},
+            # per-chip accuracies (done.json only, not the Parquet schema): `nf select --percentile`
+            "pa_per_chip": r.get("pa_per_chip"), "pa_nf_per_chip": r.get("pa_nf_per_chip")}
 
 
 TRAINABLES = {"base": base_trainable, "generator": generator_trainable, "eval": evaluation_trainable,
