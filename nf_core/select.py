@@ -18,8 +18,9 @@ The same answer without NeuralFuse is given beside it, so the gain is explicit.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -211,5 +212,11 @@ def selection_figure(sel: Mapping[str, Any], path: str) -> str:
     return path
 
 
-__all__ = ["Candidate", "accuracy_statistic", "operating_candidates", "select_operating_points",
-           "format_selection", "selection_figure"]
+__all__ = [
+    "Candidate",
+    "accuracy_statistic",
+    "format_selection",
+    "operating_candidates",
+    "select_operating_points",
+    "selection_figure",
+]

@@ -145,4 +145,4 @@ def load_voltage_table(path: str | Path | None = None) -> VoltageTable:
     return parse_voltage_table(path.read_text(encoding="utf-8"), repr(str(path)))
 
 
-__all__ = ["VoltagePoint", "VoltageTable", "load_voltage_table", "parse_voltage_table", "curve_point", "CURVE_ANCHORS"]
+__all__ = ["CURVE_ANCHORS", "VoltagePoint", "VoltageTable", "curve_point", "load_voltage_table", "parse_voltage_table"]

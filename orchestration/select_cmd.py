@@ -33,7 +33,11 @@ def sweep_twma(cfg, rows: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def run_select(args: argparse.Namespace) -> int:
-    from nf_core.select import format_selection, select_operating_points, selection_figure
+    from nf_core.select import (
+        format_selection,
+        select_operating_points,
+        selection_figure,
+    )
     from nf_core.voltage import load_voltage_table
     from orchestration.runner import collect_rows, open_sweep, sweep_store
 
@@ -52,7 +56,8 @@ def run_select(args: argparse.Namespace) -> int:
 
         with tempfile.TemporaryDirectory() as tmp:
             local = selection_figure(sel, f"{tmp}/{tag}.png")
-            store.write_bytes(f"results/{tag}.png", open(local, "rb").read())
+            with open(local, "rb") as f:
+                store.write_bytes(f"results/{tag}.png", f.read())
             store.write_bytes(f"results/{tag}.json", json.dumps(sel, indent=1).encode())
         sel["figure"] = store.url(f"results/{tag}.png")
     else:

@@ -49,7 +49,7 @@ def test_select_percentile_counts_the_generator_cost():
     assert (w["generator"], w["ber"]) == (None, 0.001) and w["accuracy"] == pytest.approx(90.4)
     assert w == m["without_nf"] and m["energy_saving_gain"] == 0
     assert "without NeuralFuse" in m["message"]
-    g2 = [c for c in sel["candidates"] if c["generator"] == "G2" and c["ber"] == 0.01][0]
+    g2 = next(c for c in sel["candidates"] if c["generator"] == "G2" and c["ber"] == 0.01)
     assert g2["meets"] and g2["accuracy"] == pytest.approx(91.2) and g2["energy_saving"] == pytest.approx(5.0)
 
 
@@ -66,7 +66,7 @@ def test_select_only_nominal_and_bad_inputs():
     sel = select_operating_points(_rows(), 94.5, TABLE, TWMA)
     m = sel["models"][0]
     assert m["with_nf"]["ber"] == 0.0 and m["without_nf"]["ber"] == 0.0 and "only nominal" in m["message"]
-    g2 = [c for c in sel["candidates"] if c["generator"] == "G2" and c["ber"] == 0.001][0]
+    g2 = next(c for c in sel["candidates"] if c["generator"] == "G2" and c["ber"] == 0.001)
     assert g2["meets"] and g2["energy_saving"] == pytest.approx(-15.0)
     with pytest.raises(ValueError, match="percentile 120"):
         select_operating_points(_rows(), 90, TABLE, TWMA, percentile=120)
