@@ -158,3 +158,7 @@ def create_generator(name: str, input_size: int = 32) -> nn.Module:
     GENERATORS.get(name)
     check_choice("input size", input_size, (32, 224))
     return GENERATORS.create(name, input_size=input_size)
+
+
+# BER-conditioned variants (<name>_BER) live in their own module and register on import.
+from nf_core import ber_conditioned as _ber_conditioned  # noqa: E402,F401

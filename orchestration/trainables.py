@@ -23,6 +23,7 @@ from torch.utils.data import Subset
 from nf_core.chips import ChipConfig
 from nf_core.data import DatasetInfo, load_dataset, make_loader
 from nf_core.deployed import DeployedModel
+from nf_core.ber_conditioned import operating_ber
 from nf_core.evaluate import evaluate, evaluation_chip_seeds
 from nf_core.generators import create_generator
 from nf_core.models import create_model
@@ -236,7 +237,8 @@ def evaluation_trainable(ctx: TrialContext) -> None:
         try:
             for ber in e.bers:
                 chip = ChipConfig(ber, e.fault_model or p["fault_model"], e.layout or p["layout"])
-                r = score(chip)
+                with operating_ber(gen, ber):  # a BER-conditioned generator deploys at the chip's BER
+                    r = score(chip)
                 rows.append(_row(ctx, p, target, r))
                 tag = f"{target}.ber{ber:g}" + (f".b{bits}" if len(bit_widths) > 1 else "")
                 for k in ("ca", "pa_mean", "ca_nf", "pa_nf_mean", "rp"):
