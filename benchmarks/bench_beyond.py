@@ -25,7 +25,12 @@ from nf_core.evaluate import evaluate, evaluation_chip_seeds
 from nf_core.generators import create_generator
 from nf_core.models import create_model
 from nf_core.select import format_selection, select_operating_points
-from nf_core.train import BaseTrainConfig, GeneratorTrainConfig, train_base, train_generator
+from nf_core.train import (
+    BaseTrainConfig,
+    GeneratorTrainConfig,
+    train_base,
+    train_generator,
+)
 from nf_core.voltage import curve_point, parse_voltage_table
 
 
@@ -80,7 +85,7 @@ def main() -> None:
                                                                               "pa_nf_mean", "pa_nf_per_chip")}})
     print(f"digits, {args.model} width {args.width} (CA {rows[0]['ca']:.2f}%), {args.epochs} EOPM epochs each, "
           f"N={args.n}, {args.chips} eval chips; params: " + ", ".join(f"{k} {v:,}" for k, v in params.items()))
-    print(f"training s: " + ", ".join(f"{k} {v:.0f}" for k, v in train_s.items()))
+    print("training s: " + ", ".join(f"{k} {v:.0f}" for k, v in train_s.items()))
     head = f"{'eval BER':>8}  {'PA':>12}  {'ConvS@same BER':>15}  {'ConvS_BER':>12}  {'best other ConvS':>17}"
     print(head)
     print("-" * len(head))
@@ -98,7 +103,7 @@ def main() -> None:
     with torch.device("meta"):
         costs = {args.model: twma(create_model(args.model, ds.num_classes, ds.input_size, args.width), 32)}
         costs.update({k: twma(create_generator(k.split("@")[0]), 32) for k in gens})
-    print(f"TWMA: " + ", ".join(f"{k} {v:,}" for k, v in costs.items() if "@" not in k or k.endswith(f"@{args.bers[0]:g}")))
+    print("TWMA: " + ", ".join(f"{k} {v:,}" for k, v in costs.items() if "@" not in k or k.endswith(f"@{args.bers[0]:g}")))
     for a in args.min_accuracy:
         for q in (None, 10):
             print()

@@ -35,6 +35,7 @@ class Candidate:
     dataset: str
     model: str
     fault_model: str | None
+    bits: int | None  # weight precision: 8- and 4-bit copies of a model are separate deployments
     generator: str | None  # None: the base model alone
     train_ber: float | None
     ber: float
@@ -72,7 +73,7 @@ def operating_candidates(rows: Iterable[Mapping[str, Any]], min_accuracy: float,
     notes: set[str] = set()
     for r in rows:
         dataset, model = r.get("dataset"), r.get("target") or r.get("source")
-        fm, ber = r.get("fault_model"), float(r["eval_ber"])
+        fm, bits, ber = r.get("fault_model"), r.get("bits"), float(r["eval_ber"])
         if model not in twma:
             raise ValueError(f"no TWMA for base model {model!r}; have: {', '.join(sorted(twma))}")
         try:
@@ -84,11 +85,11 @@ def operating_candidates(rows: Iterable[Mapping[str, Any]], min_accuracy: float,
         # Without NeuralFuse: every row carries the base model's PA at its BER (same chips).
         stat = accuracy_statistic(r.get("pa_mean"), r.get("pa_per_chip"), percentile)
         if stat is not None:
-            key = (dataset, model, fm, None, None, ber)
+            key = (dataset, model, fm, bits, None, None, ber)
             cands.setdefault(key, []).append(stat)
             meta[key] = (point, energy_saving(base_twma, 0, point.energy_ratio))
         if not _missing(r.get("ca")):
-            key = (dataset, model, fm, None, None, 0.0)
+            key = (dataset, model, fm, bits, None, None, 0.0)
             cands.setdefault(key, []).append(float(r["ca"]))
             meta[key] = (table.point(0.0) if 0.0 in table.bers() else None, 0.0)
         gen = r.get("generator")
@@ -100,17 +101,17 @@ def operating_candidates(rows: Iterable[Mapping[str, Any]], min_accuracy: float,
             continue
         if gen not in twma:
             raise ValueError(f"no TWMA for generator {gen!r}; have: {', '.join(sorted(twma))}")
-        key = (dataset, model, fm, gen, r.get("train_ber"), ber)
+        key = (dataset, model, fm, bits, gen, r.get("train_ber"), ber)
         cands.setdefault(key, []).append(stat)
         meta[key] = (point, energy_saving(base_twma, twma[gen], point.energy_ratio))
     out = []
     for key, stats in cands.items():
-        dataset, model, fm, gen, train_ber, ber = key
+        dataset, model, fm, bits, gen, train_ber, ber = key
         point, es = meta[key]
         acc = float(np.mean(stats))  # repeated rows (seeds, several items) are averaged
-        out.append(Candidate(dataset, model, fm, gen, train_ber, ber, point.voltage if point else 1.0,
+        out.append(Candidate(dataset, model, fm, bits, gen, train_ber, ber, point.voltage if point else 1.0,
                              point.energy_ratio if point else 1.0, acc, es, acc >= min_accuracy))
-    out.sort(key=lambda c: (c.dataset or "", c.model, c.fault_model or "", c.ber, c.generator or ""))
+    out.sort(key=lambda c: (c.dataset or "", c.model, c.fault_model or "", c.bits or 0, c.ber, c.generator or ""))
     return out, sorted(notes)
 
 
@@ -130,9 +131,9 @@ def select_operating_points(rows: Iterable[Mapping[str, Any]], min_accuracy: flo
     statistic = "mean over chips" if percentile is None else f"{percentile:g}th percentile over chips"
     groups: dict[tuple, list[Candidate]] = {}
     for c in cands:
-        groups.setdefault((c.dataset, c.model, c.fault_model), []).append(c)
+        groups.setdefault((c.dataset, c.model, c.fault_model, c.bits), []).append(c)
     models = []
-    for (dataset, model, fm), cs in groups.items():
+    for (dataset, model, fm, bits), cs in groups.items():
         with_nf = _best(cs)  # nominal voltage and bare-model points compete too: NF is chosen only if it wins
         without = _best([c for c in cs if c.generator is None])
         if with_nf is None:
@@ -144,7 +145,7 @@ def select_operating_points(rows: Iterable[Mapping[str, Any]], min_accuracy: flo
         else:
             msg = f"BER {with_nf.ber:g} with {with_nf.generator}"
         gain = None if with_nf is None or without is None else with_nf.energy_saving - without.energy_saving
-        models.append({"dataset": dataset, "model": model, "fault_model": fm,
+        models.append({"dataset": dataset, "model": model, "fault_model": fm, "bits": bits,
                        "with_nf": asdict(with_nf) if with_nf else None,
                        "without_nf": asdict(without) if without else None,
                        "energy_saving_gain": gain, "message": msg})
@@ -161,12 +162,12 @@ def _cell(c: Mapping[str, Any] | None, key: str, spec: str) -> str:
 
 def format_selection(sel: Mapping[str, Any]) -> str:
     """Console table: one line per base model, the chosen point with and without NeuralFuse."""
-    head = ["dataset", "model", "generator", "BER", "V (Vmin)", "acc", "ES %", "| no NF: BER", "V", "acc", "ES %",
+    head = ["dataset", "model", "bits", "generator", "BER", "V (Vmin)", "acc", "ES %", "| no NF: BER", "V", "acc", "ES %",
             "| ES gain"]
     body = []
     for m in sel["models"]:
         w, n = m["with_nf"], m["without_nf"]
-        body.append([m["dataset"] or "-", m["model"], (w or {}).get("generator") or "-", _cell(w, "ber", "g"),
+        body.append([m["dataset"] or "-", m["model"], str(m["bits"] or "-"), (w or {}).get("generator") or "-", _cell(w, "ber", "g"),
                      _cell(w, "voltage", ".4f"), _cell(w, "accuracy", ".2f"), _cell(w, "energy_saving", ".2f"),
                      "| " + _cell(n, "ber", "g"), _cell(n, "voltage", ".4f"), _cell(n, "accuracy", ".2f"),
                      _cell(n, "energy_saving", ".2f"),
@@ -176,7 +177,8 @@ def format_selection(sel: Mapping[str, Any]) -> str:
     lines.insert(1, "-" * len(lines[0]))
     lines.append(f"floor {sel['min_accuracy']:g}% on the {sel['statistic']}; voltage table {sel['voltage_table']}")
     for m in sel["models"]:
-        lines.append(f"  {m['model']}: {m['message']}")
+        bits = "" if m["bits"] in (None, 8) else f" ({m['bits']}-bit)"
+        lines.append(f"  {m['model']}{bits}: {m['message']}")
     lines += [f"  note: {n}" for n in sel["notes"]]
     return "\n".join(lines)
 
@@ -192,8 +194,8 @@ def selection_figure(sel: Mapping[str, Any], path: str) -> str:
     fig, axes = plt.subplots(1, max(1, len(models)), figsize=(5 * max(1, len(models)), 4), squeeze=False,
                              constrained_layout=True)
     for ax, m in zip(axes[0], models):
-        cs = [c for c in sel["candidates"] if (c["dataset"], c["model"], c["fault_model"]) ==
-              (m["dataset"], m["model"], m["fault_model"])]
+        cs = [c for c in sel["candidates"] if (c["dataset"], c["model"], c["fault_model"], c["bits"]) ==
+              (m["dataset"], m["model"], m["fault_model"], m["bits"])]
         for gen in sorted({c["generator"] or "" for c in cs}):
             pts = sorted((c for c in cs if (c["generator"] or "") == gen), key=lambda c: c["energy_saving"])
             ax.plot([c["energy_saving"] for c in pts], [c["accuracy"] for c in pts], "o-" if gen else "s--",
@@ -203,7 +205,7 @@ def selection_figure(sel: Mapping[str, Any], path: str) -> str:
             if c is not None:
                 ax.plot([c["energy_saving"]], [c["accuracy"]], marker, ms=16, mfc="none", mec="red", mew=2, label=label)
         ax.axhline(sel["min_accuracy"], color="red", lw=0.8, ls=":")
-        ax.set_title(f"{m['model']} ({m['dataset']})", fontsize=10)
+        ax.set_title(f"{m['model']} ({m['dataset']}, {m['bits'] or '-'}-bit)", fontsize=10)
         ax.set_xlabel("energy saving % (weight-memory accesses, generator included)")
         ax.set_ylabel(f"accuracy % ({sel['statistic']})")
         ax.legend(fontsize=7)
