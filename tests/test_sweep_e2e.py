@@ -117,6 +117,7 @@ def test_tiny_sweep_end_to_end(tmp_path, capsys) -> None:
         vt = tmp_path / "vt.csv"
         vt.write_text("voltage,ber,energy_ratio\n1,0,1\n0.8,0.03,0.64\n0.78,0.05,0.61\n")
         argv = ["select", "tiny", "--storage", str(tmp_path / "sweeps"), "--voltage-table", str(vt), "--json"]
+        capsys.readouterr()  # drop the sweep's own output
         assert cli_main([*argv, "--min-accuracy", "0", "--percentile", "10"]) == 0
         sel = json.loads(capsys.readouterr().out)
         assert sorted((m["model"], m["bits"]) for m in sel["models"]) == [("resnet18", 4), ("resnet18", 8),
