@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_chips.py
 	$(BIN)/python benchmarks/bench_eopm.py
 	$(BIN)/python benchmarks/bench_orchestration.py
+	$(BIN)/python benchmarks/bench_beyond.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

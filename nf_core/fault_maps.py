@@ -216,7 +216,9 @@ def measured_weights(qw: QuantizedWeights, chip: MeasuredChip, layout: str = "wr
 def evaluate_measured(base: Any, loader: Any, chips: Sequence[MeasuredChip], generator: torch.nn.Module | None = None,
                       layout: str = "wrap") -> dict[str, Any]:
     """CA, PA and (with a generator) CA (NF), PA (NF), RP over measured chips: the metrics of
-    nf_core.evaluate with the chip list replaced by the maps (``base`` is a DeployedModel)."""
+    nf_core.evaluate with the chip list replaced by the maps (``base`` is a DeployedModel).
+    A BER-conditioned generator runs at each chip's measured BER (CA (NF) at its current BER)."""
+    from nf_core.ber_conditioned import is_ber_conditioned, operating_ber
     from nf_core.evaluate import _accuracy, efficiency_ratio, recovery
     from nf_core.transform import neuralfuse
 
@@ -236,7 +238,11 @@ def evaluate_measured(base: Any, loader: Any, chips: Sequence[MeasuredChip], gen
         w = measured_weights(base.qw, chip, layout)
         pa.append(_accuracy(lambda x, w=w: base.logits(x, w), clean))
         if fused is not None:
-            pa_nf.append(_accuracy(lambda x, w=w: base.logits(x, w), fused))
+            inputs = fused
+            if is_ber_conditioned(generator):  # each measured chip has its own BER: deploy G at it
+                with operating_ber(generator, chip.ber):
+                    inputs = [(neuralfuse(x, generator), y) for x, y in clean]
+            pa_nf.append(_accuracy(lambda x, w=w: base.logits(x, w), inputs))
     out.update(pa_mean=float(np.mean(pa)), pa_std=float(np.std(pa)), pa_per_chip=pa)
     if fused is not None:
         n_params = sum(p.numel() for p in generator.parameters())

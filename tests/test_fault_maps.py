@@ -142,3 +142,26 @@ def test_fault_maps_from_an_s3_prefix(tmp_path, monkeypatch):
             load_fault_maps_uri("s3://maps/chipset", endpoint)
     finally:
         kill_tree(server)
+
+
+def test_ber_conditioned_generator_runs_at_each_measured_chips_ber(tmp_path):
+    from nf_core.generators import create_generator
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4))
+    base = DeployedModel(model)
+    x, y = torch.rand(16, 3, 32, 32) * 2 - 1, torch.randint(0, 4, (16,))
+    g = create_generator("ConvS_BER")
+    with torch.no_grad():
+        g.film.weight.normal_(std=5.0)
+    chips = [fault_map_from_cells([(0, 0, 1)], ROWS, COLS, "one"),
+             fault_map_from_cells([(0, c, 1) for c in range(64)], ROWS, COLS, "many")]
+    got = evaluate_measured(base, [(x, y)], chips, g)
+    for chip, acc in zip(chips, got["pa_nf_per_chip"]):
+        alone = evaluate_measured(base, [(x, y)], [chip], g)  # same chip, nothing else
+        assert alone["pa_nf_per_chip"] == [acc]
+        g.set_ber(chip.ber)
+        w = base.qw.dequantized(measured_codes(base.qw, chip))
+        with torch.no_grad():
+            expect = 100.0 * float((base.logits(torch.clamp(x + g(x), -1, 1), w).argmax(1) == y).float().mean())
+        assert acc == pytest.approx(expect)
