@@ -34,6 +34,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_eopm.py
 	$(BIN)/python benchmarks/bench_orchestration.py
 	$(BIN)/python benchmarks/bench_cli.py
+	$(BIN)/python benchmarks/bench_pa.py
+	$(BIN)/python benchmarks/bench_gpu.py
+	$(BIN)/python benchmarks/bench_beyond.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

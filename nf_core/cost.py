@@ -44,7 +44,10 @@ ptflops <= 0.7: only modules are counted (0.7.5's functional patching counts nn.
 modules twice and torch.relu never), and a transposed conv costs its kernel volume per *output*
 position (0.7.5 charges input positions). That reproduces the paper's Table 7 to its printed digits
 for every generator and VGG; ResNet MACs come out 0.1-0.2% lower because nf_core's blocks apply
-torch.relu, which module hooks do not see, where the paper's code used nn.ReLU modules. Models are
+torch.relu, which module hooks do not see, where the paper's code used nn.ReLU modules. The ViT's
+Linear layers count every token as an output position (TWMA: ceil(T/32) folds per weight matrix);
+its attention matmuls have no stored weights, so they add MACs (2·T²·dim per block) but no TWMA
+(nf_core/models/vit.py). Models are
 built on the meta device, so even the 139M-parameter ImageNet VGG19 is profiled in milliseconds.
 """
 from __future__ import annotations
@@ -182,11 +185,13 @@ def count_params_macs(module: nn.Module, input_size: int) -> tuple[int, int]:
     """(parameters, MACs) at batch 1; MACs by ptflops on a copy of ``module``."""
     from ptflops import get_model_complexity_info  # imported here: only profiling needs it
 
+    from nf_core.models.vit import SelfAttention, attention_macs
+
     model = copy.deepcopy(module)  # ptflops switches to eval mode and leaves attributes behind
     with redirect_stdout(io.StringIO()) as log:  # ptflops reports failures by printing
         macs, _ = get_model_complexity_info(
             model, (3, input_size, input_size), as_strings=False, print_per_layer_stat=False,
-            backend="pytorch", custom_modules_hooks={nn.ConvTranspose2d: _conv_transpose_macs},
+            backend="pytorch", custom_modules_hooks={nn.ConvTranspose2d: _conv_transpose_macs, SelfAttention: attention_macs},
             backend_specific_config={"count_functional": False},
         )
     if macs is None:

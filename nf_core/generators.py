@@ -191,3 +191,7 @@ def create_generator(name: str, input_size: int = 32, generator_bits: int | None
         if isinstance(cls, type) and issubclass(cls, UNet):
             kwargs["up_padding"] = 1
     return GENERATORS.create(name, **kwargs)
+
+
+# BER-conditioned variants (<name>_BER) live in their own module and register on import.
+from nf_core import ber_conditioned as _ber_conditioned  # noqa: E402,F401

@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from orchestration.commands import profile, single, sweep
+from orchestration.commands import profile, select, single, sweep
 from orchestration.report import command as report
 
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     single.add_parser(sub)  # the in-process pipeline (nf_core only)
     profile.add_profile_parser(sub)  # the cost model
     report.add_parser(sub)  # nf report NAME: the results as an offline page
+    select.add_select_parser(sub)  # nf select NAME --min-accuracy A: the operating voltage
     return p
 
 

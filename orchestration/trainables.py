@@ -25,6 +25,7 @@ from torch.utils.data import Subset
 from nf_core.chips import ChipConfig
 from nf_core.data import DatasetInfo, load_dataset, make_loader
 from nf_core.deployed import DeployedModel
+from nf_core.ber_conditioned import operating_ber
 from nf_core.eopm import deployed_generator
 from nf_core.evaluate import evaluate, evaluation_chip_seeds
 from nf_core.generators import create_generator
@@ -246,7 +247,8 @@ def evaluation_trainable(ctx: TrialContext) -> None:
         try:
             for ber in e.bers:
                 chip = ChipConfig(ber, e.fault_model or p["fault_model"], e.layout or p["layout"])
-                r = score(chip)
+                with operating_ber(gen, ber):  # a BER-conditioned generator deploys at the chip's BER
+                    r = score(chip)
                 rows.append(_row(ctx, p, target, r))
                 tag = f"{target}.ber{ber:g}" + (f".b{bits}" if len(bit_widths) > 1 else "")
                 for k in ("ca", "pa_mean", "ca_nf", "pa_nf_mean", "rp"):
@@ -265,7 +267,9 @@ def _row(ctx: TrialContext, p: dict[str, Any], target: str, r: dict[str, Any]) -
             "generator": p["generator"], "train_ber": p["ber"], "lam": p["lam"], "n": p["n"],
             "fault_model": r["fault_model"], "layout": r["layout"], "bits": r["bits"], "seed": p["seed"],
             "eval_ber": r["ber"], "target": target, "chips": r["chips"],
-            **{k: r.get(k) for k in ("ca", "pa_mean", "pa_std", "ca_nf", "pa_nf_mean", "pa_nf_std", "rp", "efficiency")}}
+            **{k: r.get(k) for k in ("ca", "pa_mean", "pa_std", "ca_nf", "pa_nf_mean", "pa_nf_std", "rp", "efficiency")},
+            # per-chip accuracies (done.json only, not the Parquet schema): `nf select --percentile`
+            "pa_per_chip": r.get("pa_per_chip"), "pa_nf_per_chip": r.get("pa_nf_per_chip")}
 
 
 TRAINABLES = {"base": base_trainable, "generator": generator_trainable, "eval": evaluation_trainable,

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from orchestration.cli import main as cli_main
 from orchestration.config import parse_config
 from orchestration.mlflow_server import start_mlflow_server, stop_mlflow_server
 from orchestration.results import format_table
@@ -65,7 +66,7 @@ def _generator_mid_training(store) -> bool:
     return False
 
 
-def test_tiny_sweep_end_to_end(tmp_path) -> None:
+def test_tiny_sweep_end_to_end(tmp_path, capsys) -> None:
     import ray
 
     # Also evaluates at a lower precision (the base model re-quantized to 4 bits).
@@ -117,6 +118,19 @@ def test_tiny_sweep_end_to_end(tmp_path) -> None:
         assert len(configs) == sum(TRIALS.values())
         for trial, config in configs.items():
             assert config == {"item": store.read_json(f"items/{config['item']['stage']}/{trial}/done.json")["item"]}
+        # `nf select` on the finished sweep: the rows carry per-chip accuracies for --percentile.
+        assert all(len(r["pa_per_chip"]) == len(r["pa_nf_per_chip"]) == 3 for r in rows)
+        vt = tmp_path / "vt.csv"
+        vt.write_text("voltage,ber,energy_ratio\n1,0,1\n0.8,0.03,0.64\n0.78,0.05,0.61\n")
+        argv = ["select", "tiny", "--storage", str(tmp_path / "sweeps"), "--voltage-table", str(vt), "--json"]
+        capsys.readouterr()  # drop the sweep's own output
+        assert cli_main([*argv, "--min-accuracy", "0", "--percentile", "10"]) == 0
+        sel = json.loads(capsys.readouterr().out)
+        assert sorted((m["model"], m["bits"]) for m in sel["models"]) == [("resnet18", 4), ("resnet18", 8),
+                                                                          ("vgg11", 4), ("vgg11", 8)]
+        for m in sel["models"]:  # a 0% floor: the lowest voltage evaluated, and NF never saves less
+            assert m["without_nf"]["ber"] == 0.05 and m["with_nf"]["energy_saving"] >= m["without_nf"]["energy_saving"]
+        assert store.exists("results/select_0_p10.png")
         # Run again: complete items are never run again, no run is duplicated.
         attempts = store.read_bytes("items/generator/" + store.list("items/generator")[0] + "/attempts.json")
         run_sweep(cfg, verbose=0)

@@ -20,7 +20,7 @@ OUT_SUFFIXES = (".csv", ".parquet")
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", metavar="NAME", help="registered base model (resnet18 resnet50 vgg11 vgg16 vgg19)")
+    p.add_argument("--model", metavar="NAME", help="registered base model (resnet18 resnet50 vgg11 vgg16 vgg19 vit)")
     p.add_argument("--generator", metavar="NAME",
                    help="registered generator (ConvL ConvS DeConvL DeConvS UNetL UNetS, or UIP)")
     p.add_argument("--dataset", metavar="DATASET", required=True,
