@@ -11,7 +11,7 @@ from nf_core.chips import ChipConfig
 from nf_core.cost import count_params_macs
 from nf_core.deployed import DeployedModel
 from nf_core.models import create_model
-from nf_core.profile_cli import main as profile_main
+from orchestration.commands.profile import main as profile_main
 from nf_core.quant import quantized_weight_names
 
 
