@@ -6,6 +6,7 @@ time is printed next to baselines measured in the same run: an empty interpreter
 CLI moved out of nf_core (~7 s cold). Goal: both commands under 1.5 s.
 Run: .venv/bin/python benchmarks/bench_cli.py [--repeats 7]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,11 @@ def main() -> None:
         ("python -c 'import torch' (baseline)", [py, "-c", "import torch"], False),
         ("import nf_core.pipeline (old nf --help)", [py, "-c", "import nf_core.pipeline"], False),
         ("nf --help", [py, "-m", "orchestration.cli", "--help"], True),
-        ("nf sweep plan sweeps/smoke.yaml", [py, "-m", "orchestration.cli", "sweep", "plan", "sweeps/smoke.yaml"], True),
+        (
+            "nf sweep plan sweeps/smoke.yaml",
+            [py, "-m", "orchestration.cli", "sweep", "plan", "sweeps/smoke.yaml"],
+            True,
+        ),
     ]
     print(f"median of {a.repeats} runs each, fresh interpreter per run, {os.cpu_count()} CPUs")
     print(f"{'command':<42}{'s':>7}{'÷ import torch':>16}  goal < {GOAL_S} s")

@@ -9,6 +9,7 @@ weight gradients enabled, and an extra logging forward.
 Two comparisons: compute only (perturbed models / chips prepared beforehand) and whole steps.
 Run: .venv/bin/python benchmarks/bench_eopm.py [--width 1.0] [--batch 32] [--steps 3] [--threads 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,14 +64,20 @@ def main() -> None:
     g = torch.Generator(device=a.device).manual_seed(0)
     clean = quantized_copy(model).to(a.device)
     pre_built = [perturbed_model(clean, cfg.ber, g) for _ in range(a.n)]
-    print(f"{a.model} (width {a.width}) + {a.generator}, batch {a.batch}, N {a.n}, device {a.device}, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"{a.model} (width {a.width}) + {a.generator}, batch {a.batch}, N {a.n}, device {a.device}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     rows = []
     ref = timed(lambda: reference_step(gen, clean, x, y, opt, lam, a.n, cfg.ber, g, pre_built), a.steps, a.device)
     rows.append(("compute only: reference-style step", ref, ref))
-    variants = [("loop", {}), ("vmap", {}), ("loop, BN folded", {"fold_bn": True}),
-                ("loop, channels-last", {"channels_last": True}),
-                ("loop, BN folded + channels-last", {"fold_bn": True, "channels_last": True})]
+    variants = [
+        ("loop", {}),
+        ("vmap", {}),
+        ("loop, BN folded", {"fold_bn": True}),
+        ("loop, channels-last", {"channels_last": True}),
+        ("loop, BN folded + channels-last", {"fold_bn": True, "channels_last": True}),
+    ]
     bases = {}
     for name, kw in variants:
         base = bases[name] = DeployedModel(model, device=a.device, **kw)
@@ -81,17 +88,26 @@ def main() -> None:
             g_v = copy.deepcopy(gen).to(memory_format=torch.channels_last)
             o_v = torch.optim.Adam(g_v.parameters(), 1e-3, betas=(0.5, 0.999))
             x_v = x.contiguous(memory_format=torch.channels_last)
-        t = timed(lambda g_v=g_v, base=base, x_v=x_v, o_v=o_v, b=b, codes=codes:
-                  eopm_step(g_v, [base], x_v, y, [], cfg, lam, o_v, batching=b, chip_codes=codes), a.steps,
-                  a.device)
+        t = timed(
+            lambda g_v=g_v, base=base, x_v=x_v, o_v=o_v, b=b, codes=codes: eopm_step(
+                g_v, [base], x_v, y, [], cfg, lam, o_v, batching=b, chip_codes=codes
+            ),
+            a.steps,
+            a.device,
+        )
         rows.append((f"compute only: ours ({name})", t, ref))
     ref_full = timed(lambda: reference_step(gen, clean, x, y, opt, lam, a.n, cfg.ber, g), max(1, a.steps - 1), a.device)
     rows.append(("whole step: reference-style step", ref_full, ref_full))
     step = iter(range(1, 10**6))
     for name in ("loop", "loop, BN folded + channels-last"):
         base = bases[name]
-        t = timed(lambda base=base: eopm_step(gen, [base], x, y, training_chip_seeds(0, next(step), a.n), cfg, lam, opt,
-                                    batching="loop"), a.steps, a.device)
+        t = timed(
+            lambda base=base: eopm_step(
+                gen, [base], x, y, training_chip_seeds(0, next(step), a.n), cfg, lam, opt, batching="loop"
+            ),
+            a.steps,
+            a.device,
+        )
         rows.append((f"whole step: ours ({name}) + sparse chips", t, ref_full))
     print(f"{'method':<58}{'s/step':>9}{'images/s':>10}{'speed-up':>10}")
     for name, t, base_t in rows:

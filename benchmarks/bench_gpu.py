@@ -6,6 +6,7 @@ Runs anywhere: without CUDA (or with ``--tiny``) it uses tiny sizes so the tests
 path on the CPU; those CPU numbers say nothing about GPUs.
 Run: .venv/bin/python benchmarks/bench_gpu.py [--tiny] [--steps 20]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -100,8 +101,10 @@ def main() -> None:
     width, batch, n, chips, images, steps = (0.125, 8, 2, 3, 32, 1) if tiny else (1.0, 256, 10, 100, 10_000, a.steps)
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     peak = card_peak(name) if device == "cuda" else None
-    print(f"device: {name}{' (tiny sizes: not a GPU measurement)' if tiny else ''}; resnet18 width {width} + ConvL, "
-          f"batch {batch}, N {n}, torch {torch.__version__}")
+    print(
+        f"device: {name}{' (tiny sizes: not a GPU measurement)' if tiny else ''}; resnet18 width {width} + ConvL, "
+        f"batch {batch}, N {n}, torch {torch.__version__}"
+    )
     torch.manual_seed(0)
     model = create_model("resnet18", width=width)
     x = (torch.rand(batch, 3, 32, 32) * 2 - 1).to(device)
@@ -115,8 +118,12 @@ def main() -> None:
         ("+ BN folded", "loop", False, {"fold_bn": True}),
         ("+ channels-last", "loop", False, {"channels_last": True}),
         ("+ amp bf16 base passes", "loop", False, {"amp": "bf16"}),
-        ("all: prefetch + fold + channels-last + bf16", "loop", True,
-         {"fold_bn": True, "channels_last": True, "amp": "bf16"}),
+        (
+            "all: prefetch + fold + channels-last + bf16",
+            "loop",
+            True,
+            {"fold_bn": True, "channels_last": True, "amp": "bf16"},
+        ),
         ("all, vmap", "vmap", True, {"fold_bn": True, "channels_last": True, "amp": "bf16"}),
     ]
     print(f"EOPM step: {flops / 1e9:.1f} GFLOP (forward + backward, counted)")
@@ -131,16 +138,23 @@ def main() -> None:
         pct = f"{100 * tflops / pk:.1f}" if pk else "unknown"
         total_min = PAPER_EPOCHS * steps_per_epoch / rate / 60
         print(f"{label:<46}{rate:>9.2f}{rate / plain:>8.2f}×{tflops:>9.3f}{pct:>8}{total_min:>9.1f} min")
-    print(f"(150 epochs = {PAPER_EPOCHS} × {steps_per_epoch} steps of batch 256 on CIFAR-10's 50k images; "
-          f"goal < 15 min on one H100)")
+    print(
+        f"(150 epochs = {PAPER_EPOCHS} × {steps_per_epoch} steps of batch 256 on CIFAR-10's 50k images; "
+        f"goal < 15 min on one H100)"
+    )
     xt = torch.rand(images, 3, 32, 32) * 2 - 1
-    loader = DataLoader(TensorDataset(xt, torch.randint(0, 10, (images,))), batch_size=max(batch, 256 if not tiny else 16))
+    loader = DataLoader(
+        TensorDataset(xt, torch.randint(0, 10, (images,))), batch_size=max(batch, 256 if not tiny else 16)
+    )
     base = DeployedModel(model, device=device)
     gen = create_generator("ConvL").to(device)
     seeds = evaluation_chip_seeds(chips)
     print(f"PA and PA (NF) over {chips} chips, {images} test images:")
-    for label, per in (("1 chip per pass", 1), (f"{chips_per_pass_default(device)} chips per pass (device default)",
-                                                  chips_per_pass_default(device)), ("4 chips per pass", 4)):
+    for label, per in (
+        ("1 chip per pass", 1),
+        (f"{chips_per_pass_default(device)} chips per pass (device default)", chips_per_pass_default(device)),
+        ("4 chips per pass", 4),
+    ):
         _sync(device)
         t = time.perf_counter()
         evaluate(base, loader, cfg, gen, seeds, chips_per_pass=per)

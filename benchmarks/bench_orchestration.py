@@ -5,6 +5,7 @@ takes both cores), then repeats one trial's training in this process without Ray
 (same data, config, threads and seed), and compares the stage's wall time per trial with it.
 Run: .venv/bin/python benchmarks/bench_orchestration.py [--epochs 7] [--trials 3] [--cpus 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,11 +29,20 @@ def main() -> None:
     ap.add_argument("--cpus", type=float, default=2)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        raw = {"name": "bench", "storage": tmp, "models": ["resnet18"], "width": 0.25, "generators": ["ConvS"],
-               "train_bers": [round(0.04 + 0.001 * i, 3) for i in range(a.trials)], "ns": [3], "transfer": False,
-               "base": {"epochs": 1, "batch_size": 64, "optimizer": "adam", "lr": 0.003},
-               "generator": {"epochs": a.epochs, "batch_size": 64},
-               "evaluation": {"bers": [0.04], "chips": 2}, "resources": {"cpus": a.cpus}}
+        raw = {
+            "name": "bench",
+            "storage": tmp,
+            "models": ["resnet18"],
+            "width": 0.25,
+            "generators": ["ConvS"],
+            "train_bers": [round(0.04 + 0.001 * i, 3) for i in range(a.trials)],
+            "ns": [3],
+            "transfer": False,
+            "base": {"epochs": 1, "batch_size": 64, "optimizer": "adam", "lr": 0.003},
+            "generator": {"epochs": a.epochs, "batch_size": 64},
+            "evaluation": {"bers": [0.04], "chips": 2},
+            "resources": {"cpus": a.cpus},
+        }
         cfg = parse_config(raw)
         stage_s: dict[str, float] = {}
 
@@ -47,8 +57,8 @@ def main() -> None:
         ray.shutdown()
         # The same trial's training, directly: Ray gives a trial as many torch threads as CPUs.
         torch.set_num_threads(max(1, int(a.cpus)))
-        from orchestration.runner import sweep_store
         from orchestration.plan import plan
+        from orchestration.runner import sweep_store
 
         item = plan(cfg)["generator"][0]
         store = sweep_store(cfg)
@@ -67,8 +77,10 @@ def main() -> None:
         direct = time.perf_counter() - t
     per_trial = stage_s["generator"] / a.trials
     over = per_trial - direct
-    print(f"generator stage: {a.trials} trials of {a.epochs} epochs, {a.cpus:g} CPUs each, torch threads "
-          f"{torch.get_num_threads()}")
+    print(
+        f"generator stage: {a.trials} trials of {a.epochs} epochs, {a.cpus:g} CPUs each, torch threads "
+        f"{torch.get_num_threads()}"
+    )
     print(f"{'direct compute of one trial (no Ray, no MLflow)':<52}{direct:>8.1f} s")
     print(f"{'sweep generator stage, per trial (Ray Tune + MLflow)':<52}{per_trial:>8.1f} s")
     print(f"{'orchestration overhead per trial':<52}{over:>8.1f} s  = {100 * over / direct:.1f}% of its compute")

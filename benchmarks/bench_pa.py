@@ -7,6 +7,7 @@ faults re-injected into every layer), then the whole test loop, G(x) recomputed 
 Both report PA and PA (NF) for ResNet18 + ConvL on synthetic CIFAR-sized images.
 Run: .venv/bin/python benchmarks/bench_pa.py [--images 512] [--chips 10] [--threads 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,16 +46,21 @@ def main() -> None:
     y = torch.randint(0, 10, (a.images,))
     loader = DataLoader(TensorDataset(x, y), batch_size=a.batch)
     cfg = ChipConfig(0.01)
-    print(f"{a.model} (width {a.width}) + {a.generator}, {a.images} test images, {a.chips} chips, PA and PA (NF), "
-          f"cpu, torch threads {torch.get_num_threads()}")
+    print(
+        f"{a.model} (width {a.width}) + {a.generator}, {a.images} test images, {a.chips} chips, PA and PA (NF), "
+        f"cpu, torch threads {torch.get_num_threads()}"
+    )
     clean = quantized_copy(model)
     g = torch.Generator().manual_seed(0)
     t = time.perf_counter()
     reference_pa(clean, list(loader), cfg.ber, a.chips, g, gen)
     ref = time.perf_counter() - t
     rows = [("chip by chip, fresh model per chip (authors)", ref)]
-    for name, kw, per in [("ours, 1 chip per pass", {}, 1), ("ours, 5 chips per pass (vmap)", {}, 5),
-                          ("ours, 1 chip per pass, BN folded + channels-last", {"fold_bn": True, "channels_last": True}, 1)]:
+    for name, kw, per in [
+        ("ours, 1 chip per pass", {}, 1),
+        ("ours, 5 chips per pass (vmap)", {}, 5),
+        ("ours, 1 chip per pass, BN folded + channels-last", {"fold_bn": True, "channels_last": True}, 1),
+    ]:
         base = DeployedModel(model, **kw)
         t = time.perf_counter()
         evaluate(base, loader, cfg, gen, evaluation_chip_seeds(a.chips), chips_per_pass=per)

@@ -7,6 +7,7 @@ perturbed model forward and backward with the base models' weight gradients enab
 run an extra forward per chip for logging. Faults are drawn per layer with per-bit Bernoulli
 masks (stuck-at: a faulty bit is forced to a random 0/1).
 """
+
 from __future__ import annotations
 
 import copy
@@ -51,8 +52,18 @@ def perturbed_model(base: nn.Module, ber: float, g: torch.Generator, bits: int =
     return out
 
 
-def reference_step(gen: nn.Module, clean: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
-                   lam: float, n: int, ber: float, g: torch.Generator, models: list[nn.Module] | None = None) -> None:
+def reference_step(
+    gen: nn.Module,
+    clean: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    lam: float,
+    n: int,
+    ber: float,
+    g: torch.Generator,
+    models: list[nn.Module] | None = None,
+) -> None:
     """One batch as the authors' code runs it; ``models`` hands pre-built perturbed models (compute only)."""
     gen.train()
     opt.zero_grad(set_to_none=True)
@@ -67,8 +78,14 @@ def reference_step(gen: nn.Module, clean: nn.Module, x: torch.Tensor, y: torch.T
 
 
 @torch.no_grad()
-def reference_pa(clean: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], ber: float, chips: int,
-                 g: torch.Generator, gen: nn.Module | None = None) -> list[tuple[float, float | None]]:
+def reference_pa(
+    clean: nn.Module,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    ber: float,
+    chips: int,
+    g: torch.Generator,
+    gen: nn.Module | None = None,
+) -> list[tuple[float, float | None]]:
     """(PA, PA (NF)) chip by chip: a freshly built perturbed model per chip, then the whole test loop
     scoring plain and transformed inputs (G(x) recomputed per batch)."""
     accs = []

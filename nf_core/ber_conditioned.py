@@ -17,6 +17,7 @@ Training (EOPM over a BER range): `BERRange` draws each batch's BER log-uniforml
 from [lo, hi], deterministically from the batch's chip seeds, so a resumed run sees the same BERs;
 `ber_conditioned_step` draws the batch's chips at that BER and trains G conditioned on it.
 """
+
 from __future__ import annotations
 
 import math
@@ -139,22 +140,34 @@ class BERRange:
         return self.sample(float(u))
 
 
-def ber_conditioned_step(generator: BERConditioned, bases: Sequence[Any], x: torch.Tensor, y: torch.Tensor,
-                         chip_seeds: Sequence[int], chip: ChipConfig, lam: float, optimizer: torch.optim.Optimizer,
-                         ber_range: BERRange, scheduler: Any = None, generator_bits: int | None = None,
-                         batching: str = "vmap") -> dict[str, float]:
+def ber_conditioned_step(
+    generator: BERConditioned,
+    bases: Sequence[Any],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    chip_seeds: Sequence[int],
+    chip: ChipConfig,
+    lam: float,
+    optimizer: torch.optim.Optimizer,
+    ber_range: BERRange,
+    scheduler: Any = None,
+    generator_bits: int | None = None,
+    batching: str = "vmap",
+) -> dict[str, float]:
     """One EOPM update at a sampled BER: the batch's chips are drawn at it and G is conditioned on it."""
     from nf_core.eopm import eopm_step
 
     ber = ber_range.for_batch(chip_seeds)
     generator.set_ber(ber)
-    m = eopm_step(generator, bases, x, y, chip_seeds, replace(chip, ber=ber), lam, optimizer, scheduler,
-                  generator_bits, batching)
+    m = eopm_step(
+        generator, bases, x, y, chip_seeds, replace(chip, ber=ber), lam, optimizer, scheduler, generator_bits, batching
+    )
     return {**m, "ber": ber}
 
 
-def train_ber_conditioned(generator: BERConditioned, bases: Sequence[Any], train_set: Any, cfg: Any,
-                          ber_range: BERRange, **kwargs: Any) -> dict[str, Any]:
+def train_ber_conditioned(
+    generator: BERConditioned, bases: Sequence[Any], train_set: Any, cfg: Any, ber_range: BERRange, **kwargs: Any
+) -> dict[str, Any]:
     """nf_core.train.train_generator with every batch at a BER drawn from ``ber_range`` (cfg.ber unused)."""
     from nf_core.train import train_generator
 
@@ -162,8 +175,9 @@ def train_ber_conditioned(generator: BERConditioned, bases: Sequence[Any], train
         raise ValueError(f"{type(generator).__name__} is not BER-conditioned; use a *{SUFFIX} generator")  # noqa: TRY004
 
     def step_fn(g, x, y, seeds, opt, sched):
-        return ber_conditioned_step(g, bases, x, y, seeds, cfg.chip, cfg.lam, opt, ber_range, sched,
-                                    cfg.generator_bits, cfg.batching)
+        return ber_conditioned_step(
+            g, bases, x, y, seeds, cfg.chip, cfg.lam, opt, ber_range, sched, cfg.generator_bits, cfg.batching
+        )
 
     return train_generator(generator, bases, train_set, cfg, step_fn=step_fn, **kwargs)
 

@@ -1,4 +1,5 @@
 """Checkpoints are plain dicts (nanoGPT style): everything needed to resume mid-training."""
+
 from __future__ import annotations
 
 import os

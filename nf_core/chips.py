@@ -27,6 +27,7 @@ the authors' code instead: faults force only the low b bits of the int8 code and
 sign-extension bits above them are never updated, so a faulty weight can leave the b-bit
 range (at b = 4, code 3 with bit 3 stuck at 1 reads 11). The two agree at 8 bits.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,7 +56,9 @@ class ChipConfig:
         check_fault_model(self.fault_model)
         check_layout(self.layout)
         if self.rows < 1 or self.cols < 8 or self.cols % 8:
-            raise ValueError(f"SRAM geometry rows={self.rows}, cols={self.cols}: need rows >= 1 and cols a multiple of 8")
+            raise ValueError(
+                f"SRAM geometry rows={self.rows}, cols={self.cols}: need rows >= 1 and cols a multiple of 8"
+            )
 
     @property
     def array_bytes(self) -> int:
@@ -139,7 +142,9 @@ def reference_slots(cfg: ChipConfig, bits: int) -> int:
     return cfg.cols // bits
 
 
-def _byte_masks(seed: int, cfg: ChipConfig, n_cells: int, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _byte_masks(
+    seed: int, cfg: ChipConfig, n_cells: int, bits: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per faulty array byte (reference layout: per b-bit slot): (index, clear, set, xor masks) over the stored bits."""
     cells = np.sort(faulty_cells(seed, cfg.ber, n_cells))  # grouped by byte (slot) from here on
     if cfg.layout == "reference":  # slot = row·s + column // b; equals the byte index at 8 bits
@@ -221,7 +226,7 @@ def _apply_wrap(out: torch.Tensor, qw: QuantizedWeights, seed: int, cfg: ChipCon
     u = out.view(torch.uint8)
     for lo, hi in zip(qw.offsets[:-1], qw.offsets[1:]):
         k, r = divmod(hi - lo, a)
-        for part, m in ((u[lo:lo + k * a].view(k, a), a), (u[lo + k * a:hi], r)):
+        for part, m in ((u[lo : lo + k * a].view(k, a), a), (u[lo + k * a : hi], r)):
             if part.numel() == 0:
                 continue
             for op, dense in ops:

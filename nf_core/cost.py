@@ -50,6 +50,7 @@ its attention matmuls have no stored weights, so they add MACs (2·T²·dim per 
 (nf_core/models/vit.py). Models are
 built on the meta device, so even the 139M-parameter ImageNet VGG19 is profiled in milliseconds.
 """
+
 from __future__ import annotations
 
 import copy
@@ -118,8 +119,10 @@ def _layer_row(name: str, mod: nn.Module, inp: torch.Tensor, out: torch.Tensor, 
         positions = inp.numel() // (inp.shape[0] * mod.in_features)  # 1 for (B, F) inputs
         return Layer(name, 1, positions, 1, 1, mod.in_features, mod.out_features, 1)
     if mod.groups != 1 or _pair(mod.dilation) != (1, 1) or isinstance(mod.padding, str):
-        raise NotImplementedError(f"layer {name!r}: TWMA supports ungrouped, undilated convs with numeric "
-                                  f"padding (every registered model and generator has only those)")
+        raise NotImplementedError(
+            f"layer {name!r}: TWMA supports ungrouped, undilated convs with numeric "
+            f"padding (every registered model and generator has only those)"
+        )
     (kh, kw), (ph, pw), (sh, sw) = _pair(mod.kernel_size), _pair(mod.padding), _pair(mod.stride)
     ph, pw = max(ph, min_padding), max(pw, min_padding)
     if isinstance(mod, nn.ConvTranspose2d):
@@ -190,8 +193,12 @@ def count_params_macs(module: nn.Module, input_size: int) -> tuple[int, int]:
     model = copy.deepcopy(module)  # ptflops switches to eval mode and leaves attributes behind
     with redirect_stdout(io.StringIO()) as log:  # ptflops reports failures by printing
         macs, _ = get_model_complexity_info(
-            model, (3, input_size, input_size), as_strings=False, print_per_layer_stat=False,
-            backend="pytorch", custom_modules_hooks={nn.ConvTranspose2d: _conv_transpose_macs, SelfAttention: attention_macs},
+            model,
+            (3, input_size, input_size),
+            as_strings=False,
+            print_per_layer_stat=False,
+            backend="pytorch",
+            custom_modules_hooks={nn.ConvTranspose2d: _conv_transpose_macs, SelfAttention: attention_macs},
             backend_specific_config={"count_functional": False},
         )
     if macs is None:
@@ -213,7 +220,7 @@ def dataset_shape(dataset: str) -> tuple[int, int]:
     return DATASET_SHAPES[dataset]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _profile_registered(kind: str, name: str, dataset: str) -> tuple[tuple[str, int], ...]:
     from nf_core.generators import create_generator
     from nf_core.models import create_model
@@ -260,8 +267,9 @@ def mac_energy_saving(macs_base: int, macs_gen: int, energy_ratio: float) -> flo
     return energy_saving(macs_base, macs_gen, energy_ratio)
 
 
-def profile_pair(model: str, generator: str, dataset: str, ber: float | None = None,
-                 voltage_table: VoltageTable | None = None) -> dict:
+def profile_pair(
+    model: str, generator: str, dataset: str, ber: float | None = None, voltage_table: VoltageTable | None = None
+) -> dict:
     """``{"model": {...}, "generator": {...}}``, plus ``energy_saving`` and ``mac_energy_saving``
     (percent) when ``ber`` is given; the energy ratio comes from ``voltage_table`` (default: shipped)."""
     out: dict = {"model": profile_model(model, dataset), "generator": profile_generator(generator, dataset)}
@@ -272,8 +280,13 @@ def profile_pair(model: str, generator: str, dataset: str, ber: float | None = N
     return out
 
 
-def profile_table(dataset: str, ber: float | None = None, voltage_table: VoltageTable | None = None,
-                  models: list[str] | None = None, generators: list[str] | None = None) -> list[dict]:
+def profile_table(
+    dataset: str,
+    ber: float | None = None,
+    voltage_table: VoltageTable | None = None,
+    models: list[str] | None = None,
+    generators: list[str] | None = None,
+) -> list[dict]:
     """One flat row per base model × generator (default: every registered model × the paper's six
     generators): the paper's Tables 2, 6, 7 and 8 in long form. Energy columns are None without ``ber``."""
     from nf_core.generators import PAPER_GENERATORS
@@ -288,14 +301,33 @@ def profile_table(dataset: str, ber: float | None = None, voltage_table: Voltage
             row: dict = {"dataset": dataset, "model": m, "generator": g}
             row.update({f"model_{k}": v for k, v in pair["model"].items()})
             row.update({f"generator_{k}": v for k, v in pair["generator"].items()})
-            row.update(ber=ber, energy_ratio=ratio, energy_saving=pair.get("energy_saving"),
-                       mac_energy_saving=pair.get("mac_energy_saving"))
+            row.update(
+                ber=ber,
+                energy_ratio=ratio,
+                energy_saving=pair.get("energy_saving"),
+                mac_energy_saving=pair.get("mac_energy_saving"),
+            )
             rows.append(row)
     return rows
 
 
 __all__ = [
-    "ARRAY_ROWS", "READS_PER_ACCESS", "GENERATOR_PADDING", "DATASET_SHAPES", "Layer", "layer_filter_reads", "scalesim_layers",
-    "twma", "count_params_macs", "profile_module", "dataset_shape", "profile_model", "profile_generator",
-    "energy_saving", "mac_energy_saving", "profile_pair", "profile_table", "load_voltage_table",
+    "ARRAY_ROWS",
+    "READS_PER_ACCESS",
+    "GENERATOR_PADDING",
+    "DATASET_SHAPES",
+    "Layer",
+    "layer_filter_reads",
+    "scalesim_layers",
+    "twma",
+    "count_params_macs",
+    "profile_module",
+    "dataset_shape",
+    "profile_model",
+    "profile_generator",
+    "energy_saving",
+    "mac_energy_saving",
+    "profile_pair",
+    "profile_table",
+    "load_voltage_table",
 ]

@@ -4,13 +4,14 @@ Every image comes out as a float tensor in [-1, 1] (ToTensor, then x*2-1; no mea
 normalisation), because the generator's output is added to it and clamped to [-1, 1].
 This module is pure PyTorch/torchvision: no ray or mlflow, so it imports anywhere.
 """
+
 from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from .registry import Registry
 
 __all__ = ["DATASETS", "DatasetInfo", "load_dataset", "make_loader", "epoch_seed"]
 
-DATASETS: Registry["DatasetInfo"] = Registry("dataset")
+DATASETS: Registry[DatasetInfo] = Registry("dataset")
 
 _DOWNLOAD_HINT = "download=True fetches it where internet is available"
 
@@ -59,16 +60,19 @@ def _require_root(name: str, root: str | None, download: bool, expected: str) ->
         raise ValueError(f"dataset {name!r} needs root= (a directory holding {expected}); {_DOWNLOAD_HINT}")
     path = Path(root)
     if not download and not path.is_dir():
-        raise FileNotFoundError(f"dataset {name!r}: root {str(path)!r} does not exist; expected {expected} there; "
-                                f"{_DOWNLOAD_HINT}")
+        raise FileNotFoundError(
+            f"dataset {name!r}: root {str(path)!r} does not exist; expected {expected} there; {_DOWNLOAD_HINT}"
+        )
     return path
 
 
 def _require_files(name: str, root: Path, rel_paths: list[str], expected: str) -> None:
     missing = [p for p in rel_paths if not (root / p).exists()]
     if missing:
-        raise FileNotFoundError(f"dataset {name!r}: under {str(root)!r} expected {expected}; missing: "
-                                f"{', '.join(missing)}; {_DOWNLOAD_HINT}")
+        raise FileNotFoundError(
+            f"dataset {name!r}: under {str(root)!r} expected {expected}; missing: "
+            f"{', '.join(missing)}; {_DOWNLOAD_HINT}"
+        )
 
 
 # ---------------------------------------------------------------- CIFAR-10 / CIFAR-100
@@ -85,8 +89,10 @@ class _CIFARPresenceMixin:
         try:
             super().__init__(str(root), train=train, transform=transform, download=download)  # type: ignore[call-arg]
         except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as err:
-            raise ValueError(f"could not read CIFAR files under {str(root / self.base_folder)!r} "  # type: ignore[attr-defined]
-                             f"(expected torchvision's python pickle format): {err!r}") from err
+            raise ValueError(
+                f"could not read CIFAR files under {str(root / self.base_folder)!r} "  # type: ignore[attr-defined]
+                f"(expected torchvision's python pickle format): {err!r}"
+            ) from err
 
     def _check_integrity(self) -> bool:
         if self._verify_md5:
@@ -157,8 +163,10 @@ def _gtsrb(root: str | None, download: bool, augment: bool) -> DatasetInfo:
     # would shift every later label and disagree with the test CSV's ClassId.
     n_dirs = sum(1 for p in (path / train_dir).iterdir() if p.is_dir())
     if n_dirs != GTSRB_CLASSES:
-        raise ValueError(f"dataset 'gtsrb': {str(path / train_dir)!r} has {n_dirs} class folders, "
-                         f"expected {GTSRB_CLASSES} (00000..00042)")
+        raise ValueError(
+            f"dataset 'gtsrb': {str(path / train_dir)!r} has {n_dirs} class folders, "
+            f"expected {GTSRB_CLASSES} (00000..00042)"
+        )
     return DatasetInfo("gtsrb", GTSRB_CLASSES, 32, train, test)
 
 
@@ -168,8 +176,7 @@ def _imagenet10(root: str | None, download: bool, augment: bool) -> DatasetInfo:
     expected = "train/<class>/*.JPEG and val/<class>/*.JPEG (ImageFolder layout)"
     if download:
         # ImageNet has no public download URL; torchvision cannot fetch it.
-        raise ValueError("dataset 'imagenet10' cannot be downloaded automatically; "
-                         f"prepare root with {expected}")
+        raise ValueError(f"dataset 'imagenet10' cannot be downloaded automatically; prepare root with {expected}")
     path = _require_root("imagenet10", root, False, expected)
     if not (path / "train").is_dir() or not (path / "val").is_dir():
         raise FileNotFoundError(f"dataset 'imagenet10': under {str(path)!r} expected {expected}")
@@ -178,8 +185,10 @@ def _imagenet10(root: str | None, download: bool, augment: bool) -> DatasetInfo:
     train = datasets.ImageFolder(str(path / "train"), transform=train_tf)
     test = datasets.ImageFolder(str(path / "val"), transform=test_tf)
     if train.class_to_idx != test.class_to_idx:
-        raise ValueError(f"dataset 'imagenet10': class folders differ between {str(path / 'train')!r} "
-                         f"and {str(path / 'val')!r}, so labels would not match")
+        raise ValueError(
+            f"dataset 'imagenet10': class folders differ between {str(path / 'train')!r} "
+            f"and {str(path / 'val')!r}, so labels would not match"
+        )
     return DatasetInfo("imagenet10", len(train.classes), 224, train, test)
 
 
@@ -215,8 +224,14 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(state) & ((1 << 63) - 1)  # non-negative int64: accepted by every torch API
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int | None = None,
-                num_workers: int = 0, drop_last: bool = False) -> DataLoader:
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int | None = None,
+    num_workers: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
     """A DataLoader whose shuffle order (and worker base seeds) is fixed by `seed` when given.
 
     The generator's state advances each time the loader is iterated; to get a reproducible
@@ -226,5 +241,11 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int | No
     if seed is not None:
         generator = torch.Generator()
         generator.manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      num_workers=num_workers, drop_last=drop_last)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=num_workers,
+        drop_last=drop_last,
+    )

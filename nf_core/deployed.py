@@ -12,12 +12,13 @@ Speed options (same numbers up to float rounding):
   ``amp``            ``"bf16"``: autocast the base passes of EOPM training (`autocast()`); opt-in,
                      meant for GPUs; evaluation stays fp32 unless asked.
 """
+
 from __future__ import annotations
 
 import contextlib
 import copy
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -35,8 +36,15 @@ FOLD_TOLERANCE = 1e-4  # max |Δlogit| / (1 + max |logit|) allowed for folding
 class DeployedModel:
     """Quantized, frozen base model f with its stored codes; f_p for a chip p is f on p's codes."""
 
-    def __init__(self, model: nn.Module, bits: int = 8, device: torch.device | str = "cpu",
-                 fold_bn: bool = False, channels_last: bool = False, amp: str | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        bits: int = 8,
+        device: torch.device | str = "cpu",
+        fold_bn: bool = False,
+        channels_last: bool = False,
+        amp: str | None = None,
+    ) -> None:
         if amp not in AMP:
             raise ValueError(f"unknown amp {amp!r}; valid choices: {', '.join(map(str, AMP))}")
         self.device = torch.device(device)
@@ -82,8 +90,9 @@ class DeployedModel:
         if self.fold is not None:
             weights = self.fold.apply(weights)  # after the faults, on the float copy
         if self.channels_last:
-            weights = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
-                       for k, v in weights.items()}
+            weights = {
+                k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in weights.items()
+            }
         return weights
 
     def weights_from_codes(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -119,7 +128,9 @@ class DeployedModel:
         """Logits of the clean model (weights None) or of the model with the given weights."""
         return functional_call(self.module, weights or self.clean_weights, (self._input(x),))
 
-    def perturbed_logits(self, x: torch.Tensor, stacked: dict[str, torch.Tensor], batching: str = "vmap") -> torch.Tensor:
+    def perturbed_logits(
+        self, x: torch.Tensor, stacked: dict[str, torch.Tensor], batching: str = "vmap"
+    ) -> torch.Tensor:
         """Logits of N chips on the same inputs: (N, B, classes)."""
         if batching == "vmap":
             x = self._input(x)

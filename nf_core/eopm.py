@@ -4,10 +4,12 @@ loss = CE(f(x'), y) + λ · (1/N) Σ_k CE(f_pk(x'), y),  x' = clamp(x + G(x), -1
 with N chips sampled afresh for each batch; only G is trained. For an ensemble of base
 models (the paper's Appendix G.4) the per-model losses are summed. See docs/method.md, EOPM.
 """
+
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,8 +33,14 @@ def training_chip_seeds(seed: int, step: int, n: int) -> list[int]:
     return [TRAIN_SEED_BASE + int(s % np.uint64(TRAIN_SEED_BASE)) for s in state]
 
 
-def training_chips(bases: Sequence[DeployedModel], chip: ChipConfig, seed: int, n: int, start_step: int = 0,
-                   prefetch: bool | None = None) -> "ChipPrefetcher | None":
+def training_chips(
+    bases: Sequence[DeployedModel],
+    chip: ChipConfig,
+    seed: int,
+    n: int,
+    start_step: int = 0,
+    prefetch: bool | None = None,
+) -> ChipPrefetcher | None:
     """A prefetcher of the training chips of steps start_step, start_step + 1, ... (None: draw in the step).
 
     ``prefetch`` None chooses by device (on with CUDA); True forces it (also on the CPU, for tests).
@@ -43,8 +51,9 @@ def training_chips(bases: Sequence[DeployedModel], chip: ChipConfig, seed: int, 
         prefetch = any(prefetch_default(b.device) for b in bases)
     if not prefetch:
         return None
-    return ChipPrefetcher(bases, chip, lambda step: training_chip_seeds(seed, step, n), lambda step: step + 1,
-                          first_key=start_step)
+    return ChipPrefetcher(
+        bases, chip, lambda step: training_chip_seeds(seed, step, n), lambda step: step + 1, first_key=start_step
+    )
 
 
 def transform(generator: nn.Module, x: torch.Tensor, generator_bits: int | None = None) -> torch.Tensor:

@@ -3,9 +3,11 @@
 The same function scores transfer: a generator trained on one model is applied, unchanged,
 to any other deployed model at any BER and fault model. Definitions: docs/method.md, Metrics.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +53,9 @@ def chips_per_pass_default(device: torch.device | str) -> int:
     return 8 if torch.device(device).type == "cuda" else 1
 
 
-def _resident(batches: list[tuple[torch.Tensor, torch.Tensor]], dev: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _resident(
+    batches: list[tuple[torch.Tensor, torch.Tensor]], dev: torch.device
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The test set on the device when it fits in a quarter of the free memory (CIFAR's 10k images do),
     else kept on the host (pinned) and copied batch by batch."""
     if dev.type != "cuda":
@@ -93,13 +97,22 @@ def evaluate(
     if generator is not None:
         gdev = next(generator.parameters()).device
         fused = [(neuralfuse(x.to(gdev), generator).to(x.device), y) for x, y in clean]
-    out: dict[str, Any] = {"ber": chip.ber, "fault_model": chip.fault_model, "layout": chip.layout,
-                           "bits": base.bits, "chips": len(seeds), "chip_seeds": seeds}
+    out: dict[str, Any] = {
+        "ber": chip.ber,
+        "fault_model": chip.fault_model,
+        "layout": chip.layout,
+        "bits": base.bits,
+        "chips": len(seeds),
+        "chip_seeds": seeds,
+    }
     out["ca"] = _accuracy(lambda x: base.logits(x.to(dev, non_blocking=True)), clean)
-    groups = [seeds[i:i + group] for i in range(0, len(seeds), group)]
+    groups = [seeds[i : i + group] for i in range(0, len(seeds), group)]
     use_prefetch = prefetch_default(dev) if prefetch is None else prefetch
-    pre = ChipPrefetcher([base], chip, lambda i: groups[i], lambda i: i + 1 if i + 1 < len(groups) else None,
-                         first_key=0) if use_prefetch else None
+    pre = (
+        ChipPrefetcher([base], chip, lambda i: groups[i], lambda i: i + 1 if i + 1 < len(groups) else None, first_key=0)
+        if use_prefetch
+        else None
+    )
     pa, pa_nf = [], []
     try:
         for gi, g in enumerate(groups):

@@ -11,6 +11,7 @@ column c of a row is bit c % 8 (least significant first) of byte c // 8, so the 
 row·bit_columns + c, and the memory layouts (wrap, flat, reference) place weight bytes on array
 bytes exactly as for random chips. The BER of a measured chip is K / (rows·bit_columns).
 """
+
 from __future__ import annotations
 
 import io
@@ -57,14 +58,17 @@ def fault_map_from_cells(faults: Any, rows: int, cols: int, name: str = "map") -
             raise ValueError(f"fault map {name}: geometry {what} {v!r} must be an integer")  # noqa: TRY004 (CLI reports ValueError)
     rows, cols = int(rows), int(cols)
     if rows < 1 or cols < 8 or cols % 8:
-        raise ValueError(f"fault map {name}: geometry rows={rows}, bit_columns={cols}: need rows >= 1 and "
-                         f"bit_columns a positive multiple of 8 (e.g. 8192 x 128, the 128 KiB array)")
+        raise ValueError(
+            f"fault map {name}: geometry rows={rows}, bit_columns={cols}: need rows >= 1 and "
+            f"bit_columns a positive multiple of 8 (e.g. 8192 x 128, the 128 KiB array)"
+        )
     arr = np.asarray(faults)
     if arr.size == 0:
         arr = arr.reshape(0, 3)
     if arr.ndim != 2 or arr.shape[1] != 3:
-        raise ValueError(f"fault map {name}: faults must have shape (K, 3) = (row, bit_column, stuck_value); "
-                         f"got shape {arr.shape}")
+        raise ValueError(
+            f"fault map {name}: faults must have shape (K, 3) = (row, bit_column, stuck_value); got shape {arr.shape}"
+        )
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         try:
             bad_mask = ~(np.isfinite(arr) & (arr == np.round(arr)))
@@ -77,8 +81,10 @@ def fault_map_from_cells(faults: Any, rows: int, cols: int, name: str = "map") -
     for what, col, hi in (("row", r, rows), ("bit_column", c, cols)):
         bad = np.flatnonzero((col < 0) | (col >= hi))
         if bad.size:
-            raise ValueError(f"fault map {name}: entry {int(bad[0])} has {what} {int(col[bad[0]])}, outside "
-                             f"0..{hi - 1} of the {rows} x {cols} array")
+            raise ValueError(
+                f"fault map {name}: entry {int(bad[0])} has {what} {int(col[bad[0]])}, outside "
+                f"0..{hi - 1} of the {rows} x {cols} array"
+            )
     bad = np.flatnonzero((v != 0) & (v != 1))
     if bad.size:
         raise ValueError(f"fault map {name}: entry {int(bad[0])} has stuck_value {int(v[bad[0]])}; valid choices: 0, 1")
@@ -115,7 +121,9 @@ def parse_fault_map(data: bytes, name: str) -> MeasuredChip:
         cols = ("row", "bit_column", "stuck_value")
         missing = [c for c in cols if c not in table.column_names]
         if missing:
-            raise ValueError(f"fault map {name}: lacks column(s) {', '.join(missing)}; has {', '.join(table.column_names)}")
+            raise ValueError(
+                f"fault map {name}: lacks column(s) {', '.join(missing)}; has {', '.join(table.column_names)}"
+            )
         meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
         geo = []
         for key in ("rows", "bit_columns"):
@@ -162,7 +170,9 @@ def save_fault_map(path: str | Path, faults: Any, rows: int, cols: int) -> Path:
         table = pa.table({"row": triples[:, 0], "bit_column": triples[:, 1], "stuck_value": triples[:, 2]})
         pq.write_table(table.replace_schema_metadata({"rows": str(rows), "bit_columns": str(cols)}), path)
     else:
-        raise ValueError(f"fault map {path.name}: unknown file type {path.suffix!r}; valid choices: {', '.join(SUFFIXES)}")
+        raise ValueError(
+            f"fault map {path.name}: unknown file type {path.suffix!r}; valid choices: {', '.join(SUFFIXES)}"
+        )
     return path
 
 
@@ -186,8 +196,10 @@ def measured_codes(qw: QuantizedWeights, chip: MeasuredChip, layout: str = "wrap
     if fbytes.size:
         if layout == "flat":
             if qw.numel > cfg.array_bytes:
-                raise ValueError(f"fault map {chip.name}: flat layout needs the model's {qw.numel} weight bytes to fit "
-                                 f"the {cfg.array_bytes}-byte array; use layout 'wrap'")
+                raise ValueError(
+                    f"fault map {chip.name}: flat layout needs the model's {qw.numel} weight bytes to fit "
+                    f"the {cfg.array_bytes}-byte array; use layout 'wrap'"
+                )
             idx, which = fbytes, np.arange(fbytes.size)
             keep = idx < qw.numel
             idx, which = idx[keep], which[keep]
@@ -213,8 +225,13 @@ def measured_weights(qw: QuantizedWeights, chip: MeasuredChip, layout: str = "wr
 
 
 @torch.no_grad()
-def evaluate_measured(base: Any, loader: Any, chips: Sequence[MeasuredChip], generator: torch.nn.Module | None = None,
-                      layout: str = "wrap") -> dict[str, Any]:
+def evaluate_measured(
+    base: Any,
+    loader: Any,
+    chips: Sequence[MeasuredChip],
+    generator: torch.nn.Module | None = None,
+    layout: str = "wrap",
+) -> dict[str, Any]:
     """CA, PA and (with a generator) CA (NF), PA (NF), RP over measured chips: the metrics of
     nf_core.evaluate with the chip list replaced by the maps (``base`` is a DeployedModel).
     A BER-conditioned generator runs at each chip's measured BER (CA (NF) at its current BER)."""
@@ -230,9 +247,16 @@ def evaluate_measured(base: Any, loader: Any, chips: Sequence[MeasuredChip], gen
         generator.eval()
     clean = [(x.to(dev), y.to(dev)) for x, y in loader]
     fused = [(neuralfuse(x, generator), y) for x, y in clean] if generator is not None else None
-    out: dict[str, Any] = {"ber": float(np.mean([c.ber for c in chips])), "fault_model": "measured", "layout": layout,
-                           "bits": base.bits, "chips": len(chips), "chip_names": [c.name for c in chips],
-                           "chip_bers": [c.ber for c in chips], "ca": _accuracy(base.logits, clean)}
+    out: dict[str, Any] = {
+        "ber": float(np.mean([c.ber for c in chips])),
+        "fault_model": "measured",
+        "layout": layout,
+        "bits": base.bits,
+        "chips": len(chips),
+        "chip_names": [c.name for c in chips],
+        "chip_bers": [c.ber for c in chips],
+        "ca": _accuracy(base.logits, clean),
+    }
     pa, pa_nf = [], []
     for chip in chips:
         w = measured_weights(base.qw, chip, layout)
@@ -246,13 +270,27 @@ def evaluate_measured(base: Any, loader: Any, chips: Sequence[MeasuredChip], gen
     out.update(pa_mean=float(np.mean(pa)), pa_std=float(np.std(pa)), pa_per_chip=pa)
     if fused is not None:
         n_params = sum(p.numel() for p in generator.parameters())
-        out.update(ca_nf=_accuracy(base.logits, fused), pa_nf_mean=float(np.mean(pa_nf)),
-                   pa_nf_std=float(np.std(pa_nf)), pa_nf_per_chip=pa_nf)
+        out.update(
+            ca_nf=_accuracy(base.logits, fused),
+            pa_nf_mean=float(np.mean(pa_nf)),
+            pa_nf_std=float(np.std(pa_nf)),
+            pa_nf_per_chip=pa_nf,
+        )
         out["rp"] = recovery(out["pa_nf_mean"], out["pa_mean"])
         out.update(generator_params=n_params, efficiency=efficiency_ratio(out["rp"], n_params))
     return out
 
 
-__all__ = ["SUFFIXES", "MeasuredChip", "evaluate_measured", "fault_map_from_cells", "load_fault_map",
-           "load_fault_maps", "measured_byte_masks", "measured_codes", "measured_weights", "parse_fault_map",
-           "save_fault_map"]
+__all__ = [
+    "SUFFIXES",
+    "MeasuredChip",
+    "evaluate_measured",
+    "fault_map_from_cells",
+    "load_fault_map",
+    "load_fault_maps",
+    "measured_byte_masks",
+    "measured_codes",
+    "measured_weights",
+    "parse_fault_map",
+    "save_fault_map",
+]

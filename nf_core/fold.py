@@ -6,6 +6,7 @@ An eval-mode BatchNorm after a convolution is an affine map per output channel,
 the folded weight is ``dequant(perturbed codes) · g``: folding happens after the faults, on
 the float copy, and the folded weight is never quantized (that would change the numbers).
 """
+
 from __future__ import annotations
 
 import copy

@@ -3,6 +3,7 @@
 Every generator maps x (B, 3, H, W) in [-1, 1] to a perturbation of the same shape; the
 transformation x' = clamp(x + G(x), -1, 1) lives in `nf_core.transform`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,9 +34,17 @@ def _up() -> nn.Upsample:
 
 
 def _conv_l_encoder() -> list[nn.Module]:
-    return [conv_bn_relu(3, 32), conv_bn_relu(32, 32), _pool(),
-            conv_bn_relu(32, 64), conv_bn_relu(64, 64), _pool(),
-            conv_bn_relu(64, 128), conv_bn_relu(128, 128), _pool()]
+    return [
+        conv_bn_relu(3, 32),
+        conv_bn_relu(32, 32),
+        _pool(),
+        conv_bn_relu(32, 64),
+        conv_bn_relu(64, 64),
+        _pool(),
+        conv_bn_relu(64, 128),
+        conv_bn_relu(128, 128),
+        _pool(),
+    ]
 
 
 class _Sequential(nn.Module):
@@ -56,9 +65,18 @@ class ConvL(_Sequential):
     def __init__(self, input_size: int = 32) -> None:
         super().__init__(
             *_conv_l_encoder(),
-            conv_bn_relu(128, 128), _up(), conv_bn_relu(128, 128), conv_bn_relu(128, 64), _up(),
-            conv_bn_relu(64, 64), conv_bn_relu(64, 32), _up(), conv_bn_relu(32, 32),
-            nn.Conv2d(32, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Tanh(),
+            conv_bn_relu(128, 128),
+            _up(),
+            conv_bn_relu(128, 128),
+            conv_bn_relu(128, 64),
+            _up(),
+            conv_bn_relu(64, 64),
+            conv_bn_relu(64, 32),
+            _up(),
+            conv_bn_relu(32, 32),
+            nn.Conv2d(32, 3, 3, padding=1),
+            nn.BatchNorm2d(3),
+            nn.Tanh(),
         )
 
 
@@ -68,9 +86,21 @@ class ConvS(_Sequential):
 
     def __init__(self, input_size: int = 32) -> None:
         super().__init__(
-            conv_bn_relu(3, 32), _pool(), conv_bn_relu(32, 64), _pool(), conv_bn_relu(64, 64), _pool(),
-            conv_bn_relu(64, 64), _up(), conv_bn_relu(64, 32), _up(), conv_bn_relu(32, 3), _up(),
-            nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Tanh(),
+            conv_bn_relu(3, 32),
+            _pool(),
+            conv_bn_relu(32, 64),
+            _pool(),
+            conv_bn_relu(64, 64),
+            _pool(),
+            conv_bn_relu(64, 64),
+            _up(),
+            conv_bn_relu(64, 32),
+            _up(),
+            conv_bn_relu(32, 3),
+            _up(),
+            nn.Conv2d(3, 3, 3, padding=1),
+            nn.BatchNorm2d(3),
+            nn.Tanh(),
         )
 
 
@@ -81,9 +111,14 @@ class DeConvL(_Sequential):
     def __init__(self, input_size: int = 32) -> None:
         super().__init__(
             *_conv_l_encoder(),
-            conv_bn_relu(128, 128), deconv_bn_relu(128, 64), conv_bn_relu(64, 64),
-            deconv_bn_relu(64, 32), conv_bn_relu(32, 32),
-            nn.ConvTranspose2d(32, 3, 4, 2, 1), nn.BatchNorm2d(3), nn.Tanh(),
+            conv_bn_relu(128, 128),
+            deconv_bn_relu(128, 64),
+            conv_bn_relu(64, 64),
+            deconv_bn_relu(64, 32),
+            conv_bn_relu(32, 32),
+            nn.ConvTranspose2d(32, 3, 4, 2, 1),
+            nn.BatchNorm2d(3),
+            nn.Tanh(),
         )
 
 
@@ -93,9 +128,17 @@ class DeConvS(_Sequential):
 
     def __init__(self, input_size: int = 32) -> None:
         super().__init__(
-            conv_bn_relu(3, 32), _pool(), conv_bn_relu(32, 64), _pool(), conv_bn_relu(64, 64), _pool(),
-            deconv_bn_relu(64, 64), deconv_bn_relu(64, 32),
-            nn.ConvTranspose2d(32, 3, 4, 2, 1), nn.BatchNorm2d(3), nn.Tanh(),
+            conv_bn_relu(3, 32),
+            _pool(),
+            conv_bn_relu(32, 64),
+            _pool(),
+            conv_bn_relu(64, 64),
+            _pool(),
+            deconv_bn_relu(64, 64),
+            deconv_bn_relu(64, 32),
+            nn.ConvTranspose2d(32, 3, 4, 2, 1),
+            nn.BatchNorm2d(3),
+            nn.Tanh(),
         )
 
 
@@ -104,8 +147,12 @@ class DoubleConv(nn.Sequential):
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__(
-            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
         )
 
 

@@ -6,6 +6,7 @@ The real registries live beside their constructors; tests/test_config_schema.py 
 every tuple here equals the registry it mirrors, so registering a new name means adding it
 here too.
 """
+
 from __future__ import annotations
 
 MODELS = ("resnet18", "resnet50", "vgg11", "vgg16", "vgg19")  # nf_core.models.MODELS

@@ -7,10 +7,11 @@ stream when there is one. The consumer dequantizes on the device (`DeployedModel
 Default: on with a CUDA device, off on the CPU (where the thread would only compete for the
 same cores); ``force=True`` runs the same path on the CPU, which is how the tests exercise it.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Hashable, Sequence
 
 import torch
 
@@ -26,7 +27,7 @@ def prefetch_default(device: torch.device | str) -> bool:
 class _Ready:
     """Device codes plus the CUDA event that marks their copy done (None on the CPU)."""
 
-    def __init__(self, codes: list[torch.Tensor], event: "torch.cuda.Event | None") -> None:
+    def __init__(self, codes: list[torch.Tensor], event: torch.cuda.Event | None) -> None:
         self.codes, self.event = codes, event
 
     def wait(self) -> list[torch.Tensor]:
@@ -46,8 +47,14 @@ class ChipPrefetcher:
     starts preparing ``next_key(key)``.
     """
 
-    def __init__(self, bases: Sequence[DeployedModel], chip: ChipConfig, seeds_of: Callable[[Hashable], Sequence[int]],
-                 next_key: Callable[[Hashable], Hashable | None], first_key: Hashable | None = None) -> None:
+    def __init__(
+        self,
+        bases: Sequence[DeployedModel],
+        chip: ChipConfig,
+        seeds_of: Callable[[Hashable], Sequence[int]],
+        next_key: Callable[[Hashable], Hashable | None],
+        first_key: Hashable | None = None,
+    ) -> None:
         self.bases, self.chip, self.seeds_of, self.next_key = list(bases), chip, seeds_of, next_key
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chip-prefetch")
         self._pending: dict[Hashable, Future] = {}
@@ -90,7 +97,7 @@ class ChipPrefetcher:
         self._pending.clear()
         self._pool.shutdown(wait=True)
 
-    def __enter__(self) -> "ChipPrefetcher":
+    def __enter__(self) -> ChipPrefetcher:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -4,6 +4,7 @@ scale = max|W| / (2^(b-1) - 1),  q = round(W / scale) (half to even),  Ŵ = q ·
 q is held as int8 two's complement; for b < 8 only its low b bits are "stored" (see chips).
 Biases, BatchNorm and activations are not quantized (docs/method.md, Quantization).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -84,16 +85,17 @@ class QuantizedWeights:
     def numel(self) -> int:
         return self.offsets[-1]
 
-    def to(self, device: torch.device | str) -> "QuantizedWeights":
-        return QuantizedWeights(self.names, self.shapes, self.offsets, self.flat.to(device),
-                                self.scales.to(device), self.bits)
+    def to(self, device: torch.device | str) -> QuantizedWeights:
+        return QuantizedWeights(
+            self.names, self.shapes, self.offsets, self.flat.to(device), self.scales.to(device), self.bits
+        )
 
     def dequantized(self, flat: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Float weights Ŵ = q · scale for every layer, from ``flat`` (default: the clean codes)."""
         flat = self.flat if flat is None else flat
         out = {}
         for i, (name, shape) in enumerate(zip(self.names, self.shapes)):
-            out[name] = flat[self.offsets[i]:self.offsets[i + 1]].float().view(shape) * self.scales[i]
+            out[name] = flat[self.offsets[i] : self.offsets[i + 1]].float().view(shape) * self.scales[i]
         return out
 
     def stacked(self, flats: list[torch.Tensor] | torch.Tensor) -> dict[str, torch.Tensor]:
@@ -101,7 +103,7 @@ class QuantizedWeights:
         big = (flats if isinstance(flats, torch.Tensor) else torch.stack(flats)).float()  # (N, total)
         out = {}
         for i, (name, shape) in enumerate(zip(self.names, self.shapes)):
-            out[name] = big[:, self.offsets[i]:self.offsets[i + 1]].reshape(big.shape[0], *shape) * self.scales[i]
+            out[name] = big[:, self.offsets[i] : self.offsets[i + 1]].reshape(big.shape[0], *shape) * self.scales[i]
         return out
 
 
@@ -116,6 +118,4 @@ def quantize_model(model: nn.Module, bits: int = 8) -> QuantizedWeights:
         qs.append(q.flatten())
         scales.append(s)
         offsets.append(offsets[-1] + q.numel())
-    return QuantizedWeights(names, [params[n].shape for n in names], offsets, torch.cat(qs),
-                            torch.stack(scales), bits)
-
+    return QuantizedWeights(names, [params[n].shape for n in names], offsets, torch.cat(qs), torch.stack(scales), bits)

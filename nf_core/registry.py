@@ -1,7 +1,9 @@
 """Name → constructor registries (timm/torchvision style) for models, generators, datasets."""
+
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 

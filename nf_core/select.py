@@ -9,12 +9,14 @@ For each (dataset, target model, fault model) the answer is the candidate whose 
 statistic is ≥ A and whose total energy saving is largest (ES formula of the cost model, the
 generator's own accesses at nominal voltage), ties broken by the higher BER, then accuracy. That
 is the lowest voltage meeting A unless a generator costs more than the lower voltage saves: then
-a higher voltage (or no generator) is the better answer, and it is the one given. The statistic is the mean over chips, or the
+a higher voltage (or no generator) is the better answer, and it is the one given. The statistic
+is the mean over chips, or the
 q-th percentile of the per-chip accuracies (``percentile=10``: 90% of chips do at least this
 well — a deployed chip is one draw, not the mean). Nominal voltage (BER 0, accuracy CA, ES 0) is
 always a candidate, so "nothing meets A" means even the error-free model is below the floor.
 The same answer without NeuralFuse is given beside it, so the gain is explicit.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,9 +62,14 @@ def _missing(x: Any) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
-def operating_candidates(rows: Iterable[Mapping[str, Any]], min_accuracy: float, table: VoltageTable,
-                         twma: Mapping[str, int], percentile: float | None = None,
-                         interpolate: bool = False) -> tuple[list[Candidate], list[str]]:
+def operating_candidates(
+    rows: Iterable[Mapping[str, Any]],
+    min_accuracy: float,
+    table: VoltageTable,
+    twma: Mapping[str, int],
+    percentile: float | None = None,
+    interpolate: bool = False,
+) -> tuple[list[Candidate], list[str]]:
     """Every scored operating point, and notes on rows that could not be scored (and why)."""
     if percentile is not None and not 0 <= percentile <= 100:
         raise ValueError(f"percentile {percentile!r} must be in [0, 100]")
@@ -109,8 +116,22 @@ def operating_candidates(rows: Iterable[Mapping[str, Any]], min_accuracy: float,
         dataset, model, fm, bits, gen, train_ber, ber = key
         point, es = meta[key]
         acc = float(np.mean(stats))  # repeated rows (seeds, several items) are averaged
-        out.append(Candidate(dataset, model, fm, bits, gen, train_ber, ber, point.voltage if point else 1.0,
-                             point.energy_ratio if point else 1.0, acc, es, acc >= min_accuracy))
+        out.append(
+            Candidate(
+                dataset,
+                model,
+                fm,
+                bits,
+                gen,
+                train_ber,
+                ber,
+                point.voltage if point else 1.0,
+                point.energy_ratio if point else 1.0,
+                acc,
+                es,
+                acc >= min_accuracy,
+            )
+        )
     out.sort(key=lambda c: (c.dataset or "", c.model, c.fault_model or "", c.bits or 0, c.ber, c.generator or ""))
     return out, sorted(notes)
 
@@ -123,9 +144,14 @@ def _best(cands: list[Candidate]) -> Candidate | None:
     return max(ok, key=lambda c: (round(c.energy_saving, 9), c.ber, c.accuracy))
 
 
-def select_operating_points(rows: Iterable[Mapping[str, Any]], min_accuracy: float, table: VoltageTable,
-                            twma: Mapping[str, int], percentile: float | None = None,
-                            interpolate: bool = False) -> dict[str, Any]:
+def select_operating_points(
+    rows: Iterable[Mapping[str, Any]],
+    min_accuracy: float,
+    table: VoltageTable,
+    twma: Mapping[str, int],
+    percentile: float | None = None,
+    interpolate: bool = False,
+) -> dict[str, Any]:
     """Per base model: the chosen point with NeuralFuse, without it, and the gain (see module doc)."""
     cands, notes = operating_candidates(rows, min_accuracy, table, twma, percentile, interpolate)
     statistic = "mean over chips" if percentile is None else f"{percentile:g}th percentile over chips"
@@ -137,7 +163,7 @@ def select_operating_points(rows: Iterable[Mapping[str, Any]], min_accuracy: flo
         with_nf = _best(cs)  # nominal voltage and bare-model points compete too: NF is chosen only if it wins
         without = _best([c for c in cs if c.generator is None])
         if with_nf is None:
-            msg = (f"no operating point meets the floor {min_accuracy:g}% ({statistic}), not even nominal voltage")
+            msg = f"no operating point meets the floor {min_accuracy:g}% ({statistic}), not even nominal voltage"
         elif with_nf.ber == 0:
             msg = "only nominal voltage meets the floor: no energy saving"
         elif with_nf.generator is None:
@@ -145,13 +171,27 @@ def select_operating_points(rows: Iterable[Mapping[str, Any]], min_accuracy: flo
         else:
             msg = f"BER {with_nf.ber:g} with {with_nf.generator}"
         gain = None if with_nf is None or without is None else with_nf.energy_saving - without.energy_saving
-        models.append({"dataset": dataset, "model": model, "fault_model": fm, "bits": bits,
-                       "with_nf": asdict(with_nf) if with_nf else None,
-                       "without_nf": asdict(without) if without else None,
-                       "energy_saving_gain": gain, "message": msg})
-    return {"min_accuracy": min_accuracy, "statistic": statistic, "percentile": percentile,
-            "voltage_table": table.source, "models": models, "candidates": [asdict(c) for c in cands],
-            "notes": notes}
+        models.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "fault_model": fm,
+                "bits": bits,
+                "with_nf": asdict(with_nf) if with_nf else None,
+                "without_nf": asdict(without) if without else None,
+                "energy_saving_gain": gain,
+                "message": msg,
+            }
+        )
+    return {
+        "min_accuracy": min_accuracy,
+        "statistic": statistic,
+        "percentile": percentile,
+        "voltage_table": table.source,
+        "models": models,
+        "candidates": [asdict(c) for c in cands],
+        "notes": notes,
+    }
 
 
 def _cell(c: Mapping[str, Any] | None, key: str, spec: str) -> str:
@@ -162,16 +202,41 @@ def _cell(c: Mapping[str, Any] | None, key: str, spec: str) -> str:
 
 def format_selection(sel: Mapping[str, Any]) -> str:
     """Console table: one line per base model, the chosen point with and without NeuralFuse."""
-    head = ["dataset", "model", "bits", "generator", "BER", "V (Vmin)", "acc", "ES %", "| no NF: BER", "V", "acc", "ES %",
-            "| ES gain"]
+    head = [
+        "dataset",
+        "model",
+        "bits",
+        "generator",
+        "BER",
+        "V (Vmin)",
+        "acc",
+        "ES %",
+        "| no NF: BER",
+        "V",
+        "acc",
+        "ES %",
+        "| ES gain",
+    ]
     body = []
     for m in sel["models"]:
         w, n = m["with_nf"], m["without_nf"]
-        body.append([m["dataset"] or "-", m["model"], str(m["bits"] or "-"), (w or {}).get("generator") or "-", _cell(w, "ber", "g"),
-                     _cell(w, "voltage", ".4f"), _cell(w, "accuracy", ".2f"), _cell(w, "energy_saving", ".2f"),
-                     "| " + _cell(n, "ber", "g"), _cell(n, "voltage", ".4f"), _cell(n, "accuracy", ".2f"),
-                     _cell(n, "energy_saving", ".2f"),
-                     "| " + ("-" if m["energy_saving_gain"] is None else f"{m['energy_saving_gain']:+.2f}")])
+        body.append(
+            [
+                m["dataset"] or "-",
+                m["model"],
+                str(m["bits"] or "-"),
+                (w or {}).get("generator") or "-",
+                _cell(w, "ber", "g"),
+                _cell(w, "voltage", ".4f"),
+                _cell(w, "accuracy", ".2f"),
+                _cell(w, "energy_saving", ".2f"),
+                "| " + _cell(n, "ber", "g"),
+                _cell(n, "voltage", ".4f"),
+                _cell(n, "accuracy", ".2f"),
+                _cell(n, "energy_saving", ".2f"),
+                "| " + ("-" if m["energy_saving_gain"] is None else f"{m['energy_saving_gain']:+.2f}"),
+            ]
+        )
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in [head] + body]
     lines.insert(1, "-" * len(lines[0]))
@@ -191,15 +256,26 @@ def selection_figure(sel: Mapping[str, Any], path: str) -> str:
     import matplotlib.pyplot as plt
 
     models = sel["models"]
-    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(5 * max(1, len(models)), 4), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(
+        1, max(1, len(models)), figsize=(5 * max(1, len(models)), 4), squeeze=False, constrained_layout=True
+    )
     for ax, m in zip(axes[0], models):
-        cs = [c for c in sel["candidates"] if (c["dataset"], c["model"], c["fault_model"], c["bits"]) ==
-              (m["dataset"], m["model"], m["fault_model"], m["bits"])]
+        cs = [
+            c
+            for c in sel["candidates"]
+            if (c["dataset"], c["model"], c["fault_model"], c["bits"])
+            == (m["dataset"], m["model"], m["fault_model"], m["bits"])
+        ]
         for gen in sorted({c["generator"] or "" for c in cs}):
             pts = sorted((c for c in cs if (c["generator"] or "") == gen), key=lambda c: c["energy_saving"])
-            ax.plot([c["energy_saving"] for c in pts], [c["accuracy"] for c in pts], "o-" if gen else "s--",
-                    label=gen or "no NeuralFuse", color=None if gen else "gray", ms=4)
+            ax.plot(
+                [c["energy_saving"] for c in pts],
+                [c["accuracy"] for c in pts],
+                "o-" if gen else "s--",
+                label=gen or "no NeuralFuse",
+                color=None if gen else "gray",
+                ms=4,
+            )
         for key, marker, label in (("with_nf", "*", "chosen"), ("without_nf", "X", "chosen, no NF")):
             c = m[key]
             if c is not None:

@@ -4,11 +4,13 @@ Both are plain functions of a config dataclass. Each epoch is reproducible from
 (seed, epoch) alone — data order, augmentation and training chips — so a run resumed
 from any epoch checkpoint ends with exactly the weights of an uninterrupted run.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -74,7 +76,7 @@ class GeneratorTrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.chip  # validates BER, fault model and layout
+        _ = self.chip  # building the chip config validates BER, fault model and layout
         check_lambda(self.lam)
         check_n_chips(self.n_chips)
         check_choice("batching", self.batching, BATCHING)
@@ -109,10 +111,16 @@ def _resume(ckpt: dict[str, Any] | None, model: nn.Module, opt, sched) -> tuple[
 
 def _checkpoint(kind: str, model, opt, sched, epoch: int, step: int, cfg, history, spec) -> dict[str, Any]:
     return {
-        "kind": kind, "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched is not None else None,
-        "rng": rng_state(), "epoch": epoch, "step": step, "config": asdict(cfg),
-        "history": list(history), "spec": dict(spec or {}),
+        "kind": kind,
+        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict() if sched is not None else None,
+        "rng": rng_state(),
+        "epoch": epoch,
+        "step": step,
+        "config": asdict(cfg),
+        "history": list(history),
+        "spec": dict(spec or {}),
     }
 
 
@@ -154,8 +162,12 @@ def train_base(
             loss_sum += loss.item() * len(y)
         if sched is not None:
             sched.step()
-        metrics = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": 100.0 * correct / seen,
-                   "seconds": time.perf_counter() - t0}
+        metrics = {
+            "epoch": epoch + 1,
+            "loss": loss_sum / seen,
+            "train_acc": 100.0 * correct / seen,
+            "seconds": time.perf_counter() - t0,
+        }
         history.append(metrics)
         ckpt = _checkpoint("base", model, opt, sched, epoch + 1, step, cfg, history, spec)
         if on_epoch is not None:
@@ -189,15 +201,17 @@ def train_generator(
     ckpt = resume
     chips = training_chips(bases, cfg.chip, cfg.seed, cfg.n_chips, step, cfg.prefetch) if step_fn is None else None
     try:
-        return _generator_epochs(generator, bases, train_set, cfg, opt, sched, start, step, history, ckpt, chips,
-                                 on_epoch, spec, step_fn)
+        return _generator_epochs(
+            generator, bases, train_set, cfg, opt, sched, start, step, history, ckpt, chips, on_epoch, spec, step_fn
+        )
     finally:
         if chips is not None:
             chips.close()
 
 
-def _generator_epochs(generator, bases, train_set, cfg, opt, sched, start, step, history, ckpt, chips, on_epoch, spec,
-                      step_fn):
+def _generator_epochs(
+    generator, bases, train_set, cfg, opt, sched, start, step, history, ckpt, chips, on_epoch, spec, step_fn
+):
     device, chip = _device_of(generator), cfg.chip
     for epoch in range(start, cfg.epochs):
         t0, n, sums = time.perf_counter(), 0, {}
@@ -206,18 +220,25 @@ def _generator_epochs(generator, bases, train_set, cfg, opt, sched, start, step,
             seeds = training_chip_seeds(cfg.seed, step, cfg.n_chips)
             if step_fn is None:
                 codes = chips.get(step) if chips is not None else None
-                m = eopm_step(generator, bases, x, y, seeds, chip, cfg.lam, opt, sched, cfg.generator_bits, cfg.batching,
-                              codes)
+                m = eopm_step(
+                    generator, bases, x, y, seeds, chip, cfg.lam, opt, sched, cfg.generator_bits, cfg.batching, codes
+                )
             else:
                 m = step_fn(generator, x, y, seeds, opt, sched)
             step += 1
             n += 1
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v
-        metrics = {"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in sums.items()},
-                   "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+        metrics = {
+            "epoch": epoch + 1,
+            **{k: v / max(n, 1) for k, v in sums.items()},
+            "lr": opt.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - t0,
+        }
         history.append(metrics)
         ckpt = _checkpoint("generator", generator, opt, sched, epoch + 1, step, cfg, history, spec)
         if on_epoch is not None:
             on_epoch(epoch + 1, metrics, ckpt)
-    return ckpt if ckpt is not None else _checkpoint("generator", generator, opt, sched, start, step, cfg, history, spec)
+    return (
+        ckpt if ckpt is not None else _checkpoint("generator", generator, opt, sched, start, step, cfg, history, spec)
+    )

@@ -1,4 +1,5 @@
 """The NeuralFuse transformation, in one place: x' = clamp(x + G(x), -1, 1) (docs/method.md)."""
+
 from __future__ import annotations
 
 import torch
@@ -6,8 +7,9 @@ import torch.nn as nn
 from torch.func import functional_call
 
 
-def neuralfuse(x: torch.Tensor, generator: nn.Module | None,
-               weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+def neuralfuse(
+    x: torch.Tensor, generator: nn.Module | None, weights: dict[str, torch.Tensor] | None = None
+) -> torch.Tensor:
     """Transformed input x' = clamp(x + G(x), -1, 1); identity when there is no generator.
 
     ``weights`` runs G with other weights (e.g. fake-quantized ones during generator QAT).

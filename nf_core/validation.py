@@ -1,7 +1,8 @@
 """Up-front argument checks: fail before any compute, naming the bad value and the valid choices."""
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 FAULT_MODELS = ("stuck_at", "flip")
 LAYOUTS = ("wrap", "flat", "reference")

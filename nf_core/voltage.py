@@ -12,6 +12,7 @@ voltages are in units of Vmin, the lowest bit-error-free voltage, as in the pape
 0.83 Vmin gives a 1% BER, and the authors' energy figure is e_LV/e_NV = 0.694 there (the paper's text says
 "approximately 30%" less energy; its Table 2 values imply 0.694). Absolute volts are not given.
 """
+
 from __future__ import annotations
 
 import csv
@@ -30,7 +31,7 @@ REQUIRED_COLUMNS = ("voltage", "ber", "energy_ratio")
 # (128 KiB) array is expected to hold one faulty cell (BER 2^-20). Dynamic energy per access
 # scales with V^2 (the paper's "quadratic dependence"); V^2 = 0.689 at 0.83 Vmin, within 0.7% of
 # the simulated 0.694, which the measured row keeps.
-CURVE_ANCHORS = ((0.83, 0.01), (1.0, 2.0 ** -20))
+CURVE_ANCHORS = ((0.83, 0.01), (1.0, 2.0**-20))
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,10 @@ class VoltageTable:
             if math.isclose(p.ber, ber, rel_tol=1e-9, abs_tol=1e-15):
                 return p.energy_ratio
         have = ", ".join(f"{b:g}" for b in self.bers())
-        raise ValueError(f"no row for BER {ber:g} in voltage table {self.source}; BERs in the table: {have} "
-                         f"(add a row, or pass your own table with --voltage-table)")
+        raise ValueError(
+            f"no row for BER {ber:g} in voltage table {self.source}; BERs in the table: {have} "
+            f"(add a row, or pass your own table with --voltage-table)"
+        )
 
     def point(self, ber: float, interpolate: bool = False) -> VoltagePoint:
         """The row at ``ber``; with ``interpolate``, a BER between two rows gets voltage and energy
@@ -77,8 +80,10 @@ class VoltageTable:
         hi = [p for p in pts if p.ber > ber]
         if not lo or not hi:
             span = f"{pts[0].ber:g}..{pts[-1].ber:g}" if pts else "none"
-            raise ValueError(f"BER {ber:g} is outside voltage table {self.source} (BER range {span}); "
-                             f"interpolation never extrapolates: add rows or pass your own table")
+            raise ValueError(
+                f"BER {ber:g} is outside voltage table {self.source} (BER range {span}); "
+                f"interpolation never extrapolates: add rows or pass your own table"
+            )
         a, b = lo[-1], hi[0]
         t = (math.log10(ber) - math.log10(a.ber)) / (math.log10(b.ber) - math.log10(a.ber))
         volt = None if a.voltage is None or b.voltage is None else a.voltage + t * (b.voltage - a.voltage)
@@ -108,8 +113,10 @@ def parse_voltage_table(text: str, source: str) -> VoltageTable:
     header = [c.strip() for c in (reader.fieldnames or [])]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
-        raise ValueError(f"voltage table {source} lacks column(s) {', '.join(missing)}; "
-                         f"needs {', '.join(REQUIRED_COLUMNS)} (found: {', '.join(header) or 'no header'})")
+        raise ValueError(
+            f"voltage table {source} lacks column(s) {', '.join(missing)}; "
+            f"needs {', '.join(REQUIRED_COLUMNS)} (found: {', '.join(header) or 'no header'})"
+        )
     points: list[VoltagePoint] = []
     for line, raw in enumerate(reader, start=2):
         row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
@@ -123,8 +130,10 @@ def parse_voltage_table(text: str, source: str) -> VoltageTable:
         if not ratio > 0:
             raise ValueError(f"voltage table {source}, line {line}: energy_ratio {ratio:g} must be > 0")
         if ber == 0 and not math.isclose(ratio, 1.0):
-            raise ValueError(f"voltage table {source}, line {line}: the nominal (BER 0) row must have "
-                             f"energy_ratio 1, since ratios are relative to nominal; got {ratio:g}")
+            raise ValueError(
+                f"voltage table {source}, line {line}: the nominal (BER 0) row must have "
+                f"energy_ratio 1, since ratios are relative to nominal; got {ratio:g}"
+            )
         if any(math.isclose(p.ber, ber, rel_tol=1e-9, abs_tol=1e-15) for p in points):
             raise ValueError(f"voltage table {source}, line {line}: BER {ber:g} appears twice")
         points.append(VoltagePoint(voltage, ber, ratio))
@@ -140,8 +149,9 @@ def load_voltage_table(path: str | Path | None = None) -> VoltageTable:
         return parse_voltage_table(data.read_text(encoding="utf-8"), "nf_core/data/voltage_table.csv (shipped)")
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"voltage table {str(path)!r} does not exist; it must be a CSV with columns "
-                                f"{', '.join(REQUIRED_COLUMNS)}")
+        raise FileNotFoundError(
+            f"voltage table {str(path)!r} does not exist; it must be a CSV with columns {', '.join(REQUIRED_COLUMNS)}"
+        )
     return parse_voltage_table(path.read_text(encoding="utf-8"), repr(str(path)))
 
 

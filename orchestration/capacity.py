@@ -7,6 +7,7 @@ and dataset download are not counted. Eval and transfer trials count one epoch e
 evaluation pass), so give their seconds per trial. The cluster comes from
 orchestration.clusterfile; the printed form from orchestration.views.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,9 @@ def trials_per_node(node: NodeType, cpus: float, gpus: float) -> int:
     return min(fits) if fits else 0
 
 
-def pack(cluster: Cluster, cpus: float, gpus: float, trials: int, max_concurrent: int | None = None
-         ) -> tuple[int, dict[str, int]]:
+def pack(
+    cluster: Cluster, cpus: float, gpus: float, trials: int, max_concurrent: int | None = None
+) -> tuple[int, dict[str, int]]:
     """Concurrent trials and the nodes of each type they occupy.
 
     Fills the head first (it is always there), then worker types in the autoscaler's order
@@ -60,9 +62,11 @@ def pack(cluster: Cluster, cpus: float, gpus: float, trials: int, max_concurrent
     want = trials if max_concurrent is None else min(trials, max_concurrent)
     placed, nodes, workers_left = 0, {}, cluster.max_workers
     heads = [t for t in cluster.node_types if t.is_head]
-    workers = sorted((t for t in cluster.node_types if not t.is_head),
-                     key=lambda t: (gpus > 0 or t.gpus == 0, t.priority, trials_per_node(t, cpus, gpus)),
-                     reverse=True)
+    workers = sorted(
+        (t for t in cluster.node_types if not t.is_head),
+        key=lambda t: (gpus > 0 or t.gpus == 0, t.priority, trials_per_node(t, cpus, gpus)),
+        reverse=True,
+    )
     for t in heads + workers:
         per = trials_per_node(t, cpus, gpus)
         if per == 0 or placed >= want:
@@ -104,8 +108,12 @@ def _positive(where: str, value: Any) -> float:
     return v
 
 
-def estimate(cfg: SweepConfig, items: dict[str, list[Item]], cluster_yaml_path: str | None,
-             epoch_seconds: dict[str, float] | float | None) -> dict[str, Any]:
+def estimate(
+    cfg: SweepConfig,
+    items: dict[str, list[Item]],
+    cluster_yaml_path: str | None,
+    epoch_seconds: dict[str, float] | float | None,
+) -> dict[str, Any]:
     """Per stage: trials, resources per trial, GPU-hours, concurrency on the cluster, waves and
     wall-clock; plus totals. Without a cluster there is no packing; without epoch seconds, no hours."""
     if isinstance(epoch_seconds, (int, float)):
@@ -121,32 +129,55 @@ def estimate(cfg: SweepConfig, items: dict[str, list[Item]], cluster_yaml_path: 
         epochs = stage_epochs(cfg, stage)
         sec = seconds.get(stage)
         trial_s = epochs * sec if sec is not None else None
-        row: dict[str, Any] = {"trials": n, "epochs": epochs, "epoch_seconds": sec, "cpus_per_trial": cpus,
-                               "gpus_per_trial": gpus, "trial_hours": None if trial_s is None else trial_s / 3600,
-                               "gpu_hours": None if trial_s is None else n * trial_s * gpus / 3600,
-                               "cpu_hours": None if trial_s is None else n * trial_s * cpus / 3600}
+        row: dict[str, Any] = {
+            "trials": n,
+            "epochs": epochs,
+            "epoch_seconds": sec,
+            "cpus_per_trial": cpus,
+            "gpus_per_trial": gpus,
+            "trial_hours": None if trial_s is None else trial_s / 3600,
+            "gpu_hours": None if trial_s is None else n * trial_s * gpus / 3600,
+            "cpu_hours": None if trial_s is None else n * trial_s * cpus / 3600,
+        }
         if cluster is not None:
             concurrent, nodes = pack(cluster, cpus, gpus, n, cfg.resources.max_concurrent)
             capacity, _ = pack(cluster, cpus, gpus, 10**9, cfg.resources.max_concurrent)
             waves = math.ceil(n / concurrent) if concurrent else (0 if n == 0 else None)
-            row.update(concurrent=concurrent, capacity=capacity, nodes=nodes, waves=waves,
-                       per_node={t.name: trials_per_node(t, cpus, gpus) for t in cluster.node_types},
-                       wall_hours=None if trial_s is None or waves is None else waves * trial_s / 3600)
+            row.update(
+                concurrent=concurrent,
+                capacity=capacity,
+                nodes=nodes,
+                waves=waves,
+                per_node={t.name: trials_per_node(t, cpus, gpus) for t in cluster.node_types},
+                wall_hours=None if trial_s is None or waves is None else waves * trial_s / 3600,
+            )
             if n and not concurrent:
-                notes.append(f"stage {stage}: no node type fits a trial ({cpus:g} CPU, {gpus:g} GPU): "
-                             f"the trials would wait forever")
+                notes.append(
+                    f"stage {stage}: no node type fits a trial ({cpus:g} CPU, {gpus:g} GPU): "
+                    f"the trials would wait forever"
+                )
         stages[stage] = row
     untimed = [s for s in STAGES if stages[s]["trials"] and stages[s]["epoch_seconds"] is None]
     if seconds and untimed:
         notes.append(f"not timed (no --epoch-seconds for them): {', '.join(untimed)}")
     if cluster is not None:
-        notes += [f"node type {t.name}: {t.source}" for t in cluster.node_types if t.source.startswith(("unknown", "no "))]
+        notes += [
+            f"node type {t.name}: {t.source}" for t in cluster.node_types if t.source.startswith(("unknown", "no "))
+        ]
 
     def total(key: str) -> float | None:
         vals = [stages[s].get(key) for s in STAGES if stages[s]["trials"]]
         return sum(vals) if vals and all(v is not None for v in vals) else None
 
-    return {"sweep": cfg.name, "cluster": None if cluster is None else asdict(cluster), "stages": stages,
-            "total": {"trials": sum(r["trials"] for r in stages.values()), "gpu_hours": total("gpu_hours"),
-                      "cpu_hours": total("cpu_hours"), "wall_hours": total("wall_hours")},
-            "notes": notes}
+    return {
+        "sweep": cfg.name,
+        "cluster": None if cluster is None else asdict(cluster),
+        "stages": stages,
+        "total": {
+            "trials": sum(r["trials"] for r in stages.values()),
+            "gpu_hours": total("gpu_hours"),
+            "cpu_hours": total("cpu_hours"),
+            "wall_hours": total("wall_hours"),
+        },
+        "notes": notes,
+    }

@@ -3,6 +3,7 @@
 Only the standard library is imported here and in orchestration/commands/ at module level:
 each command imports torch, Ray, MLflow … when it runs, so `nf --help` answers at once.
 """
+
 from __future__ import annotations
 
 import argparse

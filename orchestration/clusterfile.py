@@ -7,6 +7,7 @@ and CPUs come from its ``resources``, else from a small table of instance types,
 ``--num-gpus``/``--num-cpus`` in its start command (on-premises clusters). Ray is imported
 only when a file is read.
 """
+
 from __future__ import annotations
 
 import copy
@@ -19,21 +20,55 @@ import yaml
 # (vCPUs, GPUs) of common instance types, for node types whose `resources` name no GPU.
 INSTANCE_TYPES: dict[str, tuple[int, int]] = {
     # AWS
-    "g4dn.xlarge": (4, 1), "g4dn.2xlarge": (8, 1), "g4dn.4xlarge": (16, 1), "g4dn.12xlarge": (48, 4),
+    "g4dn.xlarge": (4, 1),
+    "g4dn.2xlarge": (8, 1),
+    "g4dn.4xlarge": (16, 1),
+    "g4dn.12xlarge": (48, 4),
     "g4dn.metal": (96, 8),
-    "g5.xlarge": (4, 1), "g5.2xlarge": (8, 1), "g5.4xlarge": (16, 1), "g5.8xlarge": (32, 1),
-    "g5.12xlarge": (48, 4), "g5.24xlarge": (96, 4), "g5.48xlarge": (192, 8),
-    "g6.xlarge": (4, 1), "g6.2xlarge": (8, 1), "g6.12xlarge": (48, 4), "g6.48xlarge": (192, 8),
-    "g6e.xlarge": (4, 1), "g6e.12xlarge": (48, 4), "g6e.48xlarge": (192, 8),
-    "p3.2xlarge": (8, 1), "p3.8xlarge": (32, 4), "p3.16xlarge": (64, 8), "p3dn.24xlarge": (96, 8),
-    "p4d.24xlarge": (96, 8), "p4de.24xlarge": (96, 8), "p5.48xlarge": (192, 8),
-    "m5.xlarge": (4, 0), "m5.2xlarge": (8, 0), "m5.4xlarge": (16, 0),
-    "m6i.xlarge": (4, 0), "m6i.2xlarge": (8, 0), "m6i.4xlarge": (16, 0), "c6i.4xlarge": (16, 0),
+    "g5.xlarge": (4, 1),
+    "g5.2xlarge": (8, 1),
+    "g5.4xlarge": (16, 1),
+    "g5.8xlarge": (32, 1),
+    "g5.12xlarge": (48, 4),
+    "g5.24xlarge": (96, 4),
+    "g5.48xlarge": (192, 8),
+    "g6.xlarge": (4, 1),
+    "g6.2xlarge": (8, 1),
+    "g6.12xlarge": (48, 4),
+    "g6.48xlarge": (192, 8),
+    "g6e.xlarge": (4, 1),
+    "g6e.12xlarge": (48, 4),
+    "g6e.48xlarge": (192, 8),
+    "p3.2xlarge": (8, 1),
+    "p3.8xlarge": (32, 4),
+    "p3.16xlarge": (64, 8),
+    "p3dn.24xlarge": (96, 8),
+    "p4d.24xlarge": (96, 8),
+    "p4de.24xlarge": (96, 8),
+    "p5.48xlarge": (192, 8),
+    "m5.xlarge": (4, 0),
+    "m5.2xlarge": (8, 0),
+    "m5.4xlarge": (16, 0),
+    "m6i.xlarge": (4, 0),
+    "m6i.2xlarge": (8, 0),
+    "m6i.4xlarge": (16, 0),
+    "c6i.4xlarge": (16, 0),
     # GCP (accelerator-optimized types come with their GPUs)
-    "a2-highgpu-1g": (12, 1), "a2-highgpu-2g": (24, 2), "a2-highgpu-4g": (48, 4), "a2-highgpu-8g": (96, 8),
-    "a2-ultragpu-1g": (12, 1), "a2-ultragpu-8g": (96, 8), "a3-highgpu-8g": (208, 8),
-    "g2-standard-4": (4, 1), "g2-standard-8": (8, 1), "g2-standard-12": (12, 1), "g2-standard-16": (16, 1),
-    "g2-standard-24": (24, 2), "g2-standard-32": (32, 1), "g2-standard-48": (48, 4), "g2-standard-96": (96, 8),
+    "a2-highgpu-1g": (12, 1),
+    "a2-highgpu-2g": (24, 2),
+    "a2-highgpu-4g": (48, 4),
+    "a2-highgpu-8g": (96, 8),
+    "a2-ultragpu-1g": (12, 1),
+    "a2-ultragpu-8g": (96, 8),
+    "a3-highgpu-8g": (208, 8),
+    "g2-standard-4": (4, 1),
+    "g2-standard-8": (8, 1),
+    "g2-standard-12": (12, 1),
+    "g2-standard-16": (16, 1),
+    "g2-standard-24": (24, 2),
+    "g2-standard-32": (32, 1),
+    "g2-standard-48": (48, 4),
+    "g2-standard-96": (96, 8),
 }
 _GCP_GENERAL = re.compile(r"^[a-z]\d[a-z]?-(standard|highmem|highcpu)-(\d+)$")  # n2-standard-8: 8 vCPUs
 
@@ -70,8 +105,10 @@ def read_cluster(path: str) -> Cluster:
     if kuberay:
         return _read_kuberay(path, kuberay[0])
     if len(docs) != 1 or not isinstance(docs[0], dict) or "provider" not in docs[0]:
-        raise ValueError(f"{path!r} is neither a Ray cluster launcher YAML (with `provider`) "
-                         f"nor a KubeRay manifest (kind: RayCluster)")
+        raise ValueError(
+            f"{path!r} is neither a Ray cluster launcher YAML (with `provider`) "
+            f"nor a KubeRay manifest (kind: RayCluster)"
+        )
     return _read_launcher(path, docs[0])
 
 
@@ -91,8 +128,17 @@ def _read_launcher(path: str, raw: dict[str, Any]) -> Cluster:
             continue
         is_head = name == cfg["head_node_type"]
         cpus, gpus, source = _launcher_resources(spec)
-        types.append(NodeType(name, cpus, gpus, 1 if is_head else int(spec.get("max_workers", 0)), is_head,
-                              int(spec.get("priority", 0)), source))
+        types.append(
+            NodeType(
+                name,
+                cpus,
+                gpus,
+                1 if is_head else int(spec.get("max_workers", 0)),
+                is_head,
+                int(spec.get("priority", 0)),
+                source,
+            )
+        )
     return Cluster(path, cfg.get("cluster_name", "default"), int(cfg["max_workers"]), tuple(types))
 
 
@@ -125,8 +171,9 @@ def _flag(commands: list[str], flag: str) -> float | None:
 
 def _local_type(name: str, commands: list[str], max_nodes: int, is_head: bool) -> NodeType:
     gpus, cpus = _flag(commands, "--num-gpus"), _flag(commands, "--num-cpus")
-    source = "--num-gpus in its start command" if gpus is not None else \
-        "no --num-gpus in its start command: 0 GPUs assumed"
+    source = (
+        "--num-gpus in its start command" if gpus is not None else "no --num-gpus in its start command: 0 GPUs assumed"
+    )
     return NodeType(name, cpus, gpus or 0.0, max_nodes, is_head, 0, source)
 
 
@@ -143,7 +190,15 @@ def _read_kuberay(path: str, cr: dict[str, Any]) -> Cluster:
     for name, spec in cfg["available_node_types"].items():
         is_head = name == cfg["head_node_type"]
         res = spec["resources"]
-        types.append(NodeType(name, float(res.get("CPU", 0)), float(res.get("GPU", 0)),
-                              1 if is_head else int(spec["max_workers"]), is_head, int(spec.get("priority", 0)),
-                              "pod resources / rayStartParams"))
+        types.append(
+            NodeType(
+                name,
+                float(res.get("CPU", 0)),
+                float(res.get("GPU", 0)),
+                1 if is_head else int(spec["max_workers"]),
+                is_head,
+                int(spec.get("priority", 0)),
+                "pod resources / rayStartParams",
+            )
+        )
     return Cluster(path, cfg["cluster_name"], int(cfg["max_workers"]), tuple(types))

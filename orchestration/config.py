@@ -17,6 +17,7 @@ names against nf_core/names.py, whose tuples a test keeps equal to the real regi
 Dataset roots on disk or S3 are checked separately (orchestration/preflight.py), by the CLI,
 not on every parse (trials parse the config again).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -45,6 +46,7 @@ class ConfigError(ValueError):
 # Each field type below is a plain Python type plus a "before" validator that does the whole
 # check (type, range, choices) and raises one readable message; the pydantic constraints
 # beside it only document the range in the JSON schema.
+
 
 def _show(v: Any) -> str:
     """A value as the user wrote it in YAML (true, null, 'fast'), shortened."""
@@ -75,8 +77,15 @@ def _range_text(integer: bool, gt: float | None, ge: float | None, lt: float | N
     return kind
 
 
-def _number(*, integer: bool = False, gt: float | None = None, ge: float | None = None, lt: float | None = None,
-            le: float | None = None, hint: str = "") -> Any:
+def _number(
+    *,
+    integer: bool = False,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+    hint: str = "",
+) -> Any:
     """A float (or int) field: YAML booleans, strings, NaN and out-of-range values are refused."""
     expected = _range_text(integer, gt, ge, lt, le) + (f" ({hint})" if hint else "")
 
@@ -85,8 +94,12 @@ def _number(*, integer: bool = False, gt: float | None = None, ge: float | None 
         if isinstance(v, bool) or not ok_type or (isinstance(v, float) and not math.isfinite(v)):
             kind = "an integer" if integer else "a finite number" if isinstance(v, float) else "a number"
             raise _fail(f"{_show(v)} is not {kind}; expected {expected}")
-        if ((gt is not None and not v > gt) or (ge is not None and not v >= ge) or (lt is not None and not v < lt)
-                or (le is not None and not v <= le)):
+        if (
+            (gt is not None and not v > gt)
+            or (ge is not None and not v >= ge)
+            or (lt is not None and not v < lt)
+            or (le is not None and not v <= le)
+        ):
             raise _fail(f"{_show(v)} is out of range; expected {expected}")
         return v if integer else float(v)
 
@@ -95,6 +108,7 @@ def _number(*, integer: bool = False, gt: float | None = None, ge: float | None 
 
 def _choice(what: str, choices: tuple[str, ...]) -> Any:
     """One of a fixed set of names (a registry, an enum); a near miss is named."""
+
     def check(v: Any) -> Any:
         if isinstance(v, str) and v in choices:
             return v
@@ -105,6 +119,7 @@ def _choice(what: str, choices: tuple[str, ...]) -> Any:
 
 def _text(what: str, pattern: re.Pattern[str] | None = None, rule: str = "") -> Any:
     """A non-empty string (a YAML number or boolean is not one)."""
+
     def check(v: Any) -> Any:
         if not isinstance(v, str) or not v:
             raise _fail(f"{_show(v)} is not a non-empty string; expected {what}")
@@ -128,6 +143,7 @@ def _grid(item: Any, example: str, *, min_items: int = 1, unique: bool = True) -
     """A list of grid values: a YAML list, not a scalar; non-empty; each value once (every value
     makes its own trials, and two trials with one id would write the same item folder).
     A future form such as ``{range: [lo, hi], log: true}`` expands here, before the item checks."""
+
     def check(v: Any) -> Any:
         if not isinstance(v, (list, tuple)):
             raise _fail(f"{_show(v)} is not a list; expected a list such as {example}")
@@ -183,11 +199,16 @@ class DatasetSpec(_Section):
     @model_validator(mode="after")
     def _root_needed(self) -> DatasetSpec:
         if self.name != "digits" and self.root is None:
-            raise _fail(f"null is not possible: dataset {self.name!r} needs a root folder (local path or "
-                        "s3://bucket/prefix)", "root")
+            raise _fail(
+                f"null is not possible: dataset {self.name!r} needs a root folder (local path or s3://bucket/prefix)",
+                "root",
+            )
         if self.name == "imagenet10" and self.download:
-            raise _fail("true is not possible: imagenet10 cannot be downloaded automatically; prepare root with "
-                        "train/<class>/ and val/<class>/ folders and set download: false", "download")
+            raise _fail(
+                "true is not possible: imagenet10 cannot be downloaded automatically; prepare root with "
+                "train/<class>/ and val/<class>/ folders and set download: false",
+                "download",
+            )
         return self
 
 
@@ -226,9 +247,11 @@ class GeneratorStage(_Section):
     """Training batch size."""
     lr: _number(gt=0, hint="Adam learning rate") = 1e-3
     """Adam learning rate."""
-    betas: Annotated[list[_number(ge=0, lt=1, hint="Adam beta")],
-                     BeforeValidator(lambda v: _pair(v, "Adam betas, e.g. [0.5, 0.999]")),
-                     Field(min_length=2, max_length=2)] = [0.5, 0.999]
+    betas: Annotated[
+        list[_number(ge=0, lt=1, hint="Adam beta")],
+        BeforeValidator(lambda v: _pair(v, "Adam betas, e.g. [0.5, 0.999]")),
+        Field(min_length=2, max_length=2),
+    ] = [0.5, 0.999]
     """Adam betas, two numbers in [0, 1)."""
     step_size: Count = 500
     """StepLR period in iterations."""
@@ -319,8 +342,9 @@ def _source(v: Any) -> Any:
         raise _fail(f"{_show(v)} is not a model name or a list of at least two model names")
     for m in [v] if isinstance(v, str) else v:
         if not isinstance(m, str) or m not in names.MODELS:
-            raise _fail(f"{_show(m)} is not a valid model{_suggest(m, names.MODELS)}; "
-                        f"valid choices: {', '.join(names.MODELS)}")
+            raise _fail(
+                f"{_show(m)} is not a valid model{_suggest(m, names.MODELS)}; valid choices: {', '.join(names.MODELS)}"
+            )
     return v
 
 
@@ -340,16 +364,16 @@ class SweepConfig(_Section):
     """S3 region; null: AWS_REGION / AWS_DEFAULT_REGION."""
     device: _choice("device", DEVICES) = "auto"
     """auto: cuda when the trial has a GPU."""
-    datasets: Annotated[_grid(DatasetSpec, "[digits] or [{name: cifar10, root: data/cifar10}]", unique=False),
-                        BeforeValidator(lambda v: [_dataset_entry(d) for d in v] if isinstance(v, list) else v)] = \
-        Field(default_factory=lambda: [DatasetSpec(name="digits")])
+    datasets: Annotated[
+        _grid(DatasetSpec, "[digits] or [{name: cifar10, root: data/cifar10}]", unique=False),
+        BeforeValidator(lambda v: [_dataset_entry(d) for d in v] if isinstance(v, list) else v),
+    ] = Field(default_factory=lambda: [DatasetSpec(name="digits")])
     """Datasets (each once): names or {name, root, download, train_subset, test_subset}."""
     models: _grid(Model, "[resnet18, vgg11]") = ["resnet18"]
     """Base models (registered names, nf_core/models)."""
     width: _number(gt=0, hint="channel multiplier; 1.0 = the paper's architectures") = 1.0
     """Channel-width multiplier of the base models (1.0 = the paper's; small values for CPU tests)."""
-    ensembles: _grid(_grid(Model, "[resnet18, vgg11]", min_items=2), "[[resnet18, vgg11]]",
-                     min_items=0) = []
+    ensembles: _grid(_grid(Model, "[resnet18, vgg11]", min_items=2), "[[resnet18, vgg11]]", min_items=0) = []
     """Ensembles of models (each at least two of ``models``) that generators can be trained against."""
     sources: _Sources | None = None
     """What generators are trained against: model names and/or lists of models (ensembles).
@@ -388,8 +412,9 @@ class SweepConfig(_Section):
         if self.storage.startswith("s3://") and len(self.storage) <= len("s3://"):
             raise _fail(f"{self.storage!r} needs a bucket, as in s3://bucket/prefix", "storage")
         if "://" in self.storage and not self.storage.startswith(("s3://", "file://")):
-            raise _fail(f"scheme of {self.storage!r} not supported; valid choices: local path, file://, s3://",
-                        "storage")
+            raise _fail(
+                f"scheme of {self.storage!r} not supported; valid choices: local path, file://, s3://", "storage"
+            )
         seen: set[str] = set()
         for i, d in enumerate(self.datasets):
             if d.name in seen:

@@ -3,6 +3,7 @@
 Listing and reading go through orchestration.storage (pyarrow filesystems); parsing and
 validation are nf_core.fault_maps'. Every map is validated before any evaluation starts.
 """
+
 from __future__ import annotations
 
 from nf_core.fault_maps import SUFFIXES, MeasuredChip, parse_fault_map

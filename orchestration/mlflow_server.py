@@ -3,6 +3,7 @@
 The server runs in its own process group; stopping it kills the whole group and waits,
 by scanning ``/proc``, until no process of the group is left (uvicorn's worker included).
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,9 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def start_mlflow_server(backend_uri: str, artifact_root: str, port: int = 0, host: str = "127.0.0.1",
-                        timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
+def start_mlflow_server(
+    backend_uri: str, artifact_root: str, port: int = 0, host: str = "127.0.0.1", timeout: float = 60.0
+) -> tuple[subprocess.Popen, str]:
     """Start ``mlflow server`` (1 worker, no job runner: ~0.6 GiB instead of ~3.5) and wait for /health.
 
     Artifacts of runs created through the server are proxied to ``artifact_root``; the
@@ -50,12 +52,27 @@ def start_mlflow_server(backend_uri: str, artifact_root: str, port: int = 0, hos
     for attempt in range(attempts):
         p = port or _free_port(host)
         url = f"http://{host}:{p}"
-        cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(p), "--workers", "1",
-               "--backend-store-uri", backend_uri,
-               "--serve-artifacts", "--artifacts-destination", artifact_uri(artifact_root)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            host,
+            "--port",
+            str(p),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            backend_uri,
+            "--serve-artifacts",
+            "--artifacts-destination",
+            artifact_uri(artifact_root),
+        ]
         logf = tempfile.NamedTemporaryFile(prefix="mlflow-server-", suffix=".log", delete=False)
-        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
         logf.close()
         proc.nf_log_path = logf.name  # type: ignore[attr-defined]
         deadline = time.monotonic() + timeout
@@ -124,5 +141,7 @@ def ui_command(tracking_uri: str, port: int = 5000) -> str:
     """The shell line that opens the MLflow UI on a sweep's tracking store (light settings)."""
     if tracking_uri.startswith(("http://", "https://")):
         return f"open {tracking_uri}"  # a server is already the UI
-    return (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {shlex.quote(tracking_uri)} "
-            f"--port {port} --workers 1")
+    return (
+        f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {shlex.quote(tracking_uri)} "
+        f"--port {port} --workers 1"
+    )

@@ -1,4 +1,5 @@
 """The sweep grid as stage items with stable ids, in dependency order."""
+
 from __future__ import annotations
 
 import itertools
@@ -21,7 +22,7 @@ class Item:
         return {"stage": self.stage, "id": self.id, "params": self.params, "needs": self.needs}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Item":
+    def from_dict(cls, d: dict[str, Any]) -> Item:
         """The inverse of ``to_dict`` (a trial's config holds its item as a dict)."""
         return cls(d["stage"], d["id"], dict(d["params"]), list(d["needs"]))
 
@@ -38,21 +39,45 @@ def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
     sources = cfg.source_list()
     for d, seed in itertools.product(cfg.datasets, cfg.seeds):
         for m in cfg.models:
-            out["base"].append(Item("base", base_id(d.name, m, cfg.bits, seed),
-                                    {"dataset": d.name, "model": m, "bits": cfg.bits, "seed": seed, "width": cfg.width}))
+            out["base"].append(
+                Item(
+                    "base",
+                    base_id(d.name, m, cfg.bits, seed),
+                    {"dataset": d.name, "model": m, "bits": cfg.bits, "seed": seed, "width": cfg.width},
+                )
+            )
         for src, g, ber, lam, n in itertools.product(sources, cfg.generators, cfg.train_bers, cfg.lambdas, cfg.ns):
             src_id = "+".join(src)
-            gid = f"{d.name}.{src_id}.{g}.p{ber:g}.l{lam:g}.n{n}.{cfg.fault_model}.{cfg.layout}.b{bits_tag(cfg)}.s{seed}"
+            gid = (
+                f"{d.name}.{src_id}.{g}.p{ber:g}.l{lam:g}.n{n}.{cfg.fault_model}.{cfg.layout}.b{bits_tag(cfg)}.s{seed}"
+            )
             needs = [base_id(d.name, m, cfg.bits, seed) for m in src]
-            params = {"dataset": d.name, "source": src, "generator": g, "ber": ber, "lam": lam, "n": n,
-                      "fault_model": cfg.fault_model, "layout": cfg.layout, "bits": cfg.bits, "seed": seed,
-                      "width": cfg.width, "generator_bits": cfg.generator.generator_bits}  # recorded in MLflow
+            params = {
+                "dataset": d.name,
+                "source": src,
+                "generator": g,
+                "ber": ber,
+                "lam": lam,
+                "n": n,
+                "fault_model": cfg.fault_model,
+                "layout": cfg.layout,
+                "bits": cfg.bits,
+                "seed": seed,
+                "width": cfg.width,
+                "generator_bits": cfg.generator.generator_bits,
+            }  # recorded in MLflow
             out["generator"].append(Item("generator", gid, params, needs))
             out["eval"].append(Item("eval", f"eval.{gid}", {**params, "targets": src}, [gid, *needs]))
             others = [m for m in cfg.models if m not in src]
             if cfg.transfer and others:
-                out["transfer"].append(Item("transfer", f"transfer.{gid}", {**params, "targets": others},
-                                            [gid, *[base_id(d.name, m, cfg.bits, seed) for m in others]]))
+                out["transfer"].append(
+                    Item(
+                        "transfer",
+                        f"transfer.{gid}",
+                        {**params, "targets": others},
+                        [gid, *[base_id(d.name, m, cfg.bits, seed) for m in others]],
+                    )
+                )
     return out
 
 

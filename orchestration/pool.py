@@ -9,10 +9,12 @@ A `ChipPool` is plain Python (usable in-process); `PoolActor` is the same class 
 that restarts when it dies. `eopm_step_pooled` and `evaluate_pooled` accept a mix of both.
 Chips are identified by seeds, so results do not depend on which pool scored which chip.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import ray
@@ -35,8 +37,15 @@ Batches = list[tuple[torch.Tensor, torch.Tensor]]
 class ChipPool:
     """One deployed base model plus an LRU cache of its chips' stored codes."""
 
-    def __init__(self, model_state: dict[str, torch.Tensor], spec: dict[str, Any], bits: int = 8,
-                 device: str = "cpu", max_cached_chips: int = 32, batching: str = "vmap") -> None:
+    def __init__(
+        self,
+        model_state: dict[str, torch.Tensor],
+        spec: dict[str, Any],
+        bits: int = 8,
+        device: str = "cpu",
+        max_cached_chips: int = 32,
+        batching: str = "vmap",
+    ) -> None:
         """``spec``: {"model", "num_classes", "input_size", "width"}, as `create_model` takes them."""
         kw = dict(spec)
         module = create_model(kw.pop("model"), **kw)
@@ -63,8 +72,9 @@ class ChipPool:
                 self._cache.popitem(last=False)
         return codes
 
-    def relaxed(self, x_t: torch.Tensor, y: torch.Tensor, seeds: Sequence[int], chip: ChipConfig,
-                include_clean: bool = True) -> dict[str, Any]:
+    def relaxed(
+        self, x_t: torch.Tensor, y: torch.Tensor, seeds: Sequence[int], chip: ChipConfig, include_clean: bool = True
+    ) -> dict[str, Any]:
         """Relaxed access: clean and per-chip CE (batch means) and their gradients w.r.t. ``x_t``.
 
         ``chip_grad`` is the gradient of the SUM of the given chips' losses, so results from
@@ -117,9 +127,16 @@ PoolActor = ray.remote(max_restarts=-1, max_task_retries=3)(ChipPool)
 Pool = ChipPool | ActorHandle
 
 
-def make_pools(model_state: dict[str, torch.Tensor], spec: dict[str, Any], bits: int, n_actors: int,
-               device: str = "cpu", num_cpus: float = 0.5, num_gpus: float = 0.0,
-               placement_group: Any = None) -> list[ActorHandle]:
+def make_pools(
+    model_state: dict[str, torch.Tensor],
+    spec: dict[str, Any],
+    bits: int,
+    n_actors: int,
+    device: str = "cpu",
+    num_cpus: float = 0.5,
+    num_gpus: float = 0.0,
+    placement_group: Any = None,
+) -> list[ActorHandle]:
     """``n_actors`` pool actors of one base model; the state goes into the object store once.
 
     Trials pass ``ray.util.get_current_placement_group()`` so the actors use the trial's bundles.
@@ -150,11 +167,13 @@ class _Shared:
 
 def _run_all(calls: list[tuple[Pool, str, tuple]]) -> list[Any]:
     """Run ``pool.method(*args)`` for every call: actor calls first (in parallel), then local ones."""
+
     def args_for(args: tuple, remote: bool) -> list[Any]:
         return [(a.ref() if remote else a.value) if isinstance(a, _Shared) else a for a in args]
 
-    refs = {i: getattr(p, m).remote(*args_for(a, True))
-            for i, (p, m, a) in enumerate(calls) if isinstance(p, ActorHandle)}
+    refs = {
+        i: getattr(p, m).remote(*args_for(a, True)) for i, (p, m, a) in enumerate(calls) if isinstance(p, ActorHandle)
+    }
     out = [None if isinstance(p, ActorHandle) else getattr(p, m)(*args_for(a, False)) for p, m, a in calls]
     for i, v in zip(refs, ray.get(list(refs.values()))):
         out[i] = v
@@ -166,10 +185,18 @@ def _split(seeds: Sequence[int], n: int) -> list[list[int]]:
     return [list(seeds[r::n]) for r in range(n)]
 
 
-def eopm_step_pooled(generator: nn.Module, pools: Sequence[Sequence[Pool]], x: torch.Tensor, y: torch.Tensor,
-                     seeds: Sequence[int], chip: ChipConfig, lam: float, optimizer: torch.optim.Optimizer,
-                     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-                     generator_bits: int | None = None) -> dict[str, float]:
+def eopm_step_pooled(
+    generator: nn.Module,
+    pools: Sequence[Sequence[Pool]],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    seeds: Sequence[int],
+    chip: ChipConfig,
+    lam: float,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    generator_bits: int | None = None,
+) -> dict[str, float]:
     """One EOPM generator update with the base models behind pools (relaxed access).
 
     ``pools[m]`` are replicas of base model m (an ensemble sums the models' losses). The same
@@ -208,8 +235,13 @@ def eopm_step_pooled(generator: nn.Module, pools: Sequence[Sequence[Pool]], x: t
 
 
 @torch.no_grad()
-def evaluate_pooled(pools: Sequence[Pool], loader: Any, chip: ChipConfig, generator: nn.Module | None = None,
-                    chip_seeds: Sequence[int] | None = None) -> dict[str, Any]:
+def evaluate_pooled(
+    pools: Sequence[Pool],
+    loader: Any,
+    chip: ChipConfig,
+    generator: nn.Module | None = None,
+    chip_seeds: Sequence[int] | None = None,
+) -> dict[str, Any]:
     """`nf_core.evaluate.evaluate` with the chips fanned out over pools of one base model (restricted access)."""
     if not pools:
         raise ValueError("evaluate_pooled needs at least one pool")
@@ -226,16 +258,22 @@ def evaluate_pooled(pools: Sequence[Pool], loader: Any, chip: ChipConfig, genera
     calls += [(pools[0], "accuracies", (s, None, chip)) for s in sets]  # CA, CA (NF)
     calls += [(p, "accuracies", (s, part, chip)) for s in sets for p, part in zip(pools, parts) if part]
     res = _run_all(calls)
-    info, cas, per_pool = res[0], res[1:1 + len(sets)], iter(res[1 + len(sets):])
+    info, cas, per_pool = res[0], res[1 : 1 + len(sets)], iter(res[1 + len(sets) :])
     per_chip = []
     for _ in sets:  # put the chips back in seed order
         acc = [0.0] * len(seeds)
         for r, part in enumerate(parts):
             if part:
-                acc[r::len(pools)] = next(per_pool)
+                acc[r :: len(pools)] = next(per_pool)
         per_chip.append(acc)
-    out: dict[str, Any] = {"ber": chip.ber, "fault_model": chip.fault_model, "layout": chip.layout,
-                           "bits": info["bits"], "chips": len(seeds), "chip_seeds": seeds}
+    out: dict[str, Any] = {
+        "ber": chip.ber,
+        "fault_model": chip.fault_model,
+        "layout": chip.layout,
+        "bits": info["bits"],
+        "chips": len(seeds),
+        "chip_seeds": seeds,
+    }
     pa = per_chip[0]
     out["ca"] = cas[0][0]
     out.update(pa_mean=float(np.mean(pa)), pa_std=float(np.std(pa)), pa_per_chip=pa)

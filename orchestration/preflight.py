@@ -6,6 +6,7 @@ missing or half-copied dataset is one `nf: error:` line instead of failed trials
 started and files were written. A few metadata requests per dataset: file checks and, for
 folders of classes, one listing (never a walk over the images).
 """
+
 from __future__ import annotations
 
 import os
@@ -24,12 +25,21 @@ GTSRB_CLASSES = 43
 
 # Per dataset: the files and folders its loader opens (relative to root), and the same in words.
 LAYOUT: dict[str, tuple[list[str], list[str], str]] = {
-    "cifar10": ([f"{_CIFAR10}/{f}" for f in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")],
-                [], f"{_CIFAR10}/ with data_batch_1..5, test_batch, batches.meta (python pickle format)"),
-    "cifar100": ([f"{_CIFAR100}/{f}" for f in ("train", "test", "meta")], [],
-                 f"{_CIFAR100}/ with train, test, meta (python pickle format)"),
-    "gtsrb": ([_GTSRB_CSV], [_GTSRB_TRAIN, _GTSRB_TEST],
-              f"{_GTSRB_TRAIN}/<00000..00042>/, {_GTSRB_TEST}/ and {_GTSRB_CSV}"),
+    "cifar10": (
+        [f"{_CIFAR10}/{f}" for f in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")],
+        [],
+        f"{_CIFAR10}/ with data_batch_1..5, test_batch, batches.meta (python pickle format)",
+    ),
+    "cifar100": (
+        [f"{_CIFAR100}/{f}" for f in ("train", "test", "meta")],
+        [],
+        f"{_CIFAR100}/ with train, test, meta (python pickle format)",
+    ),
+    "gtsrb": (
+        [_GTSRB_CSV],
+        [_GTSRB_TRAIN, _GTSRB_TEST],
+        f"{_GTSRB_TRAIN}/<00000..00042>/, {_GTSRB_TEST}/ and {_GTSRB_CSV}",
+    ),
     "imagenet10": ([], ["train", "val"], "train/<class>/ and val/<class>/ (ImageFolder layout)"),
 }
 
@@ -76,13 +86,16 @@ def check_root(name: str, root: str, cfg: SweepConfig, where: str) -> None:
         # torchvision numbers classes by sorted folder: a missing one would shift every later label
         n = len(_subdirs(fs, f"{base}/{_GTSRB_TRAIN}"))
         if n != GTSRB_CLASSES:
-            raise ConfigError(f"{where}: {root!r}: {_GTSRB_TRAIN} has {n} class folders; expected {GTSRB_CLASSES} "
-                              "(00000..00042)")
+            raise ConfigError(
+                f"{where}: {root!r}: {_GTSRB_TRAIN} has {n} class folders; expected {GTSRB_CLASSES} (00000..00042)"
+            )
     if name == "imagenet10":
         train, val = _subdirs(fs, f"{base}/train"), _subdirs(fs, f"{base}/val")
         if not train or train != val:
-            raise ConfigError(f"{where}: {root!r}: class folders of train/ ({len(train)}) and val/ ({len(val)}) "
-                              f"must be the same and not empty; expected {expected}")
+            raise ConfigError(
+                f"{where}: {root!r}: class folders of train/ ({len(train)}) and val/ ({len(val)}) "
+                f"must be the same and not empty; expected {expected}"
+            )
 
 
 def check_dataset_roots(cfg: SweepConfig) -> None:
@@ -95,5 +108,7 @@ def check_dataset_roots(cfg: SweepConfig) -> None:
         try:
             check_root(d.name, d.root, cfg, where)
         except OSError as e:  # unreachable endpoint, no credentials, no such bucket …
-            raise ConfigError(f"{where}: cannot read {d.root!r} (check the path, s3_endpoint and credentials): "
-                              f"{' '.join(str(e).split())}") from None
+            raise ConfigError(
+                f"{where}: cannot read {d.root!r} (check the path, s3_endpoint and credentials): "
+                f"{' '.join(str(e).split())}"
+            ) from None

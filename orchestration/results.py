@@ -3,46 +3,50 @@
 One row per (item, evaluation BER). Accuracies and RP are in percent / percentage points,
 as nf_core.evaluate returns them. Pure pyarrow/pandas/matplotlib: no MLflow here.
 """
+
 from __future__ import annotations
 
 import math
 import os
-from typing import IO, Any, Iterable, Mapping, Union
+from collections.abc import Iterable, Mapping
+from typing import IO, Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 # Column order is the schema's order; every column but the required ones may be null.
-SCHEMA = pa.schema([
-    ("item_id", pa.string()),  # the sweep item (eval/transfer) that produced the row: links to its MLflow run
-    ("stage", pa.string()),
-    ("dataset", pa.string()),
-    ("source", pa.string()),  # base model id, or ensemble id, the generator was trained with
-    ("generator", pa.string()),  # null: the base model evaluated without NeuralFuse
-    ("train_ber", pa.float64()),
-    ("lam", pa.float64()),
-    ("n", pa.int64()),
-    ("fault_model", pa.string()),
-    ("layout", pa.string()),  # memory layout of the chips: results differ per layout
-    ("bits", pa.int64()),
-    ("seed", pa.int64()),
-    ("chips", pa.int64()),  # number of evaluation chips behind pa_*_mean/std
-    ("eval_ber", pa.float64()),
-    ("target", pa.string()),  # model evaluated; defaults to the source
-    ("ca", pa.float64()),
-    ("pa_mean", pa.float64()),
-    ("pa_std", pa.float64()),
-    ("ca_nf", pa.float64()),
-    ("pa_nf_mean", pa.float64()),
-    ("pa_nf_std", pa.float64()),
-    ("rp", pa.float64()),
-    ("efficiency", pa.float64()),
-])
+SCHEMA = pa.schema(
+    [
+        ("item_id", pa.string()),  # the sweep item (eval/transfer) that produced the row: links to its MLflow run
+        ("stage", pa.string()),
+        ("dataset", pa.string()),
+        ("source", pa.string()),  # base model id, or ensemble id, the generator was trained with
+        ("generator", pa.string()),  # null: the base model evaluated without NeuralFuse
+        ("train_ber", pa.float64()),
+        ("lam", pa.float64()),
+        ("n", pa.int64()),
+        ("fault_model", pa.string()),
+        ("layout", pa.string()),  # memory layout of the chips: results differ per layout
+        ("bits", pa.int64()),
+        ("seed", pa.int64()),
+        ("chips", pa.int64()),  # number of evaluation chips behind pa_*_mean/std
+        ("eval_ber", pa.float64()),
+        ("target", pa.string()),  # model evaluated; defaults to the source
+        ("ca", pa.float64()),
+        ("pa_mean", pa.float64()),
+        ("pa_std", pa.float64()),
+        ("ca_nf", pa.float64()),
+        ("pa_nf_mean", pa.float64()),
+        ("pa_nf_std", pa.float64()),
+        ("rp", pa.float64()),
+        ("efficiency", pa.float64()),
+    ]
+)
 REQUIRED = ("dataset", "source", "eval_ber")
 COLUMNS = tuple(SCHEMA.names)
 
-Rows = Union[Iterable[Mapping[str, Any]], pa.Table]
+Rows = Iterable[Mapping[str, Any]] | pa.Table
 
 
 def _normalise(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -109,10 +113,11 @@ def heatmap_png(rows: Rows, dataset: str, path: str | os.PathLike, fault_model: 
     """RP heat-map of one dataset and fault model: rows = source / generator / train BER,
     columns = target × eval BER, values annotated. Returns the path written."""
     import matplotlib
+
     matplotlib.use("Agg")  # headless: sweeps run on servers without a display
     import matplotlib.pyplot as plt
-    from matplotlib.colors import TwoSlopeNorm
     import numpy as np
+    from matplotlib.colors import TwoSlopeNorm
 
     df = transfer_matrix(rows, dataset).to_pandas()
     models = sorted(df["fault_model"].dropna().unique()) if not df.empty else []
@@ -126,8 +131,10 @@ def heatmap_png(rows: Rows, dataset: str, path: str | os.PathLike, fault_model: 
         raise ValueError(f"no results for dataset {dataset!r} (fault model {fault_model!r})")
 
     df = df.assign(
-        row=[f"{s} / {g if isinstance(g, str) else '-'} / p_s={_fmt_ber(b)}"
-             for s, g, b in zip(df["source"], df["generator"], df["train_ber"])],
+        row=[
+            f"{s} / {g if isinstance(g, str) else '-'} / p_s={_fmt_ber(b)}"
+            for s, g, b in zip(df["source"], df["generator"], df["train_ber"])
+        ],
         col=[f"{t} @ {_fmt_ber(b)}" for t, b in zip(df["target"], df["eval_ber"])],
     )
     rows_order = list(dict.fromkeys(df["row"]))
@@ -137,8 +144,10 @@ def heatmap_png(rows: Rows, dataset: str, path: str | os.PathLike, fault_model: 
     z = grid.to_numpy(dtype=float)
 
     label_w = 0.09 * max(len(r) for r in rows_order)  # inches for the row labels
-    fig, ax = plt.subplots(figsize=(max(6.0, 2.5 + label_w + 0.9 * len(cols_order)),
-                                    max(3.5, 2.2 + 0.45 * len(rows_order))), constrained_layout=True)
+    fig, ax = plt.subplots(
+        figsize=(max(6.0, 2.5 + label_w + 0.9 * len(cols_order)), max(3.5, 2.2 + 0.45 * len(rows_order))),
+        constrained_layout=True,
+    )
     finite = z[np.isfinite(z)]
     span = max(float(np.abs(finite).max()) if finite.size else 1.0, 1e-9)
     # Diverging and centred on 0: a negative RP (the generator hurts) must stand out.
@@ -151,8 +160,9 @@ def heatmap_png(rows: Rows, dataset: str, path: str | os.PathLike, fault_model: 
         for j in range(z.shape[1]):
             if np.isfinite(z[i, j]):
                 dark = abs(z[i, j]) > 0.6 * span  # white text on the saturated ends of the map
-                ax.text(j, i, f"{z[i, j]:.1f}", ha="center", va="center", fontsize=8,
-                        color="white" if dark else "black")
+                ax.text(
+                    j, i, f"{z[i, j]:.1f}", ha="center", va="center", fontsize=8, color="white" if dark else "black"
+                )
     ax.set_title(f"RP (pp) — {dataset}, fault model {fault_model or 'unknown'}")
     fig.colorbar(im, ax=ax, label="RP (percentage points)")
     fig.savefig(os.fspath(path), dpi=120)
@@ -177,8 +187,19 @@ def format_table(rows: Rows) -> str:
     from orchestration.tables import table
 
     head = ["source", "generator", "train BER", "eval BER", "target", "CA", "PA", "CA (NF)", "PA (NF)", "RP"]
-    body = [[r["source"], r["generator"] or "-", _fmt_ber(r["train_ber"]), _fmt_ber(r["eval_ber"]), r["target"],
-             _num(r["ca"]), _pm(r["pa_mean"], r["pa_std"]), _num(r["ca_nf"]),
-             _pm(r["pa_nf_mean"], r["pa_nf_std"]), _num(r["rp"], "+.2f")]
-            for r in results_table(rows).to_pylist()]
+    body = [
+        [
+            r["source"],
+            r["generator"] or "-",
+            _fmt_ber(r["train_ber"]),
+            _fmt_ber(r["eval_ber"]),
+            r["target"],
+            _num(r["ca"]),
+            _pm(r["pa_mean"], r["pa_std"]),
+            _num(r["ca_nf"]),
+            _pm(r["pa_nf_mean"], r["pa_nf_std"]),
+            _num(r["rp"], "+.2f"),
+        ]
+        for r in results_table(rows).to_pylist()
+    ]
     return table(head, body, ["left", "left", "right", "right", "left"] + ["right"] * 5)

@@ -5,6 +5,7 @@ lives in storage (``done.json`` per item), so `nf sweep resume` after a driver k
 each stage again with only the unfinished items, which continue from their checkpoints;
 MLflow runs are found again by their tags rather than created anew.
 """
+
 from __future__ import annotations
 
 import io
@@ -12,7 +13,8 @@ import json
 import os
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import yaml
 
@@ -45,8 +47,9 @@ def artifact_location(cfg: SweepConfig, store: Store) -> str:
     return cfg.mlflow.artifact_location or store.url("mlartifacts")
 
 
-def open_sweep(name: str, storage: str = "runs/sweeps", s3_endpoint: str | None = None,
-               s3_region: str | None = None) -> SweepConfig:
+def open_sweep(
+    name: str, storage: str = "runs/sweeps", s3_endpoint: str | None = None, s3_region: str | None = None
+) -> SweepConfig:
     """The config of an existing sweep, read back from its storage."""
     store = Store(storage, s3_endpoint, s3_region).sub(name)
     if not store.exists(CONFIG_FILE):
@@ -74,8 +77,14 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def item_params(cfg: SweepConfig, item: Item) -> dict[str, Any]:
     """Everything a trial's MLflow run records: its grid values and its stage's settings."""
     section = {"base": cfg.base, "generator": cfg.generator, "eval": cfg.evaluation, "transfer": cfg.evaluation}
-    params = {**_flat(item.params), **_flat(vars(section[item.stage]), f"{item.stage}."), "stage": item.stage,
-              "item_id": item.id, "sweep": cfg.name, "storage": cfg.storage}
+    params = {
+        **_flat(item.params),
+        **_flat(vars(section[item.stage]), f"{item.stage}."),
+        "stage": item.stage,
+        "item_id": item.id,
+        "sweep": cfg.name,
+        "storage": cfg.storage,
+    }
     return {k: ("+".join(map(str, v)) if isinstance(v, list) else v) for k, v in params.items()}
 
 
@@ -116,8 +125,13 @@ def _init_ray(address: str | None) -> None:
         ray.init(log_to_driver=False, **kw)
 
 
-def run_sweep(cfg: SweepConfig, resume: bool = False, ray_address: str | None = None, verbose: int = 1,
-              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def run_sweep(
+    cfg: SweepConfig,
+    resume: bool = False,
+    ray_address: str | None = None,
+    verbose: int = 1,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
     """Run (or continue) every stage of the sweep; returns the evaluation and transfer rows."""
     from ray import tune
 
@@ -128,8 +142,10 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, ray_address: str | None = 
     if store.exists(CONFIG_FILE):
         stored = yaml.safe_load(store.read_bytes(CONFIG_FILE))
         if _normal(parse_config(stored).to_dict()) != _normal(cfg.to_dict()):
-            raise ConfigError(f"sweep {cfg.name!r} already exists in {store.url()} with a different config; "
-                              f"continue it with `nf sweep resume {cfg.name}` or give the new sweep another name")
+            raise ConfigError(
+                f"sweep {cfg.name!r} already exists in {store.url()} with a different config; "
+                f"continue it with `nf sweep resume {cfg.name}` or give the new sweep another name"
+            )
     elif resume:
         raise ConfigError(f"nothing to resume: no sweep {cfg.name!r} in {store.url()}")
     else:
@@ -144,8 +160,9 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, ray_address: str | None = 
     _init_ray(ray_address)
     for stage in STAGES:
         existing = tracker.child_runs(stage)  # one search, not one per item, on resume
-        runs = {it.id: existing.get(it.id) or tracker.child_run(it.id, stage, item_params(cfg, it))
-                for it in items[stage]}
+        runs = {
+            it.id: existing.get(it.id) or tracker.child_run(it.id, stage, item_params(cfg, it)) for it in items[stage]
+        }
         pending = [it for it in items[stage] if not store.exists(f"{item_dir(stage, it.id)}/done.json")]
         log(f"stage {stage}: {len(items[stage]) - len(pending)} done, {len(pending)} to run")
         t0 = time.perf_counter()
@@ -156,13 +173,20 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, ray_address: str | None = 
                 tune.with_resources(trainable, _resources(cfg, stage)),
                 param_space={"item": tune.grid_search([it.to_dict() for it in pending])},
                 # reuse_actors: later trials of a stage skip the worker start and imports
-                tune_config=tune.TuneConfig(max_concurrent_trials=cfg.resources.max_concurrent, reuse_actors=True,
-                                            trial_name_creator=lambda t: t.config["item"]["id"],
-                                            trial_dirname_creator=lambda t: t.config["item"]["id"]),
+                tune_config=tune.TuneConfig(
+                    max_concurrent_trials=cfg.resources.max_concurrent,
+                    reuse_actors=True,
+                    trial_name_creator=lambda t: t.config["item"]["id"],
+                    trial_dirname_creator=lambda t: t.config["item"]["id"],
+                ),
                 run_config=tune.RunConfig(
-                    name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=store.path("tune"),
-                    storage_filesystem=store.fs, failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
-                    callbacks=[MlflowTuneCallback(tracker, runs)], verbose=verbose),
+                    name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}",
+                    storage_path=store.path("tune"),
+                    storage_filesystem=store.fs,
+                    failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
+                    callbacks=[MlflowTuneCallback(tracker, runs)],
+                    verbose=verbose,
+                ),
             )
             grid = tuner.fit()
             failed = [r for r in grid if r.error is not None]
@@ -175,8 +199,10 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, ray_address: str | None = 
         if failed:
             tracker.finish(parent, "FAILED")
             ids = [r.config["item"]["id"] for r in failed]
-            raise SweepError(f"stage {stage}: {len(failed)} trial(s) failed: {', '.join(ids)}; "
-                             f"see `nf sweep status {cfg.name}`, fix, then `nf sweep resume {cfg.name}`")
+            raise SweepError(
+                f"stage {stage}: {len(failed)} trial(s) failed: {', '.join(ids)}; "
+                f"see `nf sweep status {cfg.name}`, fix, then `nf sweep resume {cfg.name}`"
+            )
     rows = collect_rows(cfg, store)
     _log_sweep_artifacts(tracker, parent, store, cfg, rows)
     tracker.finish(parent, "FINISHED")

@@ -4,6 +4,7 @@ Credentials come only from the environment or the instance profile (pyarrow's de
 chain); nothing here accepts or records them. An endpoint override serves S3-compatible
 stores (MinIO, moto, Ceph …).
 """
+
 from __future__ import annotations
 
 import io
@@ -36,10 +37,10 @@ class Store:
         self.endpoint, self.region = endpoint, region
         if uri.startswith("s3://"):
             self.fs: pafs.FileSystem = _s3(endpoint, region)
-            self.root = self.uri[len("s3://"):]  # pyarrow paths carry no scheme
+            self.root = self.uri[len("s3://") :]  # pyarrow paths carry no scheme
         else:
             self.fs = pafs.LocalFileSystem()
-            self.root = os.path.abspath(uri[len("file://"):] if uri.startswith("file://") else uri)
+            self.root = os.path.abspath(uri[len("file://") :] if uri.startswith("file://") else uri)
             # Absolute from here on: Ray Tune runs each trial in its own working directory, so a
             # relative path handed to a worker would point somewhere else.
             self.uri = self.root
@@ -52,7 +53,7 @@ class Store:
         """What a worker needs to open the same store (no credentials)."""
         return {"uri": self.uri, "endpoint": self.endpoint, "region": self.region}
 
-    def sub(self, *parts: str) -> "Store":
+    def sub(self, *parts: str) -> Store:
         return Store("/".join([self.uri, *parts]), self.endpoint, self.region)
 
     def path(self, rel: str = "") -> str:
@@ -105,6 +106,5 @@ class Store:
     def download_dir(self, rel: str, local: str) -> str:
         """Copy a folder to a local path (datasets with an s3:// root are read locally)."""
         os.makedirs(local, exist_ok=True)
-        pafs.copy_files(self.path(rel), local, source_filesystem=self.fs,
-                        destination_filesystem=pafs.LocalFileSystem())
+        pafs.copy_files(self.path(rel), local, source_filesystem=self.fs, destination_filesystem=pafs.LocalFileSystem())
         return local

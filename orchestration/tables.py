@@ -1,4 +1,5 @@
 """The one renderer of console tables (results, status, plan, estimates, profile): tabulate's "simple" format."""
+
 from __future__ import annotations
 
 import threading
@@ -25,8 +26,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: Sequence
         # tabulate widens each column to its header + 2 by default; ours are as wide as their widest cell
         _tabulate.MIN_PADDING = 0
         try:
-            return _tabulate.tabulate(cells, headers=list(headers), tablefmt="simple", colalign=aligns,
-                                      disable_numparse=True)
+            return _tabulate.tabulate(
+                cells, headers=list(headers), tablefmt="simple", colalign=aligns, disable_numparse=True
+            )
         finally:
             _tabulate.MIN_PADDING = saved
 

@@ -8,6 +8,7 @@ artifact location), the parent run and the child runs are all created here, get-
 found again by tags so a resumed driver never duplicates a run. Trial results reach the
 tracker through ``orchestration.tune_callback``; ``orchestration.mlflow_server`` runs a server.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -18,9 +19,10 @@ import re
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.entities.lifecycle_stage import LifecycleStage
@@ -79,8 +81,9 @@ def safe_params(params: Mapping[str, Any]) -> dict[str, str]:
 
 def numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """Real numbers only (bools and strings skipped; numpy scalars accepted)."""
-    return {clean_key(k): float(v) for k, v in metrics.items()
-            if isinstance(v, numbers.Real) and not isinstance(v, bool)}
+    return {
+        clean_key(k): float(v) for k, v in metrics.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)
+    }
 
 
 @lru_cache(maxsize=1)
@@ -139,7 +142,8 @@ class SweepTracker:
         if exp is None:
             try:
                 self.experiment_id = self.client.create_experiment(
-                    self.experiment, artifact_location=self.artifact_location)
+                    self.experiment, artifact_location=self.artifact_location
+                )
                 return self.experiment_id
             except MlflowException:
                 # Another driver won the race: use its experiment.
@@ -150,16 +154,21 @@ class SweepTracker:
             self.client.restore_experiment(exp.experiment_id)
         if self.artifact_location and exp.artifact_location.rstrip("/") != self.artifact_location.rstrip("/"):
             # The location is fixed at creation; say so rather than silently writing elsewhere.
-            log.warning("experiment %s keeps its artifact location %s (asked for %s)",
-                        self.experiment, exp.artifact_location, self.artifact_location)
+            log.warning(
+                "experiment %s keeps its artifact location %s (asked for %s)",
+                self.experiment,
+                exp.artifact_location,
+                self.artifact_location,
+            )
         self.experiment_id = exp.experiment_id
         return self.experiment_id
 
     def _find(self, tags: Mapping[str, str]) -> str | None:
         flt = " and ".join(f"tags.`{k}` = {_q(v)}" for k, v in tags.items())
         # Oldest first: if a duplicate ever slipped in, every driver picks the same run.
-        runs = self.client.search_runs([self.ensure_experiment()], flt, max_results=1,
-                                       order_by=["attributes.start_time ASC"])
+        runs = self.client.search_runs(
+            [self.ensure_experiment()], flt, max_results=1, order_by=["attributes.start_time ASC"]
+        )
         return runs[0].info.run_id if runs else None
 
     def parent_run(self, sweep_name: str, params: Mapping[str, Any] | None = None) -> str:
@@ -174,8 +183,9 @@ class SweepTracker:
         self.sweep_name, self.parent_run_id = sweep_name, run_id
         return run_id
 
-    def child_run(self, item_id: str, stage: str, params: Mapping[str, Any] | None = None,
-                  parent_run_id: str | None = None) -> str:
+    def child_run(
+        self, item_id: str, stage: str, params: Mapping[str, Any] | None = None, parent_run_id: str | None = None
+    ) -> str:
         """Get or create the child run of one stage item (run name = item id); params logged once."""
         parent = parent_run_id or self.parent_run_id
         if parent is None:
@@ -186,8 +196,9 @@ class SweepTracker:
             extra = {"nf.role": "child"}
             if self.sweep_name:
                 extra["nf.sweep"] = self.sweep_name
-            run_id = self.client.create_run(self.ensure_experiment(), tags={**tags, **extra},
-                                            run_name=item_id).info.run_id
+            run_id = self.client.create_run(
+                self.ensure_experiment(), tags={**tags, **extra}, run_name=item_id
+            ).info.run_id
         self._log_params_once(run_id, params or {})
         return run_id
 
@@ -202,8 +213,13 @@ class SweepTracker:
         out: dict[str, str] = {}
         token = None
         while True:
-            page = self.client.search_runs([self.ensure_experiment()], flt, max_results=1000,
-                                           order_by=["attributes.start_time ASC"], page_token=token)
+            page = self.client.search_runs(
+                [self.ensure_experiment()],
+                flt,
+                max_results=1000,
+                order_by=["attributes.start_time ASC"],
+                page_token=token,
+            )
             for r in page:
                 out.setdefault(r.data.tags.get("nf.item_id", ""), r.info.run_id)
             token = page.token
@@ -219,7 +235,7 @@ class SweepTracker:
                 log.warning("run %s keeps param %s=%r (now %r)", run_id, k, have[k], v)
         new = [Param(k, v) for k, v in wanted.items() if k not in have]
         for i in range(0, len(new), _BATCH_PARAMS):
-            self.client.log_batch(run_id, params=new[i:i + _BATCH_PARAMS])
+            self.client.log_batch(run_id, params=new[i : i + _BATCH_PARAMS])
 
     # -- logging -------------------------------------------------------------------------
     def log_metrics(self, run_id: str, metrics: Mapping[str, Any], step: int) -> None:
@@ -227,7 +243,7 @@ class SweepTracker:
         ts = int(time.time() * 1000)
         ms = [Metric(k, v, ts, int(step)) for k, v in numeric_metrics(metrics).items()]
         for i in range(0, len(ms), _BATCH_METRICS):
-            self.client.log_batch(run_id, metrics=ms[i:i + _BATCH_METRICS])
+            self.client.log_batch(run_id, metrics=ms[i : i + _BATCH_METRICS])
 
     def log_artifact(self, run_id: str, local_path: str | os.PathLike, artifact_path: str | None = None) -> None:
         """Copy a local file (or directory) into the run's artifacts."""

@@ -7,6 +7,7 @@ needs from storage and writes its own there every epoch, so a retried trial (wor
 or a resumed sweep (driver died) continues from the last completed epoch. ``done.json``
 marks an item complete; complete items never run again.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,17 +16,18 @@ import itertools
 import os
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ray
 import torch
 from ray import tune
 from torch.utils.data import Subset
 
+from nf_core.ber_conditioned import operating_ber
 from nf_core.chips import ChipConfig
 from nf_core.data import DatasetInfo, load_dataset, make_loader
 from nf_core.deployed import DeployedModel
-from nf_core.ber_conditioned import operating_ber
 from nf_core.eopm import deployed_generator
 from nf_core.evaluate import evaluate, evaluation_chip_seeds
 from nf_core.generators import create_generator
@@ -84,7 +86,9 @@ class TrialContext:
         spec = next(d for d in self.cfg.datasets if d.name == name)
         root = spec.root
         if root and root.startswith("s3://"):  # read once into a local cache, then as usual
-            local = os.path.join(os.path.expanduser("~/.cache/nf/datasets"), hashlib.sha1(root.encode()).hexdigest()[:12])
+            local = os.path.join(
+                os.path.expanduser("~/.cache/nf/datasets"), hashlib.sha1(root.encode()).hexdigest()[:12]
+            )
             if not os.path.exists(os.path.join(local, ".complete")):
                 Store(root, self.cfg.s3_endpoint, self.cfg.s3_region).download_dir("", local)
                 open(os.path.join(local, ".complete"), "w").close()
@@ -98,7 +102,9 @@ class TrialContext:
 
     def base_checkpoint(self, model: str) -> dict[str, Any]:
         p = self.item.params
-        return self.store.load_torch(f"{item_dir('base', base_id(p['dataset'], model, p['bits'], p['seed']))}/checkpoint.pt")
+        return self.store.load_torch(
+            f"{item_dir('base', base_id(p['dataset'], model, p['bits'], p['seed']))}/checkpoint.pt"
+        )
 
     def deployed(self, model: str, bits: int | None = None) -> DeployedModel:
         """The trained base model quantized to ``bits`` (default: the bits it was trained at)."""
@@ -157,15 +163,30 @@ def base_trainable(ctx: TrialContext) -> None:
     p, s = ctx.item.params, ctx.cfg.base
     ds = ctx.dataset(p["dataset"])
     torch.manual_seed(p["seed"])
-    spec = {"model": p["model"], "num_classes": ds.num_classes, "input_size": ds.input_size, "width": p["width"],
-            "dataset": p["dataset"]}
+    spec = {
+        "model": p["model"],
+        "num_classes": ds.num_classes,
+        "input_size": ds.input_size,
+        "width": p["width"],
+        "dataset": p["dataset"],
+    }
     model = create_model(p["model"], ds.num_classes, ds.input_size, p["width"]).to(ctx.device)
-    tc = BaseTrainConfig(epochs=s.epochs, batch_size=s.batch_size, optimizer=s.optimizer, lr=s.lr, momentum=s.momentum,
-                         weight_decay=s.weight_decay, schedule=s.schedule, bits=p["bits"], seed=p["seed"])
+    tc = BaseTrainConfig(
+        epochs=s.epochs,
+        batch_size=s.batch_size,
+        optimizer=s.optimizer,
+        lr=s.lr,
+        momentum=s.momentum,
+        weight_decay=s.weight_decay,
+        schedule=s.schedule,
+        bits=p["bits"],
+        seed=p["seed"],
+    )
     ck = train_base(model, ds.train, tc, resume=ctx.checkpoint(), on_epoch=_epoch_reporter(ctx), spec=spec)
     base = DeployedModel(model, p["bits"], ctx.device)
-    ca = evaluate(base, make_loader(ds.test, ctx.cfg.evaluation.batch_size, shuffle=False), ChipConfig(0.0),
-                  chip_seeds=[0])["ca"]
+    ca = evaluate(
+        base, make_loader(ds.test, ctx.cfg.evaluation.batch_size, shuffle=False), ChipConfig(0.0), chip_seeds=[0]
+    )["ca"]
     _finish(ctx, {"epoch": ck["epoch"], "test_ca": ca, **{k: v for k, v in ck["history"][-1].items() if k != "epoch"}})
 
 
@@ -174,10 +195,22 @@ def generator_trainable(ctx: TrialContext) -> None:
     """Stage (b): EOPM training of one generator against one base model or an ensemble."""
     p, s = ctx.item.params, ctx.cfg.generator
     ds = ctx.dataset(p["dataset"])
-    tc = GeneratorTrainConfig(ber=p["ber"], lam=p["lam"], n_chips=p["n"], fault_model=p["fault_model"],
-                              layout=p["layout"], epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, betas=tuple(s.betas),
-                              step_size=s.step_size, gamma=s.gamma, generator_bits=s.generator_bits,
-                              batching=s.batching, seed=p["seed"])
+    tc = GeneratorTrainConfig(
+        ber=p["ber"],
+        lam=p["lam"],
+        n_chips=p["n"],
+        fault_model=p["fault_model"],
+        layout=p["layout"],
+        epochs=s.epochs,
+        batch_size=s.batch_size,
+        lr=s.lr,
+        betas=tuple(s.betas),
+        step_size=s.step_size,
+        gamma=s.gamma,
+        generator_bits=s.generator_bits,
+        batching=s.batching,
+        seed=p["seed"],
+    )
     torch.manual_seed(p["seed"])
     gen = create_generator(p["generator"], ds.input_size, s.generator_bits).to(ctx.device)
     spec = {"generator": p["generator"], "input_size": ds.input_size, "dataset": p["dataset"], "source": p["source"]}
@@ -189,9 +222,18 @@ def generator_trainable(ctx: TrialContext) -> None:
         pools = []
         for m in p["source"]:
             ck = ctx.base_checkpoint(m)
-            pools.append(make_pools(ck["model"], _model_spec(ck["spec"]), p["bits"], s.pool_actors,
-                                    device=ctx.pool_device, num_cpus=ctx.cfg.resources.pool_actor_cpus,
-                                    num_gpus=ctx.cfg.resources.pool_actor_gpus, placement_group=pg))
+            pools.append(
+                make_pools(
+                    ck["model"],
+                    _model_spec(ck["spec"]),
+                    p["bits"],
+                    s.pool_actors,
+                    device=ctx.pool_device,
+                    num_cpus=ctx.cfg.resources.pool_actor_cpus,
+                    num_gpus=ctx.cfg.resources.pool_actor_gpus,
+                    placement_group=pg,
+                )
+            )
             actors += pools[-1]
 
         def step_fn(g, x, y, seeds, opt, sched):  # relaxed access: losses and input gradients only
@@ -199,8 +241,9 @@ def generator_trainable(ctx: TrialContext) -> None:
     else:
         bases = [ctx.deployed(m) for m in p["source"]]
     try:
-        ck = train_generator(gen, bases, ds.train, tc, resume=ctx.checkpoint(), on_epoch=_epoch_reporter(ctx),
-                             spec=spec, step_fn=step_fn)
+        ck = train_generator(
+            gen, bases, ds.train, tc, resume=ctx.checkpoint(), on_epoch=_epoch_reporter(ctx), spec=spec, step_fn=step_fn
+        )
     finally:
         for a in actors:
             ray.kill(a)
@@ -236,14 +279,20 @@ def evaluation_trainable(ctx: TrialContext) -> None:
             from orchestration.pool import evaluate_pooled, make_pools
 
             ck = ctx.base_checkpoint(target)
-            pools = make_pools(ck["model"], _model_spec(ck["spec"]), bits, e.pool_actors,
-                               device=ctx.pool_device, num_cpus=ctx.cfg.resources.pool_actor_cpus,
-                               num_gpus=ctx.cfg.resources.pool_actor_gpus,
-                               placement_group=ray.util.get_current_placement_group())
-            score = lambda chip: evaluate_pooled(pools, loader, chip, gen, seeds)  # noqa: E731
+            pools = make_pools(
+                ck["model"],
+                _model_spec(ck["spec"]),
+                bits,
+                e.pool_actors,
+                device=ctx.pool_device,
+                num_cpus=ctx.cfg.resources.pool_actor_cpus,
+                num_gpus=ctx.cfg.resources.pool_actor_gpus,
+                placement_group=ray.util.get_current_placement_group(),
+            )
+            score = lambda chip: evaluate_pooled(pools, loader, chip, gen, seeds)  # noqa: E731, B023 (used in this iteration)
         else:
             base, pools = ctx.deployed(target, bits), []
-            score = lambda chip: evaluate(base, loader, chip, gen, seeds)  # noqa: E731
+            score = lambda chip: evaluate(base, loader, chip, gen, seeds)  # noqa: E731, B023 (used in this iteration)
         try:
             for ber in e.bers:
                 chip = ChipConfig(ber, e.fault_model or p["fault_model"], e.layout or p["layout"])
@@ -263,14 +312,32 @@ def evaluation_trainable(ctx: TrialContext) -> None:
 
 
 def _row(ctx: TrialContext, p: dict[str, Any], target: str, r: dict[str, Any]) -> dict[str, Any]:
-    return {"item_id": ctx.item.id, "stage": ctx.item.stage, "dataset": p["dataset"], "source": "+".join(p["source"]),
-            "generator": p["generator"], "train_ber": p["ber"], "lam": p["lam"], "n": p["n"],
-            "fault_model": r["fault_model"], "layout": r["layout"], "bits": r["bits"], "seed": p["seed"],
-            "eval_ber": r["ber"], "target": target, "chips": r["chips"],
-            **{k: r.get(k) for k in ("ca", "pa_mean", "pa_std", "ca_nf", "pa_nf_mean", "pa_nf_std", "rp", "efficiency")},
-            # per-chip accuracies (done.json only, not the Parquet schema): `nf select --percentile`
-            "pa_per_chip": r.get("pa_per_chip"), "pa_nf_per_chip": r.get("pa_nf_per_chip")}
+    return {
+        "item_id": ctx.item.id,
+        "stage": ctx.item.stage,
+        "dataset": p["dataset"],
+        "source": "+".join(p["source"]),
+        "generator": p["generator"],
+        "train_ber": p["ber"],
+        "lam": p["lam"],
+        "n": p["n"],
+        "fault_model": r["fault_model"],
+        "layout": r["layout"],
+        "bits": r["bits"],
+        "seed": p["seed"],
+        "eval_ber": r["ber"],
+        "target": target,
+        "chips": r["chips"],
+        **{k: r.get(k) for k in ("ca", "pa_mean", "pa_std", "ca_nf", "pa_nf_mean", "pa_nf_std", "rp", "efficiency")},
+        # per-chip accuracies (done.json only, not the Parquet schema): `nf select --percentile`
+        "pa_per_chip": r.get("pa_per_chip"),
+        "pa_nf_per_chip": r.get("pa_nf_per_chip"),
+    }
 
 
-TRAINABLES = {"base": base_trainable, "generator": generator_trainable, "eval": evaluation_trainable,
-              "transfer": evaluation_trainable}
+TRAINABLES = {
+    "base": base_trainable,
+    "generator": generator_trainable,
+    "eval": evaluation_trainable,
+    "transfer": evaluation_trainable,
+}

@@ -1,8 +1,10 @@
 """The Ray Tune callback that logs trial results into a sweep's MLflow child runs (driver side)."""
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from ray.tune import Callback
 
@@ -11,25 +13,51 @@ from orchestration.tracking import SweepTracker, flatten, numeric_metrics
 log = logging.getLogger(__name__)
 
 # Ray's bookkeeping in every result: not metrics of the experiment.
-RAY_RESULT_KEYS = frozenset({
-    "done", "pid", "timestamp", "date", "hostname", "node_ip", "trial_id", "experiment_tag",
-    "training_iteration", "iterations_since_restore", "time_since_restore", "timesteps_since_restore",
-    "timesteps_total", "episodes_total", "episodes_this_iter", "timesteps_this_iter",
-    "should_checkpoint", "checkpoint_dir_name", "config", "time_this_iter_s", "time_total_s",
-})
+RAY_RESULT_KEYS = frozenset(
+    {
+        "done",
+        "pid",
+        "timestamp",
+        "date",
+        "hostname",
+        "node_ip",
+        "trial_id",
+        "experiment_tag",
+        "training_iteration",
+        "iterations_since_restore",
+        "time_since_restore",
+        "timesteps_since_restore",
+        "timesteps_total",
+        "episodes_total",
+        "episodes_this_iter",
+        "timesteps_this_iter",
+        "should_checkpoint",
+        "checkpoint_dir_name",
+        "config",
+        "time_this_iter_s",
+        "time_total_s",
+    }
+)
 
 
 class MlflowTuneCallback(Callback):
     """Logs trial results into the child runs of the driver's SweepTracker.
 
     A trial's config is its item, ``{"item": {"id": ..., ...}}``; ``runs`` maps item ids to
-    child run ids (made by the driver before ``Tuner.fit``). Unlike Ray's MLflowLoggerCallback, a resumed trial keeps its
+    child run ids (made by the driver before ``Tuner.fit``).
+    Unlike Ray's MLflowLoggerCallback, a resumed trial keeps its
     run, and a (key, step) already in MLflow is not logged again (a restored trial re-reports
     the epochs after its last checkpoint).
     """
 
-    def __init__(self, tracker: SweepTracker, runs: Mapping[str, str], step_key: str = "epoch",
-                 stage: str | None = None, exclude: Iterable[str] = RAY_RESULT_KEYS) -> None:
+    def __init__(
+        self,
+        tracker: SweepTracker,
+        runs: Mapping[str, str],
+        step_key: str = "epoch",
+        stage: str | None = None,
+        exclude: Iterable[str] = RAY_RESULT_KEYS,
+    ) -> None:
         self.tracker = tracker
         self.runs = dict(runs)
         self.step_key = step_key
@@ -56,8 +84,7 @@ class MlflowTuneCallback(Callback):
         """
         step = result.get(self.step_key, result.get("training_iteration", 0))
         step = int(step)
-        flat = flatten({k: v for k, v in result.items() if k not in self.exclude and k != self.step_key},
-                       sep="/")
+        flat = flatten({k: v for k, v in result.items() if k not in self.exclude and k != self.step_key}, sep="/")
         todo = {}
         for k, v in numeric_metrics(flat).items():
             seen = self._steps.get((run_id, k))
@@ -80,8 +107,7 @@ class MlflowTuneCallback(Callback):
         try:
             fn(*args)
         except Exception:  # noqa: BLE001
-            log.warning("MLflow tracking failed in %s; the sweep goes on", getattr(fn, "__name__", fn),
-                        exc_info=True)
+            log.warning("MLflow tracking failed in %s; the sweep goes on", getattr(fn, "__name__", fn), exc_info=True)
 
     # Hook signatures as in ray/tune/callback.py (2.60): (iteration, trials, trial, [result], **info).
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -1,4 +1,5 @@
 """What `nf sweep plan` and `nf sweep status` print: plans, capacity estimates and stage states as tables."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -40,8 +41,10 @@ def format_estimate(est: dict[str, Any]) -> str:
     c = est["cluster"]
     lines = [f"sweep {est['sweep']!r}" + (f" on cluster {c['name']!r} ({c['path']})" if c else "")]
     if c:
-        types = [[t["name"], "head" if t["is_head"] else f"up to {t['max_nodes']}", _g(t["cpus"]), _g(t["gpus"])]
-                 for t in c["node_types"]]
+        types = [
+            [t["name"], "head" if t["is_head"] else f"up to {t['max_nodes']}", _g(t["cpus"]), _g(t["gpus"])]
+            for t in c["node_types"]
+        ]
         lines.append(indent(table(["node type", "nodes", "CPU", "GPU"], types, ["left", "right", "right", "right"])))
         lines.append(f"  (at most {c['max_workers']} worker nodes in all)")
     head = ["stage", "trials", "epochs", "CPU/GPU per trial", "GPU-h"]
@@ -51,8 +54,13 @@ def format_estimate(est: dict[str, Any]) -> str:
         align += ["right", "right", "right", "left"]
     rows = []
     for stage, r in est["stages"].items():
-        row = [stage, r["trials"], r["epochs"], f"{r['cpus_per_trial']:g} / {r['gpus_per_trial']:g}",
-               _h(r["gpu_hours"])]
+        row = [
+            stage,
+            r["trials"],
+            r["epochs"],
+            f"{r['cpus_per_trial']:g} / {r['gpus_per_trial']:g}",
+            _h(r["gpu_hours"]),
+        ]
         if c:
             nodes = ", ".join(f"{k} x{v}" for k, v in r["nodes"].items()) or "-"
             waves = "-" if r["waves"] is None else str(r["waves"])

@@ -1,4 +1,5 @@
 """What the cluster-file tests share: where the files are, how to load them, Ray's own preparation."""
+
 from __future__ import annotations
 
 import copy

@@ -11,6 +11,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 def _seed() -> None:
     torch.manual_seed(0)
 
+
 # Tests reach nothing beyond loopback: no usage statistics or telemetry from Ray and MLflow
 # (subprocesses inherit these).
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -4,6 +4,7 @@ SCALE-SIM runs in a subprocess: it calls exit() on bad input, prints, and writes
 Its interpreter is this one when it has scalesim and numpy < 2.4 (3.0.0 crashes with numpy >= 2.4);
 otherwise an isolated venv with pinned versions is built once under the user's cache directory.
 """
+
 from __future__ import annotations
 
 import csv
@@ -92,21 +93,25 @@ def topology_csv(layers: list[Layer]) -> str:
     """SCALE-SIM conv topology: one row per layer, each row ending in a comma (SCALE-SIM drops the last field)."""
     lines = ["Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, Num Filter, Strides,"]
     for i, l in enumerate(layers):
-        lines.append(f"L{i}, {l.ifmap_h}, {l.ifmap_w}, {l.filter_h}, {l.filter_w}, "
-                     f"{l.channels}, {l.num_filters}, {l.stride},")
+        lines.append(
+            f"L{i}, {l.ifmap_h}, {l.ifmap_w}, {l.filter_h}, {l.filter_w}, {l.channels}, {l.num_filters}, {l.stride},"
+        )
     return "\n".join(lines) + "\n"
 
 
 def run_scalesim(layers: list[Layer], workdir: Path) -> list[int]:
     """SCALE-SIM's "SRAM Filter Reads" for each layer, from its DETAILED_ACCESS_REPORT.csv."""
     workdir.mkdir(parents=True, exist_ok=True)
-    files = {"scale.cfg": CONFIG, "topology.csv": topology_csv(layers), "layout.csv": "Layer name,\n",
-             "run.py": RUNNER}
+    files = {"scale.cfg": CONFIG, "topology.csv": topology_csv(layers), "layout.csv": "Layer name,\n", "run.py": RUNNER}
     for name, text in files.items():
         (workdir / name).write_text(text)
     out = workdir / "out"
-    proc = subprocess.run([scalesim_python(), "run.py", "scale.cfg", "topology.csv", "layout.csv", str(out)],
-                          cwd=workdir, capture_output=True, text=True)
+    proc = subprocess.run(
+        [scalesim_python(), "run.py", "scale.cfg", "topology.csv", "layout.csv", str(out)],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
     report = out / "nf" / "DETAILED_ACCESS_REPORT.csv"
     if proc.returncode != 0 or not report.exists():
         raise RuntimeError(f"SCALE-SIM failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

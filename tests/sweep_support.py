@@ -1,4 +1,5 @@
 """Shared pieces of the sweep tests: a tiny sweep, process-tree cleanup, an S3 server."""
+
 from __future__ import annotations
 
 import os
@@ -67,8 +68,14 @@ def _alive(pid: int) -> bool:
 
 
 def nf(*args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "orchestration.cli", *args], env={**os.environ, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestration.cli", *args],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 def free_port() -> int:
@@ -80,8 +87,11 @@ def free_port() -> int:
 def start_moto() -> tuple[subprocess.Popen, str]:
     """moto's S3-compatible server on 127.0.0.1."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:

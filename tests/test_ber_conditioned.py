@@ -1,4 +1,5 @@
 """BER-conditioned generators: the output depends on the BER input; EOPM draws chips at the sampled BER."""
+
 from __future__ import annotations
 
 import pytest
@@ -43,14 +44,22 @@ def test_fresh_wrapper_is_the_inner_generator_and_output_changes_with_ber():
 
 def test_ber_range_sampling():
     r = BERRange.parse({"range": [1e-4, 1e-2], "log": True})
-    assert r.sample(0.0) == pytest.approx(1e-4) and r.sample(0.5) == pytest.approx(1e-3) and r.sample(1.0) == pytest.approx(1e-2)
+    assert (
+        r.sample(0.0) == pytest.approx(1e-4)
+        and r.sample(0.5) == pytest.approx(1e-3)
+        and r.sample(1.0) == pytest.approx(1e-2)
+    )
     bers = [r.for_batch(training_chip_seeds(0, s, 3)) for s in range(400)]
     assert all(1e-4 <= b <= 1e-2 for b in bers)
     logs = torch.tensor(bers).log10()
     assert abs(float((logs < -3).float().mean()) - 0.5) < 0.1  # log-uniform: half below the geometric middle
     assert r.for_batch([5, 6]) == r.for_batch([5, 6])  # a function of the batch's chips: resumable
-    for bad, msg in (({"range": [0, 0.01]}, "lo > 0"), ({"range": [0.01]}, r"\[lo, hi\]"),
-                     ([0.01, 0.02], "expected"), ({"range": [0.02, 0.01]}, "lo <= hi")):
+    for bad, msg in (
+        ({"range": [0, 0.01]}, "lo > 0"),
+        ({"range": [0.01]}, r"\[lo, hi\]"),
+        ([0.01, 0.02], "expected"),
+        ({"range": [0.02, 0.01]}, "lo <= hi"),
+    ):
         with pytest.raises(ValueError, match=msg):
             BERRange.parse(bad)
 
@@ -67,7 +76,9 @@ class _Recording(DeployedModel):
 
 def test_eopm_step_draws_chips_at_the_sampled_ber():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+    )
     base = _Recording(model)
     base.seen = []
     g = create_generator("ConvS_BER")

@@ -1,5 +1,6 @@
 """`nf sweep plan --cluster`: reading cluster files as Ray does, packing trials onto node types,
 and the capacity estimate on hand-computed cases."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +22,14 @@ def test_read_cluster_sees_every_shape() -> None:
     def shapes(name: str) -> dict[str, tuple[float | None, float, int]]:
         return {t.name: (t.cpus, t.gpus, t.max_nodes) for t in read_cluster(str(CLUSTERS / name)).node_types}
 
-    assert shapes("aws.yaml") == {"head": (0, 0, 1), "gpu1-spot": (8, 1, 16), "gpu1-ondemand": (8, 1, 4),
-                                  "gpu8-spot": (192, 8, 2), "gpu8-ondemand": (192, 8, 1), "cpu-spot": (8, 0, 2)}
+    assert shapes("aws.yaml") == {
+        "head": (0, 0, 1),
+        "gpu1-spot": (8, 1, 16),
+        "gpu1-ondemand": (8, 1, 4),
+        "gpu8-spot": (192, 8, 2),
+        "gpu8-ondemand": (192, 8, 1),
+        "cpu-spot": (8, 0, 2),
+    }
     assert shapes("local.yaml") == {"head": (0, 0, 1), "local.cluster.node": (64, 8, 4)}
     assert shapes("kuberay.yaml") == {"headgroup": (0, 0, 1), "gpu1": (7, 1, 16), "gpu8": (90, 8, 2), "cpu": (4, 0, 2)}
     assert read_cluster(str(CLUSTERS / "gcp.yaml")).max_workers == 20
@@ -53,20 +60,38 @@ def test_estimate_on_a_hand_computed_cluster(tmp_path: Path) -> None:
     # min(4/0.5, 16/3) = 5 (CPU-bound). 13 generator trials: gpu4 x1 (5) + gpu1 x2 (4) = 9 at
     # once, so 2 waves. Each trial: 10 epochs x 60 s = 1/6 h; GPU-hours 13 x 1/6 x 0.5 = 13/12.
     cluster = {
-        "cluster_name": "hand", "max_workers": 3,
+        "cluster_name": "hand",
+        "max_workers": 3,
         "provider": {"type": "aws", "region": "us-west-2"},
         "available_node_types": {
             "head": {"resources": {"CPU": 0}, "node_config": {"InstanceType": "m6i.2xlarge"}},
-            "gpu1": {"resources": {"CPU": 8, "GPU": 1}, "max_workers": 3, "node_config": {"InstanceType": "g5.2xlarge"}},
-            "gpu4": {"resources": {"CPU": 16, "GPU": 4}, "max_workers": 1, "node_config": {"InstanceType": "g5.12xlarge"}},
+            "gpu1": {
+                "resources": {"CPU": 8, "GPU": 1},
+                "max_workers": 3,
+                "node_config": {"InstanceType": "g5.2xlarge"},
+            },
+            "gpu4": {
+                "resources": {"CPU": 16, "GPU": 4},
+                "max_workers": 1,
+                "node_config": {"InstanceType": "g5.12xlarge"},
+            },
         },
         "head_node_type": "head",
     }
     path = tmp_path / "hand.yaml"
     path.write_text(yaml.safe_dump(cluster))
-    cfg = parse_config({"name": "hand", "models": ["resnet18"], "generators": ["ConvS"], "ns": list(range(1, 14)),
-                        "base": {"epochs": 20}, "generator": {"epochs": 10},
-                        "resources": {"cpus": 3, "gpus": 0.5}, "transfer": False})
+    cfg = parse_config(
+        {
+            "name": "hand",
+            "models": ["resnet18"],
+            "generators": ["ConvS"],
+            "ns": list(range(1, 14)),
+            "base": {"epochs": 20},
+            "generator": {"epochs": 10},
+            "resources": {"cpus": 3, "gpus": 0.5},
+            "transfer": False,
+        }
+    )
     est = estimate(cfg, plan(cfg), str(path), {"base": 30.0, "generator": 60.0})
     g = est["stages"]["generator"]
     assert (g["trials"], g["concurrent"], g["capacity"], g["waves"]) == (13, 9, 9, 2)
@@ -83,8 +108,9 @@ def test_estimate_on_a_hand_computed_cluster(tmp_path: Path) -> None:
 
 
 def test_max_concurrent_and_global_bounds() -> None:
-    c = Cluster("x", "x", 2, (NodeType("h", 0, 0, 1, is_head=True), NodeType("a", 8, 1, 5, priority=1),
-                               NodeType("b", 8, 1, 5)))
+    c = Cluster(
+        "x", "x", 2, (NodeType("h", 0, 0, 1, is_head=True), NodeType("a", 8, 1, 5, priority=1), NodeType("b", 8, 1, 5))
+    )
     assert pack(c, 1, 1, 10) == (2, {"a": 2})  # two workers in all; spot-like `a` (priority) first
     assert pack(c, 1, 1, 10, max_concurrent=1) == (1, {"a": 1})
     assert pack(c, 1, 0, 3) == (3, {"a": 1})  # CPU-only: both types have GPUs, so one node will do
@@ -97,7 +123,9 @@ def test_trial_bundles() -> None:
     base = {"name": "b", "models": ["resnet18", "vgg11"], "resources": {"cpus": 2, "gpus": 0.5}}
     plain = parse_config(base)
     assert trial_bundles(plain, "generator") == [{"CPU": 2, "GPU": 0.5}]
-    pooled = parse_config({**base, "sources": [["resnet18", "vgg11"]], "generator": {"access": "pool", "pool_actors": 2}})
+    pooled = parse_config(
+        {**base, "sources": [["resnet18", "vgg11"]], "generator": {"access": "pool", "pool_actors": 2}}
+    )
     # an ensemble of two models × two replicas each = four actor bundles
     assert trial_bundles(pooled, "generator") == [{"CPU": 2, "GPU": 0.5}] + [{"CPU": 0.5}] * 4
     assert trial_bundles(pooled, "base") == [{"CPU": 2, "GPU": 0.5}]
@@ -125,8 +153,9 @@ def test_plan_with_cluster_from_argparse() -> None:
     items = plan(cfg)
     plain = plan_with_cluster(p.parse_args(["x"]), cfg, items)
     assert plain.splitlines()[0].startswith("sweep 'smoke'") and "total" in plain
-    text = plan_with_cluster(p.parse_args(["x", "--cluster", str(CLUSTERS / "aws.yaml"), "--epoch-seconds", "2"]),
-                             cfg, items)
+    text = plan_with_cluster(
+        p.parse_args(["x", "--cluster", str(CLUSTERS / "aws.yaml"), "--epoch-seconds", "2"]), cfg, items
+    )
     assert "cpu-spot x1" in text  # CPU-only trials go to the CPU type, as the autoscaler sends them
     with pytest.raises(ValueError, match="does not exist"):
         plan_with_cluster(p.parse_args(["x", "--cluster", "clusters/nope.yaml"]), cfg, items)

@@ -1,12 +1,12 @@
 """The bit-error model: statistics, nesting, seeds, layouts, precision, immutability."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from nf_core.chips import (ChipConfig, bernoulli_codes, faulty_cell_count, faulty_cells, perturb_codes,
-                           stuck_values)
+from nf_core.chips import ChipConfig, bernoulli_codes, faulty_cell_count, faulty_cells, perturb_codes, stuck_values
 from nf_core.deployed import DeployedModel
 from nf_core.models import create_model
 from nf_core.quant import QuantizedWeights, quantize_model
@@ -18,8 +18,14 @@ def _qw(sizes: list[int], bits: int = 8, seed: int = 0) -> QuantizedWeights:
     top = 2 ** (bits - 1) - 1
     flat = torch.randint(-top, top + 1, (sum(sizes),), generator=g, dtype=torch.int8)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
-    return QuantizedWeights([f"l{i}.weight" for i in range(len(sizes))], [torch.Size([s]) for s in sizes],
-                            offsets, flat, torch.ones(len(sizes)), bits)
+    return QuantizedWeights(
+        [f"l{i}.weight" for i in range(len(sizes))],
+        [torch.Size([s]) for s in sizes],
+        offsets,
+        flat,
+        torch.ones(len(sizes)),
+        bits,
+    )
 
 
 def _changed_bits(qw: QuantizedWeights, codes: torch.Tensor) -> np.ndarray:
@@ -89,7 +95,7 @@ def test_wrap_layout_layers_share_fault_positions() -> None:
     first, second = ch[:150_000], ch[150_000:]
     assert first.any()
     assert np.array_equal(first, second)  # both layers start at address 0
-    assert np.array_equal(first[:150_000 - a], first[a:])  # and wrap around the 128 KiB array
+    assert np.array_equal(first[: 150_000 - a], first[a:])  # and wrap around the 128 KiB array
 
 
 def test_flat_layout_layers_are_independent() -> None:
@@ -151,10 +157,16 @@ def test_bernoulli_baseline_statistics() -> None:
     assert abs(_changed_bits(qw, codes).mean() - 0.02) < 0.001
 
 
-@pytest.mark.parametrize("kw,needle", [
-    (dict(ber=1.5), "BER"), (dict(ber=-0.1), "BER"), (dict(ber=0.01, fault_model="random"), "stuck_at"),
-    (dict(ber=0.01, layout="tiled"), "wrap"), (dict(ber=0.01, cols=12), "geometry"),
-])
+@pytest.mark.parametrize(
+    "kw,needle",
+    [
+        (dict(ber=1.5), "BER"),
+        (dict(ber=-0.1), "BER"),
+        (dict(ber=0.01, fault_model="random"), "stuck_at"),
+        (dict(ber=0.01, layout="tiled"), "wrap"),
+        (dict(ber=0.01, cols=12), "geometry"),
+    ],
+)
 def test_bad_chip_configs(kw: dict, needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         ChipConfig(**kw)

@@ -1,5 +1,6 @@
 """The `nf` command line: one parser in orchestration, fast to start (no torch, Ray or MLflow behind
 `nf --help` or `nf sweep plan`), help on every option, and the one table renderer."""
+
 from __future__ import annotations
 
 import argparse
@@ -30,13 +31,20 @@ print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)), file=sys.std
 
 
 def _heavy_loaded(*argv: str, code: str = _PROBE) -> list[str]:
-    proc = subprocess.run([sys.executable, "-c", code.format(heavy=HEAVY), *argv], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code.format(heavy=HEAVY), *argv],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
     return json.loads(proc.stderr.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["sweep", "plan", "--help"], ["single", "--help"],
-                                  ["profile", "--help"], ["demo", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["sweep", "plan", "--help"], ["single", "--help"], ["profile", "--help"], ["demo", "--help"]]
+)
 def test_help_imports_nothing_heavy(argv: list[str]) -> None:
     assert _heavy_loaded(*argv) == []
 
@@ -44,8 +52,10 @@ def test_help_imports_nothing_heavy(argv: list[str]) -> None:
 def test_plan_imports_nothing_heavy_beyond_the_config_schema() -> None:
     # The config module is the one import the plan needs; Ray and MLflow never, and torch only
     # while orchestration.config itself imports it (it is to read torch-free registry names).
-    config_only = _heavy_loaded(code="import json, sys\nimport orchestration.config\n"
-                                     "print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)), file=sys.stderr)")
+    config_only = _heavy_loaded(
+        code="import json, sys\nimport orchestration.config\n"
+        "print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)), file=sys.stderr)"
+    )
     loaded = set(_heavy_loaded("sweep", "plan", "sweeps/smoke.yaml")) - {"pyarrow"}  # pyarrow.fs: storage roots
     assert loaded <= set(config_only), loaded
     assert not {"ray", "mlflow", "pandas", "matplotlib"} & loaded
@@ -90,13 +100,30 @@ source    generator  train BER  eval BER  target       CA             PA  CA (NF
 resnet18  ConvS           0.03      0.03  resnet18  98.67  44.47 ± 23.65    90.67  57.04 ± 18.84  +12.58
 resnet18  UNetS           0.05      0.05  resnet18  98.67  34.91 ± 15.44    91.78  43.58 ± 10.57   +8.67
 vgg11     ConvS           0.03      0.03  vgg11     98.44  72.18 ± 13.51    99.11   88.96 ± 4.05  +16.78"""
-    rows = [("resnet18", "ConvS", 0.03, 0.03, "resnet18", 98.67, 44.47, 23.65, 90.67, 57.04, 18.84, 12.58),
-            ("resnet18", "UNetS", 0.05, 0.05, "resnet18", 98.67, 34.91, 15.44, 91.78, 43.58, 10.57, 8.67),
-            ("vgg11", "ConvS", 0.03, 0.03, "vgg11", 98.44, 72.18, 13.51, 99.11, 88.96, 4.05, 16.78)]
-    keys = ("source", "generator", "train_ber", "eval_ber", "target", "ca", "pa_mean", "pa_std", "ca_nf",
-            "pa_nf_mean", "pa_nf_std", "rp")
+    rows = [
+        ("resnet18", "ConvS", 0.03, 0.03, "resnet18", 98.67, 44.47, 23.65, 90.67, 57.04, 18.84, 12.58),
+        ("resnet18", "UNetS", 0.05, 0.05, "resnet18", 98.67, 34.91, 15.44, 91.78, 43.58, 10.57, 8.67),
+        ("vgg11", "ConvS", 0.03, 0.03, "vgg11", 98.44, 72.18, 13.51, 99.11, 88.96, 4.05, 16.78),
+    ]
+    keys = (
+        "source",
+        "generator",
+        "train_ber",
+        "eval_ber",
+        "target",
+        "ca",
+        "pa_mean",
+        "pa_std",
+        "ca_nf",
+        "pa_nf_mean",
+        "pa_nf_std",
+        "rp",
+    )
     assert format_table([dict(zip(keys, r), dataset="digits") for r in rows]) == expected
-    assert format_table([]).splitlines()[1] == "------  ---------  ---------  --------  ------  --  --  -------  -------  --"
+    assert (
+        format_table([]).splitlines()[1]
+        == "------  ---------  ---------  --------  ------  --  --  -------  -------  --"
+    )
 
 
 def test_table_widths_alignment_and_missing_cells() -> None:
@@ -109,11 +136,27 @@ def test_table_widths_alignment_and_missing_cells() -> None:
 def test_single_prints_its_result_as_a_table() -> None:
     from orchestration.commands.single import format_results
 
-    res = {"model": "vgg11", "generator": "ConvS", "dataset": "digits", "ber": 0.04, "fault_model": "stuck_at",
-           "layout": "wrap", "bits": 8, "chips": 10, "ca": 98.5, "pa_mean": 40.0, "pa_std": 2.5, "ca_nf": 97.25,
-           "pa_nf_mean": 80.0, "pa_nf_std": 1.25, "rp": 40.0, "efficiency": 353.4}
+    res = {
+        "model": "vgg11",
+        "generator": "ConvS",
+        "dataset": "digits",
+        "ber": 0.04,
+        "fault_model": "stuck_at",
+        "layout": "wrap",
+        "bits": 8,
+        "chips": 10,
+        "ca": 98.5,
+        "pa_mean": 40.0,
+        "pa_std": 2.5,
+        "ca_nf": 97.25,
+        "pa_nf_mean": 80.0,
+        "pa_nf_std": 1.25,
+        "rp": 40.0,
+        "efficiency": 353.4,
+    }
     assert format_results(res).splitlines() == [
         "vgg11 + ConvS on digits: BER 0.04 (stuck_at, wrap layout, 8-bit), 10 chips",
         "   CA            PA  CA (NF)       PA (NF)      RP  RP / M params",
         "-----  ------------  -------  ------------  ------  -------------",
-        "98.50  40.00 ± 2.50    97.25  80.00 ± 1.25  +40.00          353.4"]
+        "98.50  40.00 ± 2.50    97.25  80.00 ± 1.25  +40.00          353.4",
+    ]

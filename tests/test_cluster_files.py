@@ -4,6 +4,7 @@ credentials, the MLflow server the sweeps look for) and the pinned installs.
 
 `ray up` has no dry run, so these checks are what stands between a typo and a failed launch.
 """
+
 from __future__ import annotations
 
 import copy
@@ -92,11 +93,17 @@ def botocore_errors(shape: Any, value: Any, where: str, top: bool = False) -> li
         enum = getattr(shape, "enum", None) or []
         return [f"{where}: {value!r} is not one of {enum}"] if enum and value not in enum else []
     if kind in ("integer", "long"):
-        return [] if isinstance(value, int) and not isinstance(value, bool) else [f"{where}: expected an integer, got {value!r}"]
+        return (
+            []
+            if isinstance(value, int) and not isinstance(value, bool)
+            else [f"{where}: expected an integer, got {value!r}"]
+        )
     if kind == "boolean":
         return [] if isinstance(value, bool) else [f"{where}: expected true/false, got {value!r}"]
     if kind in ("double", "float"):
-        return [] if isinstance(value, (int, float)) and not isinstance(value, bool) else [f"{where}: expected a number"]
+        return (
+            [] if isinstance(value, (int, float)) and not isinstance(value, bool) else [f"{where}: expected a number"]
+        )
     return []  # timestamp, blob: not used in node configs
 
 
@@ -138,9 +145,15 @@ def gce_errors(schemas: dict[str, Any], schema: dict[str, Any], value: Any, wher
         if not isinstance(value, dict):
             return [f"{where}: expected a mapping, got {value!r}"]
         props = schema["properties"]
-        return [e for k, v in value.items() for e in
-                (gce_errors(schemas, props[k], v, f"{where}.{k}") if k in props
-                 else [f"{where}.{k}: not a field{_close(k, props)}"])]
+        return [
+            e
+            for k, v in value.items()
+            for e in (
+                gce_errors(schemas, props[k], v, f"{where}.{k}")
+                if k in props
+                else [f"{where}.{k}: not a field{_close(k, props)}"]
+            )
+        ]
     if kind == "object":  # a map, e.g. labels
         sub = schema.get("additionalProperties", {})
         return [e for k, v in (value or {}).items() for e in gce_errors(schemas, sub, v, f"{where}.{k}")]
@@ -312,6 +325,9 @@ def test_installs_pin_this_projects_release_and_its_ray() -> None:
     assert f'"{name} @ git+' in docker
     cr = ray_cluster()
     assert cr["spec"]["rayVersion"] == ray_pin
-    images = {c["image"] for g in [cr["spec"]["headGroupSpec"], *cr["spec"]["workerGroupSpecs"]]
-              for c in g["template"]["spec"]["containers"]}
+    images = {
+        c["image"]
+        for g in [cr["spec"]["headGroupSpec"], *cr["spec"]["workerGroupSpecs"]]
+        for c in g["template"]["spec"]["containers"]
+    }
     assert images == {f"YOUR-REGISTRY/neuralfuse-sweeps:{version}"}

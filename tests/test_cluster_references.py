@@ -1,5 +1,6 @@
 """Every path, `nf` command and `ray` command the cluster files and sweep configs mention exists
 in this repository and parses with the real `nf` and `ray` command lines."""
+
 from __future__ import annotations
 
 import re

@@ -1,5 +1,6 @@
 """The sweep config schema: strict types, ranges, registry names, unique grids, one-line errors;
 dataset roots (local and S3) checked before Ray starts."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,8 +58,9 @@ def test_stage_defaults_are_nf_core_training_defaults() -> None:
 
 def test_config_module_imports_no_torch() -> None:
     code = "import sys, orchestration.config, orchestration.preflight; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT,
-                         check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False
+    )
     assert out.stdout.strip() == "False", out.stderr
 
 
@@ -67,8 +69,10 @@ BAD = [
     ({"base": {"lr": "fast"}}, r"^base\.lr: 'fast' is not a number; expected a number > 0"),
     ({"generator": {"lr": -1}}, r"^generator\.lr: -1 is out of range; expected a number > 0"),
     ({"generator": {"betas": 5}}, r"^generator\.betas: 5 is not a list of two numbers; expected .*\[0\.5, 0\.999\]"),
-    ({"generator": {"betas": [0.5, 1.0]}},
-     r"^generator\.betas\[1\]: 1\.0 is out of range; expected a number in \[0, 1\)"),
+    (
+        {"generator": {"betas": [0.5, 1.0]}},
+        r"^generator\.betas\[1\]: 1\.0 is out of range; expected a number in \[0, 1\)",
+    ),
     ({"train_bers": [True]}, r"^train_bers\[0\]: true is not a number; expected a number in \[0, 1\]"),
     ({"evaluation": {"bers": [True]}}, r"^evaluation\.bers\[0\]: true is not a number"),
     ({"lambdas": [True]}, r"^lambdas\[0\]: true is not a number; expected a number >= 0"),
@@ -78,23 +82,38 @@ BAD = [
     ({"width": float("nan")}, r"^width: nan is not a finite number"),
     ({"resources": {"cpus": 0}}, r"^resources\.cpus: 0 is out of range; expected a number > 0"),
     ({"resources": {"pool_actor_gpus": 2.5}}, r"^resources\.pool_actor_gpus: 2\.5 is not possible.*whole numbers"),
-    ({"datasets": [{"name": "cifar10", "root": "/d", "download": "maybe"}]},
-     r"^datasets\[0\]\.download: 'maybe' is not a boolean; expected true or false"),
+    (
+        {"datasets": [{"name": "cifar10", "root": "/d", "download": "maybe"}]},
+        r"^datasets\[0\]\.download: 'maybe' is not a boolean; expected true or false",
+    ),
     ({"transfer": 1}, r"^transfer: 1 is not a boolean"),
-    ({"mlflow": {"tracking_uri": 12}},
-     r"^mlflow\.tracking_uri: 12 is not a non-empty string; expected an MLflow tracking URI"),
-    ({"evaluation": {"bers": 0.01}},
-     r"^evaluation\.bers: 0\.01 is not a list; expected a list such as \[0\.01, 0\.005\]"),
+    (
+        {"mlflow": {"tracking_uri": 12}},
+        r"^mlflow\.tracking_uri: 12 is not a non-empty string; expected an MLflow tracking URI",
+    ),
+    (
+        {"evaluation": {"bers": 0.01}},
+        r"^evaluation\.bers: 0\.01 is not a list; expected a list such as \[0\.01, 0\.005\]",
+    ),
     ({"evaluation": 0.01}, r"^evaluation: 0\.01 is not a mapping; expected a mapping with fields bers, chips"),
     ({"models": "resnet18"}, r"^models: 'resnet18' is not a list"),
     ({"models": []}, r"^models: \[\] is too short; expected a list of at least one entry"),
-    ({"models": ["resnet34"]}, (r"^models\[0\]: 'resnet34' is not a valid model \(did you mean 'resnet(18|50)'\?\); "
-                                r"valid choices: resnet18, resnet50, vgg11, vgg16, vgg19$")),
+    (
+        {"models": ["resnet34"]},
+        (
+            r"^models\[0\]: 'resnet34' is not a valid model \(did you mean 'resnet(18|50)'\?\); "
+            r"valid choices: resnet18, resnet50, vgg11, vgg16, vgg19$"
+        ),
+    ),
     ({"generators": [True]}, r"^generators\[0\]: true is not a valid generator; valid choices: ConvL, ConvS"),
     ({"datasets": ["mnist"]}, r"^datasets\[0\]\.name: 'mnist' is not a valid dataset; valid choices: cifar10"),
-    ({"fault_model": "stuck-at"},
-     (r"^fault_model: 'stuck-at' is not a valid fault model \(did you mean 'stuck_at'\?\); "
-      r"valid choices: stuck_at, flip$")),
+    (
+        {"fault_model": "stuck-at"},
+        (
+            r"^fault_model: 'stuck-at' is not a valid fault model \(did you mean 'stuck_at'\?\); "
+            r"valid choices: stuck_at, flip$"
+        ),
+    ),
     ({"evaluation": {"layout": 3}}, r"^evaluation\.layout: 3 is not a valid memory layout; valid choices: wrap, flat"),
     ({"base": {"optimizer": "adamw"}}, r"^base\.optimizer: 'adamw' is not a valid optimizer.*valid choices: sgd, adam"),
     ({"generator": {"batching": "vmapp"}}, r"^generator\.batching: 'vmapp' .*did you mean 'vmap'.*vmap, loop"),
@@ -103,8 +122,10 @@ BAD = [
     ({"sources": [["resnet18", "vgg13"]]}, r"^sources\[0\]: 'vgg13' is not a valid model .*valid choices: resnet18"),
     ({"sources": ["vgg16"]}, r"^sources\[0\]: model 'vgg16' is not in models; valid choices: resnet18, vgg11$"),
     ({"datasets": [{"name": "gtsrb"}]}, r"^datasets\[0\]\.root: null is not possible: dataset 'gtsrb' needs a root"),
-    ({"datasets": [{"name": "imagenet10", "root": "/d", "download": True}]},
-     r"^datasets\[0\]\.download: true is not possible: imagenet10 cannot be downloaded"),
+    (
+        {"datasets": [{"name": "imagenet10", "root": "/d", "download": True}]},
+        r"^datasets\[0\]\.download: true is not possible: imagenet10 cannot be downloaded",
+    ),
     ({"name": "a b"}, r"^name: 'a b' is not valid; expected a sweep name"),
     ({"storage": 5}, r"^storage: 5 is not a non-empty string"),
     ({"resources": {"max_failures": -1}}, r"^resources\.max_failures: -1 is out of range; expected an integer >= 0"),
@@ -117,33 +138,44 @@ def test_bad_value_is_one_line_naming_path_value_and_choices(change: dict, patte
     assert re.search(pattern, message), message
 
 
-@pytest.mark.parametrize("change,pattern", [
-    ({"genrator": {"lr": 0.1}},
-     r"^genrator: unknown field 'genrator' \(did you mean 'generator'\?\); valid fields: name,"),
-    ({"base": {"learning_rate": 0.1}}, r"^base\.learning_rate: unknown field 'learning_rate'.*valid fields: epochs,"),
-    ({"evaluation": {"ber": [0.1]}}, r"^evaluation\.ber: unknown field 'ber' \(did you mean 'bers'\?\)"),
-    ({"resources": {"cpu": 2}}, r"^resources\.cpu: unknown field 'cpu' \(did you mean 'cpus'\?\)"),
-    # the unknown field is reported before the "missing name" it causes
-    ({"datasets": [{"nam": "digits"}]}, r"^datasets\[0\]\.nam: unknown field 'nam' \(did you mean 'name'\?\)"),
-    ({"mlflow": {"tracking-uri": "x"}}, r"^mlflow\.tracking-uri: .*did you mean 'tracking_uri'"),
-])
+@pytest.mark.parametrize(
+    "change,pattern",
+    [
+        (
+            {"genrator": {"lr": 0.1}},
+            r"^genrator: unknown field 'genrator' \(did you mean 'generator'\?\); valid fields: name,",
+        ),
+        (
+            {"base": {"learning_rate": 0.1}},
+            r"^base\.learning_rate: unknown field 'learning_rate'.*valid fields: epochs,",
+        ),
+        ({"evaluation": {"ber": [0.1]}}, r"^evaluation\.ber: unknown field 'ber' \(did you mean 'bers'\?\)"),
+        ({"resources": {"cpu": 2}}, r"^resources\.cpu: unknown field 'cpu' \(did you mean 'cpus'\?\)"),
+        # the unknown field is reported before the "missing name" it causes
+        ({"datasets": [{"nam": "digits"}]}, r"^datasets\[0\]\.nam: unknown field 'nam' \(did you mean 'name'\?\)"),
+        ({"mlflow": {"tracking-uri": "x"}}, r"^mlflow\.tracking-uri: .*did you mean 'tracking_uri'"),
+    ],
+)
 def test_misspelled_field_names_the_closest_valid_one(change: dict, pattern: str) -> None:
     message = _error(change)
     assert re.search(pattern, message), message
 
 
-@pytest.mark.parametrize("change,pattern", [
-    ({"train_bers": [0.03, 0.03]}, r"^train_bers: 0\.03 appears more than once in \[0\.03, 0\.03\]"),
-    ({"lambdas": [5, 5.0]}, r"^lambdas: 5\.0 appears more than once"),  # the same number, so the same trials
-    ({"ns": [2, 3, 2]}, r"^ns: 2 appears more than once"),
-    ({"seeds": [0, 0]}, r"^seeds: 0 appears more than once"),
-    ({"models": ["vgg11", "vgg11"]}, r"^models: 'vgg11' appears more than once"),
-    ({"generators": ["ConvS", "ConvS"]}, r"^generators: 'ConvS' appears"),
-    ({"evaluation": {"bers": [0.01, 0.01]}}, r"^evaluation\.bers: 0\.01 appears"),
-    ({"evaluation": {"bits": [4, 4]}}, r"^evaluation\.bits: 4 appears"),
-    ({"ensembles": [["resnet18", "vgg11"], ["resnet18", "vgg11"]]}, r"^ensembles: \['resnet18', 'vgg11'\] appears"),
-    ({"datasets": ["digits", {"name": "digits"}]}, r"^datasets\[1\]\.name: 'digits' appears more than once"),
-])
+@pytest.mark.parametrize(
+    "change,pattern",
+    [
+        ({"train_bers": [0.03, 0.03]}, r"^train_bers: 0\.03 appears more than once in \[0\.03, 0\.03\]"),
+        ({"lambdas": [5, 5.0]}, r"^lambdas: 5\.0 appears more than once"),  # the same number, so the same trials
+        ({"ns": [2, 3, 2]}, r"^ns: 2 appears more than once"),
+        ({"seeds": [0, 0]}, r"^seeds: 0 appears more than once"),
+        ({"models": ["vgg11", "vgg11"]}, r"^models: 'vgg11' appears more than once"),
+        ({"generators": ["ConvS", "ConvS"]}, r"^generators: 'ConvS' appears"),
+        ({"evaluation": {"bers": [0.01, 0.01]}}, r"^evaluation\.bers: 0\.01 appears"),
+        ({"evaluation": {"bits": [4, 4]}}, r"^evaluation\.bits: 4 appears"),
+        ({"ensembles": [["resnet18", "vgg11"], ["resnet18", "vgg11"]]}, r"^ensembles: \['resnet18', 'vgg11'\] appears"),
+        ({"datasets": ["digits", {"name": "digits"}]}, r"^datasets\[1\]\.name: 'digits' appears more than once"),
+    ],
+)
 def test_duplicate_grid_values_are_rejected(change: dict, pattern: str) -> None:
     message = _error(change)
     assert re.search(pattern, message), message
@@ -164,8 +196,9 @@ def test_good_values_and_normal_forms() -> None:
         parse_config(["name", "t"])  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")) + [ROOT / "orchestration" / "demo.yaml"],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "sweeps").glob("*.yaml")) + [ROOT / "orchestration" / "demo.yaml"], ids=lambda p: p.name
+)
 def test_every_shipped_config_loads_and_round_trips(path: Path) -> None:
     cfg = load_config(str(path))
     # sweep.yaml holds to_dict(); a resume parses it again and must find the same config
@@ -176,8 +209,12 @@ def test_every_shipped_config_loads_and_round_trips(path: Path) -> None:
 def test_json_schema_documents_every_field() -> None:
     schema = SweepConfig.model_json_schema()
     assert schema["additionalProperties"] is False
-    undocumented = [f"{model}.{k}" for model, m in [("sweep", schema), *schema["$defs"].items()]
-                    for k, v in m.get("properties", {}).items() if not v.get("description")]
+    undocumented = [
+        f"{model}.{k}"
+        for model, m in [("sweep", schema), *schema["$defs"].items()]
+        for k, v in m.get("properties", {}).items()
+        if not v.get("description")
+    ]
     assert not undocumented
     assert schema["properties"]["fault_model"]["enum"] == list(names.FAULT_MODELS)
 
@@ -187,8 +224,15 @@ def _cfg(name: str, root: str, **extra) -> SweepConfig:
     return parse_config({"name": "t", "datasets": [{"name": name, "root": root, **extra}]})
 
 
-@pytest.mark.parametrize("name,write", [("cifar10", write_cifar10), ("cifar100", write_cifar100),
-                                        ("gtsrb", write_gtsrb), ("imagenet10", write_imagenet10)])
+@pytest.mark.parametrize(
+    "name,write",
+    [
+        ("cifar10", write_cifar10),
+        ("cifar100", write_cifar100),
+        ("gtsrb", write_gtsrb),
+        ("imagenet10", write_imagenet10),
+    ],
+)
 def test_dataset_root_with_the_loaders_files_passes(tmp_path: Path, name: str, write) -> None:
     write(tmp_path)  # the on-disk formats tests/test_data.py loads with nf_core.data
     check_dataset_roots(_cfg(name, str(tmp_path)))
@@ -236,8 +280,11 @@ def _ray_started() -> bool:
 def test_missing_local_root_stops_plan_and_run_before_ray(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = tmp_path / "s.yaml"
     missing = tmp_path / "data" / "cifar10"
-    path.write_text(yaml.safe_dump({**GOOD, "storage": str(tmp_path / "store"),
-                                    "datasets": [{"name": "cifar10", "root": str(missing)}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {**GOOD, "storage": str(tmp_path / "store"), "datasets": [{"name": "cifar10", "root": str(missing)}]}
+        )
+    )
     for command in ("plan", "run"):
         code, out, err = _nf(capsys, "sweep", command, str(path))
         assert code == 2, out + err
@@ -248,8 +295,9 @@ def test_missing_local_root_stops_plan_and_run_before_ray(tmp_path: Path, capsys
     assert code == 0 and "total" in out, err
 
 
-def test_s3_dataset_root_checked_on_a_real_s3_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    capsys: pytest.CaptureFixture) -> None:
+def test_s3_dataset_root_checked_on_a_real_s3_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     import boto3
 
     server, endpoint = start_moto()
@@ -265,8 +313,7 @@ def test_s3_dataset_root_checked_on_a_real_s3_server(tmp_path: Path, monkeypatch
                 s3.upload_file(str(f), "data", f"sets/cifar10/{f.relative_to(tmp_path / 'c10')}")
 
         def cfg(root: str) -> SweepConfig:
-            return parse_config({"name": "t", "s3_endpoint": endpoint,
-                                 "datasets": [{"name": "cifar10", "root": root}]})
+            return parse_config({"name": "t", "s3_endpoint": endpoint, "datasets": [{"name": "cifar10", "root": root}]})
 
         check_dataset_roots(cfg("s3://data/sets/cifar10"))
         with pytest.raises(ConfigError, match=r"^datasets\[0\]\.root: 's3://data/sets/cifar100': no object under this"):
@@ -279,8 +326,16 @@ def test_s3_dataset_root_checked_on_a_real_s3_server(tmp_path: Path, monkeypatch
 
         path = tmp_path / "s3.yaml"
         s3.create_bucket(Bucket="sweeps")
-        path.write_text(yaml.safe_dump({**GOOD, "storage": "s3://sweeps/team", "s3_endpoint": endpoint,
-                                        "datasets": [{"name": "cifar10", "root": "s3://data/sets/missing"}]}))
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    **GOOD,
+                    "storage": "s3://sweeps/team",
+                    "s3_endpoint": endpoint,
+                    "datasets": [{"name": "cifar10", "root": "s3://data/sets/missing"}],
+                }
+            )
+        )
         code, _, err = _nf(capsys, "sweep", "run", str(path))
         assert code == 2 and err.startswith("nf: error: datasets[0].root: 's3://data/sets/missing': no object"), err
         assert not _ray_started()

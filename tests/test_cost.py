@@ -1,5 +1,6 @@
 """nf_core.cost / nf_core.voltage / `nf profile`: TWMA against the real SCALE-SIM, the paper's
 calibration, the energy-saving formulas, the JSON schema and the error messages."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,19 @@ from orchestration.commands.profile import add_profile_parser, main, run_profile
 from tests.scalesim_env import run_scalesim  # tests/scalesim_env.py
 
 # The paper's Table 6 (TWMA, CIFAR-10); the UNets with generator padding (see nf_core/cost.py).
-PAPER_TWMA = {"resnet18": 2_755_968, "resnet50": 6_182_144, "vgg11": 1_334_656, "vgg16": 2_366_848,
-              "vgg19": 3_104_128, "ConvL": 320_256, "ConvS": 41_508, "DeConvL": 259_264, "DeConvS": 86_208,
-              "UNetL": 180_894, "UNetS": 45_711}
+PAPER_TWMA = {
+    "resnet18": 2_755_968,
+    "resnet50": 6_182_144,
+    "vgg11": 1_334_656,
+    "vgg16": 2_366_848,
+    "vgg19": 3_104_128,
+    "ConvL": 320_256,
+    "ConvS": 41_508,
+    "DeConvL": 259_264,
+    "DeConvS": 86_208,
+    "UNetL": 180_894,
+    "UNetS": 45_711,
+}
 
 
 def _layer(module: nn.Module, name: str, min_padding: int = 0) -> Layer:
@@ -56,7 +67,13 @@ def test_rows_follow_scalesim_conventions():
     fc = _layer(resnet, "linear")
     assert (fc.ifmap_h, fc.ifmap_w, fc.filter_h, fc.channels, fc.num_filters) == (1, 1, 1, 512, 10)
     deconv = _layer(create_generator("DeConvS"), "net.8")  # ConvTranspose2d(32, 3, 4, 2, 1): 16×16 → 32×32
-    assert (deconv.ifmap_h, deconv.channels, deconv.num_filters, deconv.stride, deconv.ofmap) == (34, 3, 32, 1, (31, 31))
+    assert (deconv.ifmap_h, deconv.channels, deconv.num_filters, deconv.stride, deconv.ofmap) == (
+        34,
+        3,
+        32,
+        1,
+        (31, 31),
+    )
 
 
 def test_every_conv_and_linear_gets_one_row():
@@ -107,9 +124,10 @@ def test_table7():
 
 def test_meta_profile_equals_real_module():
     # profile_model builds on the meta device; a real CPU module must give the same figures.
-    for module, registered in [(create_model("resnet18", num_classes=10, input_size=32),
-                                cost.profile_model("resnet18", "cifar10")),
-                               (create_generator("DeConvS"), cost.profile_generator("DeConvS", "cifar10"))]:
+    for module, registered in [
+        (create_model("resnet18", num_classes=10, input_size=32), cost.profile_model("resnet18", "cifar10")),
+        (create_generator("DeConvS"), cost.profile_generator("DeConvS", "cifar10")),
+    ]:
         module.train().requires_grad_(False)  # e.g. the frozen base model during EOPM
         assert cost.profile_module(module, 32) == registered
         assert module.training and not hasattr(module, "start_flops_count")  # counted on a copy
@@ -155,12 +173,15 @@ def test_user_voltage_table(tmp_path):
     assert pair["energy_saving"] == pytest.approx(100 * (1 - 0.8 - 41_508 / 2_755_968))
 
 
-@pytest.mark.parametrize("text, message", [
-    ("voltage,ber\n1,0\n", "lacks column"),
-    ("voltage,ber,energy_ratio\n1,0,0.9\n", "nominal"),
-    ("voltage,ber,energy_ratio\n1,0.01,0.7\n0.9,0.01,0.6\n", "appears twice"),
-    ("voltage,ber,energy_ratio\n1,x,1\n", "not a number"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("voltage,ber\n1,0\n", "lacks column"),
+        ("voltage,ber,energy_ratio\n1,0,0.9\n", "nominal"),
+        ("voltage,ber,energy_ratio\n1,0.01,0.7\n0.9,0.01,0.6\n", "appears twice"),
+        ("voltage,ber,energy_ratio\n1,x,1\n", "not a number"),
+    ],
+)
 def test_bad_voltage_tables(text, message):
     with pytest.raises(ValueError, match=message):
         parse_voltage_table(text, "test")
@@ -186,18 +207,20 @@ def test_json_lone_model_and_generator(capsys):
 
 def test_json_model_with_generator(capsys):
     code, out, _ = _nf(["--model", "resnet18", "--generator", "ConvL", "--dataset", "cifar10", "--json"], capsys)
-    assert code == 0 and json.loads(out) == {"model": cost.profile_model("resnet18", "cifar10"),
-                                             "generator": cost.profile_generator("ConvL", "cifar10")}
-    code, out, _ = _nf(["--model", "resnet18", "--generator", "ConvL", "--dataset", "cifar10", "--ber", "0.01",
-                        "--json"], capsys)
+    assert code == 0 and json.loads(out) == {
+        "model": cost.profile_model("resnet18", "cifar10"),
+        "generator": cost.profile_generator("ConvL", "cifar10"),
+    }
+    code, out, _ = _nf(
+        ["--model", "resnet18", "--generator", "ConvL", "--dataset", "cifar10", "--ber", "0.01", "--json"], capsys
+    )
     result = json.loads(out)
     assert set(result) == {"model", "generator", "energy_saving", "mac_energy_saving"}
     assert round(result["energy_saving"], 1) == 19.0 and isinstance(result["mac_energy_saving"], float)
 
 
 def test_table_output_is_readable(capsys):
-    code, out, _ = _nf(["--model", "resnet18", "--generator", "ConvL", "--dataset", "cifar10", "--ber", "0.01"],
-                       capsys)
+    code, out, _ = _nf(["--model", "resnet18", "--generator", "ConvL", "--dataset", "cifar10", "--ber", "0.01"], capsys)
     assert code == 0 and "2,755,968" in out and "19.0% by TWMA" in out
 
 
@@ -206,22 +229,30 @@ def test_standalone_main(capsys):
     assert json.loads(capsys.readouterr().out)["twma"] == 41_508
 
 
-@pytest.mark.parametrize("argv, listed", [
-    (["--model", "resnet19", "--dataset", "cifar10"], "resnet18, resnet50, vgg11, vgg16, vgg19"),
-    (["--generator", "ConvXL", "--dataset", "cifar10"], "ConvL, ConvS, DeConvL, DeConvS, UNetL, UNetS"),
-    (["--model", "resnet18", "--dataset", "mnist"], "cifar10, cifar100, gtsrb, imagenet10, digits"),
-    (["--model", "resnet18", "--generator", "ConvL", "--dataset", "cifar10", "--ber", "0.02"],
-     "BERs in the table: 0, 0.01"),
-])
+@pytest.mark.parametrize(
+    "argv, listed",
+    [
+        (["--model", "resnet19", "--dataset", "cifar10"], "resnet18, resnet50, vgg11, vgg16, vgg19"),
+        (["--generator", "ConvXL", "--dataset", "cifar10"], "ConvL, ConvS, DeConvL, DeConvS, UNetL, UNetS"),
+        (["--model", "resnet18", "--dataset", "mnist"], "cifar10, cifar100, gtsrb, imagenet10, digits"),
+        (
+            ["--model", "resnet18", "--generator", "ConvL", "--dataset", "cifar10", "--ber", "0.02"],
+            "BERs in the table: 0, 0.01",
+        ),
+    ],
+)
 def test_errors_list_what_exists(argv, listed, capsys):
     code, out, err = _nf(argv, capsys)
     assert code == 2 and out == "" and err.startswith("nf profile: error:") and listed in err
 
 
 def test_bad_flag_combinations(capsys):
-    for argv in (["--dataset", "cifar10"], ["--model", "resnet18", "--dataset", "cifar10", "--ber", "0.01"],
-                 ["--all", "--model", "resnet18", "--dataset", "cifar10"],
-                 ["--all", "--dataset", "cifar10", "--out", "table.txt"]):
+    for argv in (
+        ["--dataset", "cifar10"],
+        ["--model", "resnet18", "--dataset", "cifar10", "--ber", "0.01"],
+        ["--all", "--model", "resnet18", "--dataset", "cifar10"],
+        ["--all", "--dataset", "cifar10", "--out", "table.txt"],
+    ):
         code, _, err = _nf(argv, capsys)
         assert code == 2 and "nf profile: error:" in err
 

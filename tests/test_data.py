@@ -1,4 +1,5 @@
 """nf_core.data: small files in the real on-disk formats, loaded through load_dataset (offline, CPU)."""
+
 from __future__ import annotations
 
 import pickle
@@ -49,8 +50,10 @@ def write_cifar100(root: Path, n_train: int = 7, n_test: int = 5) -> None:
         fine = list(rng.integers(0, 100, n))
         fine[0] = 99
         _pickle(d / name, {"data": _images(n), "fine_labels": fine, "coarse_labels": [f // 5 for f in fine]})
-    _pickle(d / "meta", {"fine_label_names": [f"f{i}" for i in range(100)],
-                         "coarse_label_names": [f"k{i}" for i in range(20)]})
+    _pickle(
+        d / "meta",
+        {"fine_label_names": [f"f{i}" for i in range(100)], "coarse_label_names": [f"k{i}" for i in range(20)]},
+    )
 
 
 def test_cifar10(tmp_path: Path) -> None:
@@ -247,6 +250,7 @@ def test_epoch_reseeding_reproduces_order() -> None:
 def test_no_ray_or_mlflow() -> None:
     # A fresh interpreter, so modules imported by other tests do not count.
     code = "import sys, nf_core.data; print(sorted(m for m in ('ray', 'mlflow') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]
+    )
     assert out.stdout.strip() == "[]"

@@ -1,4 +1,5 @@
 """End to end on the offline digits dataset: QAT base → PA collapse → EOPM generator recovers it."""
+
 import json
 import subprocess
 import sys
@@ -46,9 +47,29 @@ def test_neuralfuse_recovers_perturbed_accuracy_on_digits() -> None:
 def test_nf_single_command(tmp_path) -> None:
     """`nf single` (the in-process pipeline), shortened: it runs, prints the table and writes its outputs."""
     out = tmp_path / "single"
-    proc = subprocess.run([sys.executable, "-m", "orchestration.cli", "single", "--out", str(out), "--base-epochs", "1",
-                           "--generator-epochs", "1", "--model", "vgg11", "--dataset", "digits", "--width", "0.125"],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestration.cli",
+            "single",
+            "--out",
+            str(out),
+            "--base-epochs",
+            "1",
+            "--generator-epochs",
+            "1",
+            "--model",
+            "vgg11",
+            "--dataset",
+            "digits",
+            "--width",
+            "0.125",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "PA (NF)" in proc.stdout and "RP" in proc.stdout
     res = json.loads((out / "results.json").read_text())["results"]
@@ -58,11 +79,19 @@ def test_nf_single_command(tmp_path) -> None:
 
 
 def test_nf_single_rejects_bad_input_before_compute(tmp_path) -> None:
-    for args, needle in ((["--model", "resnet34"], "resnet18"), (["--ber", "2"], "BER"),
-                         (["--generator", "Conv"], "UNetL"), (["--dataset", "mnist"], "digits"),
-                         (["--width", "0"], "width")):
-        proc = subprocess.run([sys.executable, "-m", "orchestration.cli", "single", "--out", str(tmp_path / "x"), *args],
-                              capture_output=True, text=True, timeout=120)
+    for args, needle in (
+        (["--model", "resnet34"], "resnet18"),
+        (["--ber", "2"], "BER"),
+        (["--generator", "Conv"], "UNetL"),
+        (["--dataset", "mnist"], "digits"),
+        (["--width", "0"], "width"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "orchestration.cli", "single", "--out", str(tmp_path / "x"), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
     assert not (tmp_path / "x").exists()

@@ -113,4 +113,4 @@ def test_quantized_unets_use_the_authors_transposed_conv_padding() -> None:
             u = quant.ups[0]
             want = F.pad(F.conv_transpose2d(up_in[0], u.weight, u.bias, stride=2, padding=1), [1, 1, 1, 1])
             assert want.shape[-2:] == (32, 32)
-            assert torch.equal(cat_in[0][:, u.out_channels:], want)
+            assert torch.equal(cat_in[0][:, u.out_channels :], want)

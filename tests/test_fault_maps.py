@@ -1,4 +1,5 @@
 """Measured fault maps: file → chip → exactly the listed cells change; bad maps fail clearly."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,8 +27,14 @@ ROWS, COLS = 64, 128  # a 1 KiB array: layers of a few KiB wrap around it
 
 def _qw(n: int = 2500, fill: int = 0) -> QuantizedWeights:
     half = n // 2
-    return QuantizedWeights(["a.weight", "b.weight"], [torch.Size([half]), torch.Size([n - half])], [0, half, n],
-                            torch.full((n,), fill, dtype=torch.int8), torch.ones(2), 8)
+    return QuantizedWeights(
+        ["a.weight", "b.weight"],
+        [torch.Size([half]), torch.Size([n - half])],
+        [0, half, n],
+        torch.full((n,), fill, dtype=torch.int8),
+        torch.ones(2),
+        8,
+    )
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".parquet"])
@@ -65,16 +72,19 @@ def test_a_random_chip_written_as_a_map_gives_the_same_codes(tmp_path, layout):
     assert torch.equal(measured_codes(qw, chip, layout), perturb_codes(qw, 7, cfg))
 
 
-@pytest.mark.parametrize("faults,rows,cols,message", [
-    ([(0, 1, 2)], ROWS, COLS, "stuck_value 2; valid choices: 0, 1"),
-    ([(64, 0, 1)], ROWS, COLS, "row 64, outside 0..63"),
-    ([(0, 128, 1)], ROWS, COLS, "bit_column 128, outside 0..127"),
-    ([(0, -1, 1)], ROWS, COLS, "bit_column -1"),
-    ([(3, 5, 1), (1, 1, 0), (3, 5, 0)], ROWS, COLS, r"cell \(row 3, bit_column 5\) is listed twice"),
-    ([(0, 1)], ROWS, COLS, r"shape \(K, 3\)"),
-    ([(0, 1, 1)], ROWS, 100, "bit_columns a positive multiple of 8"),
-    ([(0, 1.5, 1)], ROWS, COLS, "must be integers; found 1.5"),
-])
+@pytest.mark.parametrize(
+    "faults,rows,cols,message",
+    [
+        ([(0, 1, 2)], ROWS, COLS, "stuck_value 2; valid choices: 0, 1"),
+        ([(64, 0, 1)], ROWS, COLS, "row 64, outside 0..63"),
+        ([(0, 128, 1)], ROWS, COLS, "bit_column 128, outside 0..127"),
+        ([(0, -1, 1)], ROWS, COLS, "bit_column -1"),
+        ([(3, 5, 1), (1, 1, 0), (3, 5, 0)], ROWS, COLS, r"cell \(row 3, bit_column 5\) is listed twice"),
+        ([(0, 1)], ROWS, COLS, r"shape \(K, 3\)"),
+        ([(0, 1, 1)], ROWS, 100, "bit_columns a positive multiple of 8"),
+        ([(0, 1.5, 1)], ROWS, COLS, "must be integers; found 1.5"),
+    ],
+)
 def test_bad_maps_fail_clearly(faults, rows, cols, message):
     with pytest.raises(ValueError, match=message):
         fault_map_from_cells(np.array(faults), rows, cols, "m")
@@ -106,8 +116,12 @@ def test_evaluate_on_measured_chips_matches_random_chips(tmp_path):
     cfg = ChipConfig(0.05, "stuck_at", "wrap", ROWS, COLS)
     for k in (0, 1):
         cells = faulty_cells(k, cfg.ber, ROWS * COLS)
-        save_fault_map(tmp_path / f"chip{k}.parquet", np.stack([cells // COLS, cells % COLS, stuck_values(k, cells)], 1),
-                       ROWS, COLS)
+        save_fault_map(
+            tmp_path / f"chip{k}.parquet",
+            np.stack([cells // COLS, cells % COLS, stuck_values(k, cells)], 1),
+            ROWS,
+            COLS,
+        )
     chips = load_fault_maps(tmp_path)
     got = evaluate_measured(base, loader, chips, gen)
     ref = evaluate(base, loader, cfg, gen, chip_seeds=[0, 1])
@@ -154,8 +168,10 @@ def test_ber_conditioned_generator_runs_at_each_measured_chips_ber(tmp_path):
     g = create_generator("ConvS_BER")
     with torch.no_grad():
         g.film.weight.normal_(std=5.0)
-    chips = [fault_map_from_cells([(0, 0, 1)], ROWS, COLS, "one"),
-             fault_map_from_cells([(0, c, 1) for c in range(64)], ROWS, COLS, "many")]
+    chips = [
+        fault_map_from_cells([(0, 0, 1)], ROWS, COLS, "one"),
+        fault_map_from_cells([(0, c, 1) for c in range(64)], ROWS, COLS, "many"),
+    ]
     got = evaluate_measured(base, [(x, y)], chips, g)
     for chip, acc in zip(chips, got["pa_nf_per_chip"]):
         alone = evaluate_measured(base, [(x, y)], [chip], g)  # same chip, nothing else

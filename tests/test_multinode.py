@@ -1,5 +1,6 @@
 """The cluster files' path end to end on one machine: a token-auth Ray head and a second node, a
 sweep submitted as a Ray job (slow: a minute or more on 2 cores)."""
+
 from __future__ import annotations
 
 import json
@@ -105,9 +106,14 @@ def test_multinode_sweep_through_ray_job_submit(tmp_path: Path) -> None:
     bin_dir = Path(sys.executable).parent
     token = secrets.token_hex(16)
     tag = uuid.uuid4().hex  # in the environment of every process the nodes start
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,  # as the cluster files set them
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0",
-           "NF_TEST_RAY_NODES": tag}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,  # as the cluster files set them
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "NF_TEST_RAY_NODES": tag,
+    }
     marker = f"NF_TEST_RAY_NODES={tag}"
     # A temp dir per node, as separate machines have: nodes sharing one would share the job's
     # unpacked working dir, and the worker's runtime-env agent deletes it under the driver's feet.
@@ -118,21 +124,43 @@ def test_multinode_sweep_through_ray_job_submit(tmp_path: Path) -> None:
     gcs, dash, client_port, *node_ports = _free_ports(11)
 
     def node_args(i: int) -> list[str]:
-        agent, agent_grpc, runtime_env, metrics = node_ports[4 * i:4 * i + 4]
-        return ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats",
-                f"--temp-dir={temps[i]}", f"--dashboard-agent-listen-port={agent}",
-                f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={runtime_env}",
-                f"--metrics-export-port={metrics}"]
+        agent, agent_grpc, runtime_env, metrics = node_ports[4 * i : 4 * i + 4]
+        return [
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=1",
+            "--num-gpus=0",
+            "--disable-usage-stats",
+            f"--temp-dir={temps[i]}",
+            f"--dashboard-agent-listen-port={agent}",
+            f"--dashboard-agent-grpc-port={agent_grpc}",
+            f"--runtime-env-agent-port={runtime_env}",
+            f"--metrics-export-port={metrics}",
+        ]
 
     ray = str(bin_dir / "ray")
     procs: list[subprocess.Popen] = []
     server = None
     api = f"http://127.0.0.1:{dash}"
     try:
-        procs.append(subprocess.Popen(
-            [ray, "start", "--head", f"--port={gcs}", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
-             "--include-dashboard=true", f"--ray-client-server-port={client_port}", *node_args(0)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [
+                    ray,
+                    "start",
+                    "--head",
+                    f"--port={gcs}",
+                    f"--dashboard-port={dash}",
+                    "--dashboard-host=127.0.0.1",
+                    "--include-dashboard=true",
+                    f"--ray-client-server-port={client_port}",
+                    *node_args(0),
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         server, url = start_mlflow_server(f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "artifacts"))
         deadline = time.monotonic() + 120
 
@@ -147,12 +175,34 @@ def test_multinode_sweep_through_ray_job_submit(tmp_path: Path) -> None:
                 time.sleep(0.5)
 
         # The job API answers, and the head's dashboard agent, which runs submitted jobs, is up.
-        wait_for("the head", lambda: _get_json(f"{api}/api/version", token) and
-                 _get(f"http://127.0.0.1:{node_ports[0]}/api/healthz", token) is not None)
-        procs.append(subprocess.Popen([ray, "start", f"--address=127.0.0.1:{gcs}", *node_args(1)], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_for("the second node", lambda: len([n for n in _get_json(f"{api}/api/v0/nodes", token)["data"]["result"]
-                                                 ["result"] if n["state"] == "ALIVE"]) == 2)
+        wait_for(
+            "the head",
+            lambda: (
+                _get_json(f"{api}/api/version", token)
+                and _get(f"http://127.0.0.1:{node_ports[0]}/api/healthz", token) is not None
+            ),
+        )
+        procs.append(
+            subprocess.Popen(
+                [ray, "start", f"--address=127.0.0.1:{gcs}", *node_args(1)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        wait_for(
+            "the second node",
+            lambda: (
+                len(
+                    [
+                        n
+                        for n in _get_json(f"{api}/api/v0/nodes", token)["data"]["result"]["result"]
+                        if n["state"] == "ALIVE"
+                    ]
+                )
+                == 2
+            ),
+        )
         with pytest.raises(OSError):  # token auth is on: the job API refuses callers without it
             _get_json(f"{api}/api/version", "wrong-token")
 
@@ -165,9 +215,26 @@ def test_multinode_sweep_through_ray_job_submit(tmp_path: Path) -> None:
         job_dir = tmp_path / "job"
         job_dir.mkdir()
         (job_dir / "smoke.yaml").write_text(yaml.safe_dump(sweep))
-        submit = subprocess.run([ray, "job", "submit", "--address", api, "--working-dir", str(job_dir),
-                                 "--", "nf", "sweep", "run", "smoke.yaml"],
-                                env=env, capture_output=True, text=True, timeout=600)
+        submit = subprocess.run(
+            [
+                ray,
+                "job",
+                "submit",
+                "--address",
+                api,
+                "--working-dir",
+                str(job_dir),
+                "--",
+                "nf",
+                "sweep",
+                "run",
+                "smoke.yaml",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert submit.returncode == 0 and "succeeded" in submit.stdout, submit.stdout[-4000:] + submit.stderr[-2000:]
 
         # Trials ran as Tune actors; their records say on which node.

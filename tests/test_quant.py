@@ -3,8 +3,15 @@ import torch
 from torch.func import functional_call
 
 from nf_core.models import create_model
-from nf_core.quant import (dequantize, fake_quant_params, fake_quantize, levels, quantize, quantize_model,
-                           quantized_weight_names)
+from nf_core.quant import (
+    dequantize,
+    fake_quant_params,
+    fake_quantize,
+    levels,
+    quantize,
+    quantize_model,
+    quantized_weight_names,
+)
 
 
 @pytest.mark.parametrize("bits", range(2, 9))

@@ -1,4 +1,5 @@
 """Every registered model and generator: forward shape, finite output, gradients everywhere."""
+
 import pytest
 import torch
 import torchvision
@@ -41,8 +42,14 @@ def test_calibration_counts() -> None:
     assert _n(create_generator("ConvL")) == 723_273
 
 
-@pytest.mark.parametrize("name,ref", [("resnet18", torchvision.models.resnet18), ("resnet50", torchvision.models.resnet50),
-                                      ("vgg11", torchvision.models.vgg11_bn)])
+@pytest.mark.parametrize(
+    "name,ref",
+    [
+        ("resnet18", torchvision.models.resnet18),
+        ("resnet50", torchvision.models.resnet50),
+        ("vgg11", torchvision.models.vgg11_bn),
+    ],
+)
 def test_imagenet_style_matches_torchvision(name: str, ref) -> None:
     # At width 1.0 the ImageNet-style architectures are exactly torchvision's.
     assert _n(create_model(name, num_classes=10, input_size=224)) == _n(ref(num_classes=10))
@@ -52,11 +59,14 @@ def test_width_shrinks_models() -> None:
     assert _n(create_model("resnet18", width=0.25)) < _n(create_model("resnet18")) / 10
 
 
-@pytest.mark.parametrize("call,needle", [
-    (lambda: create_model("resnet34"), "resnet18"),
-    (lambda: create_model("resnet18", input_size=64), "224"),
-    (lambda: create_generator("ConvXL"), "UNetS"),
-])
+@pytest.mark.parametrize(
+    "call,needle",
+    [
+        (lambda: create_model("resnet34"), "resnet18"),
+        (lambda: create_model("resnet18", input_size=64), "224"),
+        (lambda: create_generator("ConvXL"), "UNetS"),
+    ],
+)
 def test_unknown_names_list_choices(call, needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         call()

@@ -1,5 +1,6 @@
 """`nf report`'s builders on small hand-made results tables: files, numbers, Pareto front, partial sweeps,
 and the whole path from a sweep's storage (done.json files) to the page and the MLflow parent run."""
+
 from __future__ import annotations
 
 import os
@@ -85,11 +86,15 @@ def test_energy_points_use_the_cost_model(plain):
     out, _ = plain
     pts = pd.read_csv(out / "tables" / "energy.csv")
     r = pts[(pts["model"] == "vgg11") & (pts["generator"] == "UNetL")].iloc[0]
-    by_hand = 100 * (1 - (profile_model("vgg11", "cifar10")["twma"] * 0.694
-                          + profile_generator("UNetL", "cifar10")["twma"]) / profile_model("vgg11", "cifar10")["twma"])
+    by_hand = 100 * (
+        1
+        - (profile_model("vgg11", "cifar10")["twma"] * 0.694 + profile_generator("UNetL", "cifar10")["twma"])
+        / profile_model("vgg11", "cifar10")["twma"]
+    )
     assert r["energy_saving"] == pytest.approx(by_hand)
-    assert r["energy_saving"] == pytest.approx(energy_saving(profile_model("vgg11", "cifar10")["twma"],
-                                                             profile_generator("UNetL", "cifar10")["twma"], 0.694))
+    assert r["energy_saving"] == pytest.approx(
+        energy_saving(profile_model("vgg11", "cifar10")["twma"], profile_generator("UNetL", "cifar10")["twma"], 0.694)
+    )
     assert r["rp"] == pytest.approx(76.0 - 40.5)
     front = figures.pareto_front(list(zip(pts["energy_saving"], pts["rp"])))
     assert sorted(pts.index[pts["pareto"]].tolist()) == sorted(front)
@@ -118,8 +123,14 @@ def test_rich_sweep_has_every_section(rich):
     out, res = rich
     s = _sections(res)
     assert not any(sec.skipped for sec in s.values()), {k: v.skipped for k, v in s.items()}
-    for f in ("ablation_lam_cifar10_resnet18", "ablation_n_cifar10_resnet18", "precision_cifar10_resnet18",
-              "uip", "ensembles_cifar10_ConvL", "ber_cifar10_resnet18"):
+    for f in (
+        "ablation_lam_cifar10_resnet18",
+        "ablation_n_cifar10_resnet18",
+        "precision_cifar10_resnet18",
+        "uip",
+        "ensembles_cifar10_ConvL",
+        "ber_cifar10_resnet18",
+    ):
         assert (out / "figures" / f"{f}.png").exists() and (out / "figures" / f"{f}.svg").exists()
     # vgg11 has only the ensemble's generator (one λ): no λ figure for it
     assert not (out / "figures" / "ablation_lam_cifar10_vgg11.png").exists()
@@ -152,8 +163,10 @@ def test_nothing_done_yet(tmp_path):
 
 
 def test_missing_items_lines():
-    states = {"base": {"a": "done", "b": "done"}, "eval": {f"e{i}": s for i, s in
-                                                             enumerate(["done", "failed", "pending", *["pending"] * 6])}}
+    states = {
+        "base": {"a": "done", "b": "done"},
+        "eval": {f"e{i}": s for i, s in enumerate(["done", "failed", "pending", *["pending"] * 6])},
+    }
     lines = build.missing_items(states)
     assert lines == ["eval: 8 of 9 not done (7 pending, 1 failed): e1, e2, e3, e4, e5 … and 3 more"]
 
@@ -167,9 +180,17 @@ def _stored_sweep(root, tmp_path, done_evals: int, **extra):
     from orchestration.trainables import item_dir
     from tests.report_support import row
 
-    cfg = parse_config({"name": "rep", "storage": str(root), "models": ["resnet18", "vgg11"],
-                        "generators": ["ConvS", "UNetS"], "datasets": [{"name": "digits"}], "transfer": False,
-                        **extra})
+    cfg = parse_config(
+        {
+            "name": "rep",
+            "storage": str(root),
+            "models": ["resnet18", "vgg11"],
+            "generators": ["ConvS", "UNetS"],
+            "datasets": [{"name": "digits"}],
+            "transfer": False,
+            **extra,
+        }
+    )
     store = sweep_store(cfg)
     store.write_bytes(CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
     items = plan(cfg)
@@ -177,8 +198,10 @@ def _stored_sweep(root, tmp_path, done_evals: int, **extra):
         store.write_json(f"{item_dir(it.stage, it.id)}/done.json", {})
     for k, it in enumerate(items["eval"][:done_evals]):
         p = it.params
-        store.write_json(f"{item_dir('eval', it.id)}/done.json",
-                         {"rows": [row(p["source"][0], p["generator"], dataset="digits", pa_nf=60.0 + k)]})
+        store.write_json(
+            f"{item_dir('eval', it.id)}/done.json",
+            {"rows": [row(p["source"][0], p["generator"], dataset="digits", pa_nf=60.0 + k)]},
+        )
     tracker = SweepTracker(tracking_uri(cfg, store), cfg.name, store.url("mlartifacts"))
     tracker.ensure_experiment()
     return cfg, items, tracker, tracker.parent_run(cfg.name)
@@ -215,8 +238,11 @@ def test_report_of_a_sweep_on_s3(tmp_path, monkeypatch, capsys):
     from orchestration import cli
     from tests.sweep_support import kill_tree, start_moto
 
-    for k, v in {"AWS_ACCESS_KEY_ID": "nf-test-key", "AWS_SECRET_ACCESS_KEY": "nf-test-secret",
-                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "nf-test-key",
+        "AWS_SECRET_ACCESS_KEY": "nf-test-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(k, v)
     # nf report sets MLflow's S3 endpoint itself; set-then-delete makes pytest restore the original afterwards
     monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", "unset")
@@ -225,13 +251,21 @@ def test_report_of_a_sweep_on_s3(tmp_path, monkeypatch, capsys):
     try:
         s3 = boto3.client("s3", endpoint_url=endpoint)
         s3.create_bucket(Bucket="nf-sweeps")
-        _, _, tracker, parent = _stored_sweep("s3://nf-sweeps/team", tmp_path, done_evals=4, s3_endpoint=endpoint,
-                                              mlflow={"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"})
+        _, _, tracker, parent = _stored_sweep(
+            "s3://nf-sweeps/team",
+            tmp_path,
+            done_evals=4,
+            s3_endpoint=endpoint,
+            mlflow={"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},
+        )
         assert cli.main(["report", "rep", "--storage", "s3://nf-sweeps/team", "--s3-endpoint", endpoint]) == 0
         assert "report uploaded to s3://nf-sweeps/team/rep/report/index.html" in capsys.readouterr().out
         keys = {o["Key"] for o in s3.list_objects_v2(Bucket="nf-sweeps", Prefix="team/rep/report/")["Contents"]}
-        assert {"team/rep/report/index.html", "team/rep/report/tables/main.csv",
-                "team/rep/report/figures/bars_digits_vgg11.png"} <= keys
+        assert {
+            "team/rep/report/index.html",
+            "team/rep/report/tables/main.csv",
+            "team/rep/report/figures/bars_digits_vgg11.png",
+        } <= keys
         page = s3.get_object(Bucket="nf-sweeps", Key="team/rep/report/index.html")["Body"].read().decode()
         assert "Partial sweep" not in page  # every eval item done (base/generator markers too)
         assert "report/bars_digits_vgg11.png" in {a.path for a in tracker.client.list_artifacts(parent, "report")}

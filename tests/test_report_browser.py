@@ -1,5 +1,6 @@
 """The report page in a real headless browser (Debian's chromium; `make test` installs it): every image
 loads and no link or source leaves the report folder."""
+
 from __future__ import annotations
 
 import os
@@ -17,9 +18,11 @@ from tests.report_support import plain_rows, rich_rows
 
 # Test-only probe, injected into a copy of the page in the same folder (so relative links resolve the same):
 # after load it lists every <img> with its natural width. The report itself has no script.
-PROBE = ('<script>window.addEventListener("load",function(){var o=[];for(var i of document.images)'
-         '{o.push(i.getAttribute("src")+"\\t"+i.naturalWidth)}var p=document.createElement("pre");'
-         'p.id="nf-probe";p.textContent=o.join("\\n");document.body.appendChild(p)})</script>')
+PROBE = (
+    '<script>window.addEventListener("load",function(){var o=[];for(var i of document.images)'
+    '{o.push(i.getAttribute("src")+"\\t"+i.naturalWidth)}var p=document.createElement("pre");'
+    'p.id="nf-probe";p.textContent=o.join("\\n");document.body.appendChild(p)})</script>'
+)
 
 
 def _chromium() -> str:
@@ -30,8 +33,18 @@ def _chromium() -> str:
 
 
 def _dump_dom(page: Path, tmp: Path) -> str:
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-extensions", "--no-first-run",
-           f"--user-data-dir={tmp / 'chromium-profile'}", "--virtual-time-budget=15000", "--dump-dom", page.as_uri()]
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-extensions",
+        "--no-first-run",
+        f"--user-data-dir={tmp / 'chromium-profile'}",
+        "--virtual-time-budget=15000",
+        "--dump-dom",
+        page.as_uri(),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     return res.stdout
@@ -39,8 +52,9 @@ def _dump_dom(page: Path, tmp: Path) -> str:
 
 def _image_widths(report: Path, tmp: Path) -> dict[str, int]:
     probe = report / "nf-probe.html"
-    probe.write_text((report / "index.html").read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"),
-                     encoding="utf-8")
+    probe.write_text(
+        (report / "index.html").read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8"
+    )
     try:
         dom = _dump_dom(probe, tmp)
     finally:
@@ -64,8 +78,12 @@ class _Links(HTMLParser):
 @pytest.mark.parametrize("rows", [plain_rows, rich_rows], ids=["plain", "rich"])
 def test_every_image_loads_and_links_stay_inside(rows, tmp_path):
     report = tmp_path / "report"
-    build.build_report(rows(), report, {"name": "browser", "models": ["resnet18", "vgg11"]},
-                       missing=["eval: 1 of 5 not done (1 pending): x"])
+    build.build_report(
+        rows(),
+        report,
+        {"name": "browser", "models": ["resnet18", "vgg11"]},
+        missing=["eval: 1 of 5 not done (1 pending): x"],
+    )
     html = (report / "index.html").read_text(encoding="utf-8")
     links = _Links()
     links.feed(html)
@@ -98,9 +116,17 @@ def test_screenshot_renders(tmp_path):
     report = tmp_path / "report"
     build.build_report(rich_rows(), report)
     shot = tmp_path / "page.png"
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-           f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1200,2400",
-           f"--screenshot={shot}", (report / "index.html").as_uri()]
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--window-size=1200,2400",
+        f"--screenshot={shot}",
+        (report / "index.html").as_uri(),
+    ]
     subprocess.run(cmd, capture_output=True, timeout=120, check=True)
     from PIL import Image
 

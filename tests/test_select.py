@@ -1,4 +1,5 @@
 """nf_core.select / `nf select`: the operating point on a hand-made results table with a known answer."""
+
 from __future__ import annotations
 
 import json
@@ -16,13 +17,24 @@ TWMA = {"m": 1000, "G": 100, "G2": 250}
 def _rows() -> list[dict]:
     base = {"dataset": "digits", "source": "m", "target": "m", "fault_model": "stuck_at", "ca": 95.0, "train_ber": 0.01}
     bare = {0.001: [90.0, 92.0, 94.0], 0.01: [60.0, 70.0, 80.0], 0.02: [30.0, 40.0, 50.0]}
-    nf = {"G": {0.001: [93.0, 94.0, 95.0], 0.01: [85.0, 91.0, 97.0], 0.02: [55.0, 60.0, 65.0]},
-          "G2": {0.001: [94.0, 95.0, 96.0], 0.01: [91.0, 92.0, 93.0], 0.02: [70.0, 71.0, 72.0]}}
+    nf = {
+        "G": {0.001: [93.0, 94.0, 95.0], 0.01: [85.0, 91.0, 97.0], 0.02: [55.0, 60.0, 65.0]},
+        "G2": {0.001: [94.0, 95.0, 96.0], 0.01: [91.0, 92.0, 93.0], 0.02: [70.0, 71.0, 72.0]},
+    }
     rows = []
     for g, accs in nf.items():
         for ber, chips in accs.items():
-            rows.append({**base, "generator": g, "eval_ber": ber, "pa_mean": sum(bare[ber]) / 3, "pa_per_chip": bare[ber],
-                         "pa_nf_mean": sum(chips) / 3, "pa_nf_per_chip": chips})
+            rows.append(
+                {
+                    **base,
+                    "generator": g,
+                    "eval_ber": ber,
+                    "pa_mean": sum(bare[ber]) / 3,
+                    "pa_per_chip": bare[ber],
+                    "pa_nf_mean": sum(chips) / 3,
+                    "pa_nf_per_chip": chips,
+                }
+            )
     return rows
 
 
@@ -79,8 +91,8 @@ def test_voltage_table_curve_and_interpolation():
     assert t.energy_ratio(0.01) == 0.694 and t.point(0.00397706).voltage == 0.8469
     for ber in (0.01212883, 0.00397706, 0.001214473, 0.00015521, 0.000126225, 4.06934e-05, 1.3119e-05):
         p = curve_point(ber)
-        assert t.point(ber).voltage == p.voltage and t.energy_ratio(ber) == pytest.approx(p.voltage ** 2, abs=1e-3)
-    assert curve_point(0.01).voltage == 0.83 and curve_point(2 ** -20).voltage == 1.0
+        assert t.point(ber).voltage == p.voltage and t.energy_ratio(ber) == pytest.approx(p.voltage**2, abs=1e-3)
+    assert curve_point(0.01).voltage == 0.83 and curve_point(2**-20).voltage == 1.0
     mid = TABLE.point(0.005, interpolate=True)  # log-linear between 0.001 and 0.01
     assert 0.8 < mid.voltage < 0.9 and 0.7 < mid.energy_ratio < 0.9
     with pytest.raises(ValueError, match="never extrapolates"):
@@ -96,19 +108,34 @@ def test_nf_select_cli_on_a_stored_sweep(tmp_path, capsys):
     from orchestration.runner import CONFIG_FILE, sweep_store
     from orchestration.trainables import item_dir
 
-    raw = {"name": "sel", "storage": str(tmp_path), "datasets": [{"name": "digits"}], "models": ["resnet18"],
-           "width": 1.0, "generators": ["ConvS"], "train_bers": [0.01], "evaluation": {"bers": [0.001, 0.01]}}
+    raw = {
+        "name": "sel",
+        "storage": str(tmp_path),
+        "datasets": [{"name": "digits"}],
+        "models": ["resnet18"],
+        "width": 1.0,
+        "generators": ["ConvS"],
+        "train_bers": [0.01],
+        "evaluation": {"bers": [0.001, 0.01]},
+    }
     cfg = parse_config(raw)
     store = sweep_store(cfg)
     store.write_bytes(CONFIG_FILE, yaml.safe_dump(cfg.to_dict()).encode())
     (item,) = plan(cfg)["eval"]
-    rows = [r | {"source": "resnet18", "target": "resnet18", "generator": "ConvS"} for r in _rows()
-            if r["generator"] == "G" and r["eval_ber"] in (0.001, 0.01)]
+    rows = [
+        r | {"source": "resnet18", "target": "resnet18", "generator": "ConvS"}
+        for r in _rows()
+        if r["generator"] == "G" and r["eval_ber"] in (0.001, 0.01)
+    ]
     store.write_json(f"{item_dir('eval', item.id)}/done.json", {"rows": rows})
     vt = tmp_path / "vt.csv"
     vt.write_text("voltage,ber,energy_ratio\n1.0,0,1.0\n0.9,0.001,0.9\n0.8,0.01,0.7\n")
-    assert main(["select", "sel", "--storage", str(tmp_path), "--min-accuracy", "90", "--json",
-                 "--voltage-table", str(vt)]) == 0
+    assert (
+        main(
+            ["select", "sel", "--storage", str(tmp_path), "--min-accuracy", "90", "--json", "--voltage-table", str(vt)]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     (m,) = out["models"]
     assert (m["with_nf"]["generator"], m["with_nf"]["ber"]) == ("ConvS", 0.01)

@@ -1,6 +1,7 @@
 """The speed paths (chip prefetch, chips batched in evaluation, BatchNorm folding, channels-last,
 bf16 autocast) against the plain path: same chips bit for bit, same results (within float
 tolerance where the arithmetic changes)."""
+
 import os
 import subprocess
 import sys
@@ -99,14 +100,15 @@ def test_folding_perturbs_codes_before_folding(model) -> None:
     w = folded.chip_weights(seed, cfg)
     name = folded.fold.pairs[0][0] + ".weight"
     i = folded.qw.names.index(name)
-    deq = codes[folded.qw.offsets[i]:folded.qw.offsets[i + 1]].float().view(folded.qw.shapes[i]) * folded.qw.scales[i]
+    deq = codes[folded.qw.offsets[i] : folded.qw.offsets[i + 1]].float().view(folded.qw.shapes[i]) * folded.qw.scales[i]
     assert torch.equal(w[name], deq * folded.fold.scale[name].view(-1, 1, 1, 1))  # dequant(perturbed) · g
     x, _ = _batch()
     assert torch.allclose(folded.logits(x), plain.logits(x), atol=1e-4, rtol=1e-4)
     assert torch.allclose(folded.logits(x, w), plain.logits(x, plain.chip_weights(seed, cfg)), atol=1e-4, rtol=1e-4)
     st_f, st_p = folded.stacked_chip_weights([1, 2], cfg), plain.stacked_chip_weights([1, 2], cfg)
-    assert torch.allclose(folded.perturbed_logits(x, st_f, "vmap"), plain.perturbed_logits(x, st_p, "loop"),
-                          atol=1e-4, rtol=1e-4)
+    assert torch.allclose(
+        folded.perturbed_logits(x, st_f, "vmap"), plain.perturbed_logits(x, st_p, "loop"), atol=1e-4, rtol=1e-4
+    )
 
 
 def test_channels_last_and_bf16_change_results_only_within_tolerance(model) -> None:
@@ -133,8 +135,17 @@ def test_channels_last_generator_step_matches(model) -> None:
         if cl:
             gen = gen.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(gen.parameters(), 0.0)
-        eopm_step(gen, [base], x.contiguous(memory_format=torch.channels_last) if cl else x, y, seeds, cfg, 5.0, opt,
-                  batching="loop")
+        eopm_step(
+            gen,
+            [base],
+            x.contiguous(memory_format=torch.channels_last) if cl else x,
+            y,
+            seeds,
+            cfg,
+            5.0,
+            opt,
+            batching="loop",
+        )
         grads.append([p.grad.clone() for p in gen.parameters()])
     # Summation order differs between the layouts: compare the whole gradient vector (conv biases
     # followed by BatchNorm have a true gradient of 0, so their entries are rounding noise).
@@ -150,8 +161,14 @@ def test_quantized_codes_do_not_depend_on_options(model) -> None:
 
 def test_gpu_benchmark_runs_tiny() -> None:
     env = dict(os.environ, PYTHONPATH=ROOT)
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_gpu.py"), "--tiny"], check=False, env=env,
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_gpu.py"), "--tiny"],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "tiny sizes" in r.stdout and "all, vmap" in r.stdout and "150 epochs" in r.stdout
     assert "PA and PA (NF) over 3 chips" in r.stdout

@@ -1,4 +1,5 @@
 """Sweep storage: what workers receive must mean the same place wherever they run."""
+
 import os
 
 from orchestration.storage import Store
@@ -29,7 +30,11 @@ def test_relative_dataset_roots_are_made_absolute(tmp_path, monkeypatch) -> None
     from orchestration.config import parse_config
 
     monkeypatch.chdir(tmp_path)
-    cfg = parse_config({"name": "x", "datasets": [{"name": "cifar10", "root": "data/cifar10"},
-                                                  {"name": "gtsrb", "root": "s3://bucket/gtsrb"}]})
+    cfg = parse_config(
+        {
+            "name": "x",
+            "datasets": [{"name": "cifar10", "root": "data/cifar10"}, {"name": "gtsrb", "root": "s3://bucket/gtsrb"}],
+        }
+    )
     assert cfg.datasets[0].root == str(tmp_path / "data" / "cifar10")
     assert cfg.datasets[1].root == "s3://bucket/gtsrb"

@@ -1,4 +1,5 @@
 """Sweep configs: every invalid field is rejected up front, naming the value and the choices."""
+
 import re
 import subprocess
 import sys
@@ -9,8 +10,15 @@ import yaml
 from orchestration.config import ConfigError, load_config, parse_config
 from orchestration.plan import plan
 
-GOOD = {"name": "t", "models": ["resnet18", "vgg11"], "generators": ["ConvS", "UIP"], "train_bers": [0.01, 0.02],
-        "lambdas": [1.0, 5.0], "ns": [5], "ensembles": [["resnet18", "vgg11"]]}
+GOOD = {
+    "name": "t",
+    "models": ["resnet18", "vgg11"],
+    "generators": ["ConvS", "UIP"],
+    "train_bers": [0.01, 0.02],
+    "lambdas": [1.0, 5.0],
+    "ns": [5],
+    "ensembles": [["resnet18", "vgg11"]],
+}
 
 BAD = [
     ({"models": ["resnet34"]}, "resnet34.*resnet18, resnet50, vgg11, vgg16, vgg19"),
@@ -66,8 +74,12 @@ def test_plan_counts_are_the_grid_product() -> None:
 def test_bad_config_fails_before_ray_starts(tmp_path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({**GOOD, "train_bers": [0.01, 7], "storage": str(tmp_path / "store")}))
-    proc = subprocess.run([sys.executable, "-m", "orchestration.cli", "sweep", "run", str(path)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestration.cli", "sweep", "run", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "train_bers" in proc.stderr and "Traceback" not in proc.stderr
     assert "Ray" not in proc.stdout + proc.stderr  # never got as far as starting Ray
     assert not (tmp_path / "store").exists()  # nothing written
@@ -76,8 +88,12 @@ def test_bad_config_fails_before_ray_starts(tmp_path) -> None:
 def test_plan_command_runs_nothing(tmp_path) -> None:
     path = tmp_path / "ok.yaml"
     path.write_text(yaml.safe_dump({**GOOD, "storage": str(tmp_path / "store")}))
-    proc = subprocess.run([sys.executable, "-m", "orchestration.cli", "sweep", "plan", str(path)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestration.cli", "sweep", "plan", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"generator\s+24\n", proc.stdout) and "total" in proc.stdout
     assert not (tmp_path / "store").exists()

@@ -2,6 +2,7 @@
 
 Each test runs the same tiny sweep (2 models × 2 generators × 2 BERs, transfer on: 26 trials).
 """
+
 from __future__ import annotations
 
 import io
@@ -70,7 +71,9 @@ def test_tiny_sweep_end_to_end(tmp_path, capsys) -> None:
     import ray
 
     # Also evaluates at a lower precision (the base model re-quantized to 4 bits).
-    cfg = parse_config({**TINY, "storage": str(tmp_path / "sweeps"), "evaluation": {**TINY["evaluation"], "bits": [8, 4]}})
+    cfg = parse_config(
+        {**TINY, "storage": str(tmp_path / "sweeps"), "evaluation": {**TINY["evaluation"], "bits": [8, 4]}}
+    )
     try:
         rows = run_sweep(cfg, verbose=0)
         store = sweep_store(cfg)
@@ -113,8 +116,12 @@ def test_tiny_sweep_end_to_end(tmp_path, capsys) -> None:
 
         assert all(s == "done" for st in stage_states(cfg).values() for s in st.values())
         # A trial's config (Tune's params.json) is its item, nothing shared; the sweep goes once via with_parameters.
-        configs = {t: store.read_json(f"tune/{exp}/{t}/params.json") for exp in store.list("tune")
-                   for t in store.list(f"tune/{exp}") if store.exists(f"tune/{exp}/{t}/params.json")}
+        configs = {
+            t: store.read_json(f"tune/{exp}/{t}/params.json")
+            for exp in store.list("tune")
+            for t in store.list(f"tune/{exp}")
+            if store.exists(f"tune/{exp}/{t}/params.json")
+        }
         assert len(configs) == sum(TRIALS.values())
         for trial, config in configs.items():
             assert config == {"item": store.read_json(f"items/{config['item']['stage']}/{trial}/done.json")["item"]}
@@ -126,8 +133,12 @@ def test_tiny_sweep_end_to_end(tmp_path, capsys) -> None:
         capsys.readouterr()  # drop the sweep's own output
         assert cli_main([*argv, "--min-accuracy", "0", "--percentile", "10"]) == 0
         sel = json.loads(capsys.readouterr().out)
-        assert sorted((m["model"], m["bits"]) for m in sel["models"]) == [("resnet18", 4), ("resnet18", 8),
-                                                                          ("vgg11", 4), ("vgg11", 8)]
+        assert sorted((m["model"], m["bits"]) for m in sel["models"]) == [
+            ("resnet18", 4),
+            ("resnet18", 8),
+            ("vgg11", 4),
+            ("vgg11", 8),
+        ]
         for m in sel["models"]:  # a 0% floor: the lowest voltage evaluated, and NF never saves less
             assert m["without_nf"]["ber"] == 0.05 and m["with_nf"]["energy_saving"] >= m["without_nf"]["energy_saving"]
         assert store.exists("results/select_0_p10.png")
@@ -166,8 +177,13 @@ def test_preempted_driver_resumes_without_rework(tmp_path) -> None:
 
     second = nf("sweep", "resume", "tiny", "--storage", cfg.storage)
     try:  # second kill: once the generator stage has moved on
-        _wait(lambda: len([v for v in stage_states(cfg)["generator"].values() if v == "done"])
-              > len(done_before["generator"]) and _generator_mid_training(store), second)
+        _wait(
+            lambda: (
+                len([v for v in stage_states(cfg)["generator"].values() if v == "done"]) > len(done_before["generator"])
+                and _generator_mid_training(store)
+            ),
+            second,
+        )
     finally:
         kill_tree(second)
 
@@ -196,8 +212,13 @@ def test_sweep_on_s3_with_resume(tmp_path) -> None:
     try:
         s3 = boto3.client("s3", endpoint_url=endpoint)
         s3.create_bucket(Bucket="nf-sweeps")
-        raw = {**TINY, "name": "tiny-s3", "storage": "s3://nf-sweeps/team", "s3_endpoint": endpoint,
-               "mlflow": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}}
+        raw = {
+            **TINY,
+            "name": "tiny-s3",
+            "storage": "s3://nf-sweeps/team",
+            "s3_endpoint": endpoint,
+            "mlflow": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},
+        }
         path = tmp_path / "s3.yaml"
         path.write_text(yaml.safe_dump(raw))
         cfg = parse_config(raw)
@@ -211,14 +232,20 @@ def test_sweep_on_s3_with_resume(tmp_path) -> None:
         out, _ = last.communicate(timeout=900)
         assert last.returncode == 0, out[-4000:]
 
-        keys = [o["Key"] for p in s3.get_paginator("list_objects_v2").paginate(Bucket="nf-sweeps", Prefix="team/tiny-s3/")
-                for o in p.get("Contents", [])]
-        assert sum(k.startswith("team/tiny-s3/items/") and k.endswith("/done.json") for k in keys) == sum(TRIALS.values())
+        keys = [
+            o["Key"]
+            for p in s3.get_paginator("list_objects_v2").paginate(Bucket="nf-sweeps", Prefix="team/tiny-s3/")
+            for o in p.get("Contents", [])
+        ]
+        assert sum(k.startswith("team/tiny-s3/items/") and k.endswith("/done.json") for k in keys) == sum(
+            TRIALS.values()
+        )
         assert "team/tiny-s3/results/results.parquet" in keys and "team/tiny-s3/sweep.yaml" in keys
         assert any(k.startswith("team/tiny-s3/mlartifacts/") and k.endswith("checkpoint.pt") for k in keys)
         assert any(k.startswith("team/tiny-s3/tune/") for k in keys)  # Ray Tune's own state on S3 too
-        table = pq.read_table(io.BytesIO(s3.get_object(Bucket="nf-sweeps", Key="team/tiny-s3/results/results.parquet")
-                                         ["Body"].read()))
+        table = pq.read_table(
+            io.BytesIO(s3.get_object(Bucket="nf-sweeps", Key="team/tiny-s3/results/results.parquet")["Body"].read())
+        )
         assert table.num_rows == 32
         assert _check_no_epoch_trained_twice(store, cfg) >= 1
         runs = _runs(cfg.mlflow.tracking_uri, "tiny-s3")

@@ -2,6 +2,7 @@
 plans exactly the grid its YAML spells out (counted here independently of plan()), keeps the
 paper's hyperparameters (docs/method.md), and together they cover the paper's experiments.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,12 +44,16 @@ def expected_trials(r: dict[str, Any]) -> dict[str, int]:
         sources = [[x] if isinstance(x, str) else x for x in r["sources"]]
     else:  # absent: every model, and every ensemble
         sources = [[m] for m in models] + r.get("ensembles", [])
-    per_source = (len(r["generators"]) * len(r.get("train_bers", [0.01])) * len(r.get("lambdas", [5.0]))
-                  * len(r.get("ns", [5])))
+    per_source = (
+        len(r["generators"]) * len(r.get("train_bers", [0.01])) * len(r.get("lambdas", [5.0])) * len(r.get("ns", [5]))
+    )
     transferable = sum(1 for src in sources if set(models) - set(src))
-    return {"base": d * s * len(models), "generator": d * s * len(sources) * per_source,
-            "eval": d * s * len(sources) * per_source,
-            "transfer": d * s * transferable * per_source if r.get("transfer", True) else 0}
+    return {
+        "base": d * s * len(models),
+        "generator": d * s * len(sources) * per_source,
+        "eval": d * s * len(sources) * per_source,
+        "transfer": d * s * transferable * per_source if r.get("transfer", True) else 0,
+    }
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
@@ -65,8 +70,12 @@ def test_paper_programme_sizes() -> None:
     assert sizes["relaxed_imagenet10"]["generator"] == 5 * 6 * 1
     assert sizes["relaxed_cifar100"]["generator"] == 5 * 6 * 3
     # datasets x sources (resnet18, vgg19) x generators x BERs; base models: datasets x all five models
-    assert sizes["restricted_transfer"] == {"base": 3 * 5, "generator": 3 * 2 * 2 * 3, "eval": 3 * 2 * 2 * 3,
-                                            "transfer": 3 * 2 * 2 * 3}
+    assert sizes["restricted_transfer"] == {
+        "base": 3 * 5,
+        "generator": 3 * 2 * 2 * 3,
+        "eval": 3 * 2 * 2 * 3,
+        "transfer": 3 * 2 * 2 * 3,
+    }
     assert sizes["ensemble"]["generator"] == (2 + 1) * 2  # resnet18, vgg19 and their ensemble x 2 generators
     assert sizes["ablation_lambda"]["generator"] == 5
     # Precision: generators trained once (8 bits), no longer once per bit width.
@@ -82,8 +91,14 @@ def test_paper_hyperparameters(path: Path) -> None:
     # EOPM training (docs/method.md): Adam(1e-3, betas (0.5, 0.999)), StepLR per iteration (500, 0.96), 150 epochs.
     assert (g["epochs"], g["lr"], g["betas"], g["step_size"], g["gamma"]) == (150, 1e-3, [0.5, 0.999], 500, 0.96)
     # Base models as the reference trained them: QAT, SGD lr 1e-3 momentum 0.9, 300 epochs, no decay, no schedule.
-    assert (b["epochs"], b["optimizer"], b["lr"], b["momentum"], b["weight_decay"], b["schedule"]) == \
-        (300, "sgd", 1e-3, 0.9, 0.0, "none")
+    assert (b["epochs"], b["optimizer"], b["lr"], b["momentum"], b["weight_decay"], b["schedule"]) == (
+        300,
+        "sgd",
+        1e-3,
+        0.9,
+        0.0,
+        "none",
+    )
     big = any(d["name"] == "imagenet10" for d in r["datasets"])
     assert g["batch_size"] == b["batch_size"] == (64 if big else 256)  # 256 for 32x32 data
     if path.stem != "ablation_lambda":
@@ -110,8 +125,12 @@ def test_cluster_ready_storage_and_tracking(path: Path) -> None:
 
 # ---------------------------------------------------------------- the programme is covered
 def test_relaxed_access_programme() -> None:
-    want = {"relaxed_cifar10": ("cifar10", [0.01, 0.005]), "relaxed_gtsrb": ("gtsrb", [0.01, 0.005]),
-            "relaxed_imagenet10": ("imagenet10", [0.005]), "relaxed_cifar100": ("cifar100", [0.01, 0.005, 0.0035])}
+    want = {
+        "relaxed_cifar10": ("cifar10", [0.01, 0.005]),
+        "relaxed_gtsrb": ("gtsrb", [0.01, 0.005]),
+        "relaxed_imagenet10": ("imagenet10", [0.005]),
+        "relaxed_cifar100": ("cifar100", [0.01, 0.005, 0.0035]),
+    }
     for name, (dataset, bers) in want.items():
         r = by_name(name)
         assert [d["name"] for d in r["datasets"]] == [dataset]
@@ -160,8 +179,10 @@ def test_precision_ablation_evaluates_8_bit_generators_at_every_precision() -> N
     # Sec. 4.6 / App. H: generators trained at 8 bits, applied to the base model re-quantized to
     # 8..2 bits (one sweep; no per-precision training), bit-error-free and with bit errors.
     assert not list((ROOT / "sweeps").glob("ablation_precision_b*.yaml"))
-    want = {"ablation_precision": ({"cifar10", "gtsrb"}, [0.01], 256),  # App. H.1, H.2 (Fig. 4: GTSRB)
-            "ablation_precision_imagenet10": ({"imagenet10"}, [0.005], 64)}  # App. H.3
+    want = {
+        "ablation_precision": ({"cifar10", "gtsrb"}, [0.01], 256),  # App. H.1, H.2 (Fig. 4: GTSRB)
+        "ablation_precision_imagenet10": ({"imagenet10"}, [0.005], 64),
+    }  # App. H.3
     for name, (datasets, train_bers, batch) in want.items():
         r = by_name(name)
         cfg = load_config(str(ROOT / "sweeps" / f"{name}.yaml"))
@@ -175,8 +196,11 @@ def test_precision_ablation_evaluates_8_bit_generators_at_every_precision() -> N
         assert cfg.transfer is False and r["base"]["batch_size"] == batch
         items = plan(cfg)
         assert all(it.params["bits"] == 8 for stage in items.values() for it in stage)
-    fig4 = [it for it in plan(load_config(str(ROOT / "sweeps" / "ablation_precision.yaml")))["eval"]
-            if it.params["dataset"] == "gtsrb" and it.params["targets"] == ["resnet18"]]
+    fig4 = [
+        it
+        for it in plan(load_config(str(ROOT / "sweeps" / "ablation_precision.yaml")))["eval"]
+        if it.params["dataset"] == "gtsrb" and it.params["targets"] == ["resnet18"]
+    ]
     assert sorted(it.params["generator"] for it in fig4) == ["ConvL", "UNetL"] and fig4[0].params["ber"] == 0.01
 
 

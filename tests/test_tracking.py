@@ -1,4 +1,5 @@
 """MLflow tracking (real SQLite store, real `mlflow server`, real Ray Tune) and result tables."""
+
 from __future__ import annotations
 
 import io
@@ -20,8 +21,13 @@ from orchestration.tune_callback import MlflowTuneCallback
 
 SWEEP = "sweep-a"
 EXPERIMENT = "nf-test"
-SECRETS = {"api_token": "tok-123", "db_password": "pw-456", "aws_access_key_id": "AKIA789",
-           "storage": {"s3": {"secret_key": "sk-000"}}, "Credentials_file": "/c"}
+SECRETS = {
+    "api_token": "tok-123",
+    "db_password": "pw-456",
+    "aws_access_key_id": "AKIA789",
+    "storage": {"s3": {"secret_key": "sk-000"}},
+    "Credentials_file": "/c",
+}
 SECRET_VALUES = ("tok-123", "pw-456", "AKIA789", "sk-000", "/c")
 
 
@@ -43,8 +49,10 @@ def store(tmp_path_factory, _offline_env):
     uri, art = f"sqlite:///{root / 'mlflow.db'}", root / "artifacts"
     t1 = SweepTracker(uri, EXPERIMENT, str(art))
     parent = t1.parent_run(SWEEP, {"sweep": {"models": ["resnet18"], "bers": [0.01]}, **SECRETS})
-    runs = {item: t1.child_run(item, "generator", {"item_id": item, "lam": 5.0, "n": 5, **SECRETS})
-            for item in ("g-resnet18-p0.01", "g-vgg19-p0.01")}
+    runs = {
+        item: t1.child_run(item, "generator", {"item_id": item, "lam": 5.0, "n": 5, **SECRETS})
+        for item in ("g-resnet18-p0.01", "g-vgg19-p0.01")
+    }
     a = runs["g-resnet18-p0.01"]
     for step in (1, 2):
         t1.log_metrics(a, {"loss": 1.0 / step, "note": "not a number", "done": True}, step)
@@ -157,6 +165,7 @@ def test_callback_with_ray_tune(tmp_path, _offline_env):
 
     def trainable(config, offsets):  # nested, so Ray pickles it by value (the test module is not importable there)
         from ray import tune as _tune
+
         item = config["item"]["id"]
         for epoch in (1, 2, 3):
             if item == "bad" and epoch == 2:
@@ -170,8 +179,9 @@ def test_callback_with_ray_tune(tmp_path, _offline_env):
             tune.with_parameters(trainable, offsets=items),
             param_space={"item": tune.grid_search([{"id": item, "stage": "generator"} for item in items])},
             tune_config=tune.TuneConfig(max_concurrent_trials=2),
-            run_config=tune.RunConfig(name="cb", storage_path=str(tmp_path / "ray"), verbose=0,
-                                      callbacks=[MlflowTuneCallback(tracker, runs)]),
+            run_config=tune.RunConfig(
+                name="cb", storage_path=str(tmp_path / "ray"), verbose=0, callbacks=[MlflowTuneCallback(tracker, runs)]
+            ),
         )
         grid = tuner.fit()
     finally:
@@ -203,11 +213,33 @@ def _rows() -> list[dict]:
         for tgt in ("resnet18", "vgg19"):
             for ber in (0.005, 0.01):
                 pa = 30.0 + 1000 * ber
-                rows.append(dict(item_id=f"t-{src}-{tgt}", stage="transfer", dataset="cifar10", source=src,
-                                 generator="ConvL", train_ber=0.01, lam=5.0, n=5,
-                                 fault_model="stuck_at", layout="wrap", bits=8, seed=0, chips=10, eval_ber=ber,
-                                 target=tgt, ca=92.61, pa_mean=pa, pa_std=2.5, ca_nf=90.12, pa_nf_mean=pa + 37.25,
-                                 pa_nf_std=1.25, rp=37.25, efficiency=37.25 / 0.72))
+                rows.append(
+                    dict(
+                        item_id=f"t-{src}-{tgt}",
+                        stage="transfer",
+                        dataset="cifar10",
+                        source=src,
+                        generator="ConvL",
+                        train_ber=0.01,
+                        lam=5.0,
+                        n=5,
+                        fault_model="stuck_at",
+                        layout="wrap",
+                        bits=8,
+                        seed=0,
+                        chips=10,
+                        eval_ber=ber,
+                        target=tgt,
+                        ca=92.61,
+                        pa_mean=pa,
+                        pa_std=2.5,
+                        ca_nf=90.12,
+                        pa_nf_mean=pa + 37.25,
+                        pa_nf_std=1.25,
+                        rp=37.25,
+                        efficiency=37.25 / 0.72,
+                    )
+                )
     rows.append(dict(dataset="cifar10", source="resnet18", eval_ber=0.01, ca=92.61, pa_mean=40.0, pa_std=2.5))
     return rows
 
@@ -229,8 +261,9 @@ def test_parquet_round_trip(tmp_path):
 
 
 def test_rp_filled_from_accuracies():
-    (row,) = results.results_table([dict(dataset="d", source="m", generator="ConvS", eval_ber=0.01,
-                                         pa_mean=40.0, pa_nf_mean=70.5)]).to_pylist()
+    (row,) = results.results_table(
+        [dict(dataset="d", source="m", generator="ConvS", eval_ber=0.01, pa_mean=40.0, pa_nf_mean=70.5)]
+    ).to_pylist()
     assert row["rp"] == pytest.approx(30.5)
 
 

@@ -1,4 +1,5 @@
 """Training loops: a checkpoint saved mid-training and resumed equals an uninterrupted run."""
+
 import torch
 
 from nf_core.checkpoint import load_checkpoint, save_checkpoint
@@ -27,8 +28,12 @@ def test_base_resume_equals_uninterrupted(tmp_path) -> None:
     torch.manual_seed(0)
     saved = {}
     part = create_model("vgg11", width=0.125)
-    train_base(part, data, BaseTrainConfig(**{**cfg.__dict__, "epochs": 3}),
-               on_epoch=lambda e, m, c: e == 1 and save_checkpoint(c, tmp_path / "base.pt") is None and saved.update(e=e))
+    train_base(
+        part,
+        data,
+        BaseTrainConfig(**{**cfg.__dict__, "epochs": 3}),
+        on_epoch=lambda e, m, c: e == 1 and save_checkpoint(c, tmp_path / "base.pt") is None and saved.update(e=e),
+    )
     assert saved == {"e": 1}
     ckpt = load_checkpoint(tmp_path / "base.pt")
     assert ckpt["epoch"] == 1 and ckpt["kind"] == "base" and ckpt["config"]["seed"] == 3
@@ -49,8 +54,13 @@ def test_generator_resume_equals_uninterrupted(tmp_path) -> None:
     assert full["epoch"] == 3 and full["step"] == 9
 
     torch.manual_seed(0)
-    train_generator(create_generator("ConvS"), [base], data, GeneratorTrainConfig(**{**cfg.__dict__, "epochs": 2}),
-                    on_epoch=lambda e, m, c: save_checkpoint(c, tmp_path / f"g{e}.pt"))
+    train_generator(
+        create_generator("ConvS"),
+        [base],
+        data,
+        GeneratorTrainConfig(**{**cfg.__dict__, "epochs": 2}),
+        on_epoch=lambda e, m, c: save_checkpoint(c, tmp_path / f"g{e}.pt"),
+    )
     ckpt = load_checkpoint(tmp_path / "g2.pt")
     assert ckpt["scheduler"]["last_epoch"] == 6  # StepLR stepped per iteration
     resumed = train_generator(create_generator("ConvS"), [base], data, cfg, resume=ckpt)
@@ -61,7 +71,14 @@ def test_generator_resume_equals_uninterrupted(tmp_path) -> None:
 
 def test_generator_defaults_are_the_papers() -> None:
     cfg = GeneratorTrainConfig()
-    assert (cfg.lam, cfg.n_chips, cfg.lr, cfg.betas, cfg.step_size, cfg.gamma) == (5.0, 5, 1e-3, (0.5, 0.999), 500, 0.96)
+    assert (cfg.lam, cfg.n_chips, cfg.lr, cfg.betas, cfg.step_size, cfg.gamma) == (
+        5.0,
+        5,
+        1e-3,
+        (0.5, 0.999),
+        500,
+        0.96,
+    )
     assert (cfg.fault_model, cfg.layout, cfg.ber) == ("stuck_at", "wrap", 0.01)
     assert cfg.generator_bits == 8  # the authors train and run G with 8-bit fake-quantized weights
 

@@ -1,5 +1,6 @@
 """The ViT base model: quantized like the CNNs (attention projections included), perturbed by
 chips, and profiled exactly (params and TWMA against counts by hand)."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,8 @@ from nf_core.chips import ChipConfig
 from nf_core.cost import count_params_macs
 from nf_core.deployed import DeployedModel
 from nf_core.models import create_model
-from orchestration.commands.profile import main as profile_main
 from nf_core.quant import quantized_weight_names
+from orchestration.commands.profile import main as profile_main
 
 
 def test_vit_quantizes_every_linear_and_conv() -> None:
@@ -40,9 +41,15 @@ def test_vit_on_a_chip_changes_attention_weights_and_logits() -> None:
 def _by_hand(dim: int, hidden: int, tokens: int, patch: int, classes: int, depth: int = 6) -> tuple[int, int]:
     """(params, TWMA) of the ViT counted by hand."""
     block = 2 * 2 * dim + 4 * (dim * dim + dim) + (dim * hidden + hidden) + (hidden * dim + dim)
-    params = (3 * patch * patch * dim + dim) + dim + (tokens + 1) * dim + depth * block + 2 * dim + dim * classes + classes
+    params = (
+        (3 * patch * patch * dim + dim) + dim + (tokens + 1) * dim + depth * block + 2 * dim + dim * classes + classes
+    )
     folds = -(-(tokens + 1) // 32)  # every token (class token included) is an output position
-    reads = (-(-tokens // 32)) * 3 * patch * patch * dim + depth * folds * (4 * dim * dim + 2 * dim * hidden) + dim * classes
+    reads = (
+        (-(-tokens // 32)) * 3 * patch * patch * dim
+        + depth * folds * (4 * dim * dim + 2 * dim * hidden)
+        + dim * classes
+    )
     return params, -(-reads // 8)
 
 
@@ -56,7 +63,9 @@ def test_nf_profile_vit_exact(dataset: str, size: int, patch: int, classes: int,
     # MACs: weights × positions of every layer plus the attention matmuls (2·T²·dim per block);
     # ptflops adds bias/LayerNorm/GELU element counts on top, a fraction of a percent.
     t = (size // patch) ** 2 + 1
-    weight_macs = (size // patch) ** 2 * 3 * patch * patch * 192 + 6 * t * (4 * 192 * 192 + 2 * 192 * 384) + 192 * classes
+    weight_macs = (
+        (size // patch) ** 2 * 3 * patch * patch * 192 + 6 * t * (4 * 192 * 192 + 2 * 192 * 384) + 192 * classes
+    )
     attn = 6 * 2 * t * t * 192
     assert weight_macs + attn <= prof["macs"] <= 1.01 * (weight_macs + attn)
 

@@ -1,4 +1,5 @@
 """Base models: ResNet18/50, VGG11/16/19 and a small ViT, CIFAR-style (32×32) and ImageNet-style (224×224)."""
+
 from __future__ import annotations
 
 import torch.nn as nn
@@ -12,6 +13,7 @@ INPUT_SIZES = (32, 224)
 def scaled(channels: int, width: float) -> int:
     """Channel count under a width multiplier (never below 1)."""
     return max(1, int(round(channels * width)))
+
 
 from nf_core.models import resnet, vgg, vit  # noqa: E402,F401  (registers the architectures)
 

@@ -1,4 +1,5 @@
 """ResNet18/50. CIFAR style: 3×3 stride-1 stem, no max-pool. ImageNet style: torchvision's 7×7 stem + max-pool."""
+
 from __future__ import annotations
 
 import torch
@@ -61,7 +62,9 @@ class ResNet(nn.Module):
             self.stem = nn.Sequential(nn.Conv2d(3, c0, 3, 1, 1, bias=False), nn.BatchNorm2d(c0), nn.ReLU(inplace=True))
         else:
             self.stem = nn.Sequential(
-                nn.Conv2d(3, c0, 7, 2, 3, bias=False), nn.BatchNorm2d(c0), nn.ReLU(inplace=True),
+                nn.Conv2d(3, c0, 7, 2, 3, bias=False),
+                nn.BatchNorm2d(c0),
+                nn.ReLU(inplace=True),
                 nn.MaxPool2d(3, 2, 1),
             )
         stages, cin = [], c0

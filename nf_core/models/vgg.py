@@ -1,5 +1,6 @@
 """VGG11/16/19 with BatchNorm. CIFAR style: one Linear(512 → classes) after global pooling.
 ImageNet style: torchvision's 7×7 adaptive pool and 4096-4096 classifier."""
+
 from __future__ import annotations
 
 import torch
@@ -10,8 +11,7 @@ from nf_core.models import MODELS, scaled
 CFGS: dict[str, list[int | str]] = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
-    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
-              512, 512, 512, 512, "M"],
+    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
 }
 
 
@@ -35,8 +35,12 @@ class VGG(nn.Module):
             hidden = scaled(4096, width)
             self.pool = nn.AdaptiveAvgPool2d(7)
             self.classifier = nn.Sequential(
-                nn.Linear(cin * 49, hidden), nn.ReLU(inplace=True), nn.Dropout(),
-                nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(),
+                nn.Linear(cin * 49, hidden),
+                nn.ReLU(inplace=True),
+                nn.Dropout(),
+                nn.Linear(hidden, hidden),
+                nn.ReLU(inplace=True),
+                nn.Dropout(),
                 nn.Linear(hidden, num_classes),
             )
 

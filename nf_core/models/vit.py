@@ -16,6 +16,7 @@ TWMA counts ceil(T/32)·in·out reads per Linear. The attention matmuls (Q·Kᵀ
 multiply activations by activations: they have no stored weights and add no weight-memory
 accesses; their MACs (2·T²·dim per block) are added to the MAC count by a hook.
 """
+
 from __future__ import annotations
 
 import torch
@@ -91,6 +92,8 @@ def attention_macs(module: SelfAttention, inputs: tuple, output: torch.Tensor) -
     q, k, v, out projections (weights × tokens, bias per output as ptflops counts Linear): ptflops
     treats a module with its own hook as a leaf and does not add its children's counts."""
     b, t, d = inputs[0].shape
-    proj = sum(b * t * (lin.in_features * lin.out_features + (lin.out_features if lin.bias is not None else 0))
-               for lin in (module.q, module.k, module.v, module.out))
+    proj = sum(
+        b * t * (lin.in_features * lin.out_features + (lin.out_features if lin.bias is not None else 0))
+        for lin in (module.q, module.k, module.v, module.out)
+    )
     module.__flops__ += int(2 * b * t * t * d + proj)

@@ -7,6 +7,7 @@
 The figures come from nf_core.cost; torch is imported only when the command runs, so building
 the parser stays cheap. `python -m orchestration.commands.profile ARGS` runs the same command standalone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,14 +22,26 @@ OUT_SUFFIXES = (".csv", ".parquet")
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="NAME", help="registered base model (resnet18 resnet50 vgg11 vgg16 vgg19 vit)")
-    p.add_argument("--generator", metavar="NAME",
-                   help="registered generator (ConvL ConvS DeConvL DeConvS UNetL UNetS, or UIP)")
-    p.add_argument("--dataset", metavar="DATASET", required=True,
-                   help="sets classes and input size: cifar10 cifar100 gtsrb imagenet10 digits")
-    p.add_argument("--ber", type=float, metavar="P",
-                   help="bit-error rate of the low voltage (e.g. 0.01); adds energy savings in percent")
-    p.add_argument("--voltage-table", metavar="PATH",
-                   help="CSV with columns voltage,ber,energy_ratio (default: the paper's point, BER 0.01 -> 0.694)")
+    p.add_argument(
+        "--generator", metavar="NAME", help="registered generator (ConvL ConvS DeConvL DeConvS UNetL UNetS, or UIP)"
+    )
+    p.add_argument(
+        "--dataset",
+        metavar="DATASET",
+        required=True,
+        help="sets classes and input size: cifar10 cifar100 gtsrb imagenet10 digits",
+    )
+    p.add_argument(
+        "--ber",
+        type=float,
+        metavar="P",
+        help="bit-error rate of the low voltage (e.g. 0.01); adds energy savings in percent",
+    )
+    p.add_argument(
+        "--voltage-table",
+        metavar="PATH",
+        help="CSV with columns voltage,ber,energy_ratio (default: the paper's point, BER 0.01 -> 0.694)",
+    )
     p.add_argument("--all", action="store_true", help="every base model x the paper's six generators")
     p.add_argument("--out", metavar="FILE", help="with --all: also write the table as .csv or .parquet")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -36,8 +49,12 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_profile_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `profile` on the `nf` CLI's subparsers; dispatch to run_profile(args)."""
-    p = subparsers.add_parser("profile", help="parameters, MACs, TWMA and energy saving",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "profile",
+        help="parameters, MACs, TWMA and energy saving",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_arguments(p)
     p.set_defaults(func=run_profile)
 
@@ -48,8 +65,10 @@ def _check_combination(args: argparse.Namespace) -> None:
     if not args.all and not (args.model or args.generator):
         raise ValueError("give --model NAME, --generator NAME, or --all")
     if args.ber is not None and not args.all and not (args.model and args.generator):
-        raise ValueError("--ber needs --model and --generator (or --all): energy saving compares a base model "
-                         "at low voltage plus its generator at nominal voltage with the base model at nominal")
+        raise ValueError(
+            "--ber needs --model and --generator (or --all): energy saving compares a base model "
+            "at low voltage plus its generator at nominal voltage with the base model at nominal"
+        )
     if args.out and not args.all:
         raise ValueError("--out writes the --all table; add --all")
     if args.out and Path(args.out).suffix.lower() not in OUT_SUFFIXES:
@@ -64,8 +83,9 @@ def _grid(header: Sequence[str], rows: list[Sequence[str]]) -> str:
 
 
 def _counts(named: list[tuple[str, dict]]) -> str:
-    return _grid(["", "params", "MACs", "TWMA"],
-                 [[n, f"{p['params']:,}", f"{p['macs']:,}", f"{p['twma']:,}"] for n, p in named])
+    return _grid(
+        ["", "params", "MACs", "TWMA"], [[n, f"{p['params']:,}", f"{p['macs']:,}", f"{p['twma']:,}"] for n, p in named]
+    )
 
 
 def _title(dataset: str) -> str:
@@ -82,8 +102,10 @@ def _single_text(args: argparse.Namespace, result: dict, ratio: float | None) ->
     text = f"{args.model} + {args.generator} on {_title(args.dataset)}\n"
     text += _counts([(args.model, result["model"]), (args.generator, result["generator"])])
     if ratio is not None:
-        text += (f"\nenergy saving at BER {args.ber:g} (e_LV/e_NV = {ratio:g}): "
-                 f"{result['energy_saving']:.1f}% by TWMA, {result['mac_energy_saving']:.1f}% by MACs")
+        text += (
+            f"\nenergy saving at BER {args.ber:g} (e_LV/e_NV = {ratio:g}): "
+            f"{result['energy_saving']:.1f}% by TWMA, {result['mac_energy_saving']:.1f}% by MACs"
+        )
     return text
 
 
@@ -102,8 +124,14 @@ def _table_text(dataset: str, rows: list[dict]) -> str:
     parts = [f"{_title(dataset)}: parameters, MACs, TWMA (paper Tables 6, 7)", _counts(list(counts.items()))]
     if rows and rows[0]["energy_ratio"] is not None:
         where = f"at BER {rows[0]['ber']:g}, e_LV/e_NV = {rows[0]['energy_ratio']:g}"
-        parts += ["", f"Energy saving (%) by TWMA {where} (paper Table 2)", _pivot(rows, "energy_saving"),
-                  "", f"Energy saving (%) by MACs {where} (paper Table 8)", _pivot(rows, "mac_energy_saving")]
+        parts += [
+            "",
+            f"Energy saving (%) by TWMA {where} (paper Table 2)",
+            _pivot(rows, "energy_saving"),
+            "",
+            f"Energy saving (%) by MACs {where} (paper Table 8)",
+            _pivot(rows, "mac_energy_saving"),
+        ]
     return "\n".join(parts)
 
 
@@ -115,8 +143,10 @@ def write_table(rows: list[dict], path: str | Path) -> None:
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError:
-            raise ValueError(f"writing {str(path)!r} needs pyarrow, which is not installed; "
-                             f"pip install pyarrow, or write a .csv file") from None
+            raise ValueError(
+                f"writing {str(path)!r} needs pyarrow, which is not installed; "
+                f"pip install pyarrow, or write a .csv file"
+            ) from None
         pq.write_table(pa.Table.from_pylist(rows), path)
         return
     with open(path, "w", newline="", encoding="utf-8") as f:
@@ -161,8 +191,9 @@ def run_profile(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Standalone entry: `python -m orchestration.commands.profile --model resnet18 --dataset cifar10`."""
-    parser = argparse.ArgumentParser(prog="nf profile", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="nf profile", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     _add_arguments(parser)
     return run_profile(parser.parse_args(argv))
 

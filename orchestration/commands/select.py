@@ -4,6 +4,7 @@ Reads the sweep's evaluation and transfer rows (with their per-chip accuracies),
 model and generator with the cost model (TWMA at the sweep's width), and prints nf_core.select's
 answer as a table (or JSON), writing the energy-vs-accuracy figure beside the sweep's results.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,9 @@ def run_select(args: argparse.Namespace) -> int:
     rows = collect_rows(cfg, store)
     if not rows:
         raise ValueError(f"sweep {args.name!r} has no finished evaluation rows yet (see `nf sweep status {args.name}`)")
-    sel = select_operating_points(rows, args.min_accuracy, table, sweep_twma(cfg, rows), args.percentile,
-                                  args.interpolate)
+    sel = select_operating_points(
+        rows, args.min_accuracy, table, sweep_twma(cfg, rows), args.percentile, args.interpolate
+    )
     tag = f"select_{args.min_accuracy:g}" + ("" if args.percentile is None else f"_p{args.percentile:g}")
     fig = args.figure or None
     if fig is None:
@@ -72,17 +74,29 @@ def run_select(args: argparse.Namespace) -> int:
 
 
 def add_select_parser(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("select", help="per base model: the lowest voltage meeting an accuracy floor, "
-                                      "which generator, the energy saving (with and without NeuralFuse)")
+    s = sub.add_parser(
+        "select",
+        help="per base model: the lowest voltage meeting an accuracy floor, "
+        "which generator, the energy saving (with and without NeuralFuse)",
+    )
     s.add_argument("name", help="sweep name")
     s.add_argument("--min-accuracy", type=float, required=True, help="accuracy floor A in percent")
-    s.add_argument("--percentile", type=float, default=None,
-                   help="judge the q-th percentile of the per-chip accuracies instead of the mean (e.g. 10)")
+    s.add_argument(
+        "--percentile",
+        type=float,
+        default=None,
+        help="judge the q-th percentile of the per-chip accuracies instead of the mean (e.g. 10)",
+    )
     s.add_argument("--voltage-table", default=None, help="CSV voltage,ber,energy_ratio (default: the shipped one)")
-    s.add_argument("--interpolate", action="store_true",
-                   help="BERs between table rows: interpolate in log BER (never extrapolated)")
+    s.add_argument(
+        "--interpolate",
+        action="store_true",
+        help="BERs between table rows: interpolate in log BER (never extrapolated)",
+    )
     s.add_argument("--figure", default=None, help="write the figure here (default: the sweep's results/)")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    s.add_argument("--storage", default="runs/sweeps", help="storage root the sweep lives in (path or s3://bucket/prefix)")
+    s.add_argument(
+        "--storage", default="runs/sweeps", help="storage root the sweep lives in (path or s3://bucket/prefix)"
+    )
     s.add_argument("--s3-endpoint", default=None, help="endpoint of an S3-compatible store")
     s.set_defaults(func=run_select)

@@ -1,4 +1,5 @@
 """`nf demo`, `nf sweep run|resume|status|plan` and `nf ui`: sweeps on Ray Tune, tracked in MLflow."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,10 +25,10 @@ def _sweep_resume(args: argparse.Namespace) -> int:
 
 
 def _run(cfg: Any, resume: bool, address: str | None) -> int:
-    from orchestration.results import format_table
-    from orchestration.runner import run_sweep, sweep_store, tracking_uri
     from orchestration.mlflow_server import ui_command
     from orchestration.preflight import check_dataset_roots
+    from orchestration.results import format_table
+    from orchestration.runner import run_sweep, sweep_store, tracking_uri
 
     check_dataset_roots(cfg)  # before Ray starts or anything is written
     rows = run_sweep(cfg, resume=resume, ray_address=address)
@@ -98,8 +99,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    from orchestration.runner import open_sweep, sweep_store, tracking_uri
     from orchestration.mlflow_server import start_mlflow_server, stop_mlflow_server
+    from orchestration.runner import open_sweep, sweep_store, tracking_uri
 
     cfg = open_sweep(args.name, args.storage, args.s3_endpoint)
     store = sweep_store(cfg)
@@ -115,7 +116,9 @@ def _ui(args: argparse.Namespace) -> int:
 
 
 def _storage_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--storage", default="runs/sweeps", help="storage root the sweep lives in (path or s3://bucket/prefix)")
+    p.add_argument(
+        "--storage", default="runs/sweeps", help="storage root the sweep lives in (path or s3://bucket/prefix)"
+    )
     p.add_argument("--s3-endpoint", default=None, help="endpoint URL of an S3-compatible store")
 
 
@@ -125,17 +128,26 @@ def _address_arg(p: argparse.ArgumentParser) -> None:
 
 def add_cluster_args(parser: argparse.ArgumentParser) -> None:
     """`--cluster` and `--epoch-seconds` for `nf sweep plan`."""
-    parser.add_argument("--cluster", default=None, metavar="YAML",
-                        help="Ray cluster launcher YAML or KubeRay manifest (clusters/*.yaml): "
-                             "show how the trials pack onto its GPUs")
-    parser.add_argument("--epoch-seconds", default=None, metavar="S",
-                        help="measured seconds per epoch: one number, or per stage as "
-                             "base=600,generator=120,eval=30,transfer=60 (eval/transfer: per trial)")
+    parser.add_argument(
+        "--cluster",
+        default=None,
+        metavar="YAML",
+        help="Ray cluster launcher YAML or KubeRay manifest (clusters/*.yaml): show how the trials pack onto its GPUs",
+    )
+    parser.add_argument(
+        "--epoch-seconds",
+        default=None,
+        metavar="S",
+        help="measured seconds per epoch: one number, or per stage as "
+        "base=600,generator=120,eval=30,transfer=60 (eval/transfer: per trial)",
+    )
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register `demo`, `sweep …` and `ui` on the `nf` parser."""
-    d = sub.add_parser("demo", help="a small but complete sweep on embedded defaults (local Ray, SQLite MLflow, digits)")
+    d = sub.add_parser(
+        "demo", help="a small but complete sweep on embedded defaults (local Ray, SQLite MLflow, digits)"
+    )
     d.add_argument("--storage", default=None, help="storage root (default: the demo config's, runs/sweeps)")
     d.add_argument("--name", default=None, help="sweep name (default: demo)")
     d.set_defaults(func=_demo)
@@ -161,8 +173,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     pl = sw.add_parser("plan", help="print the trials per stage without running anything")
     pl.add_argument("config", help="sweep config YAML")
     pl.add_argument("-v", "--verbose", action="store_true", help="list every trial")
-    pl.add_argument("--no-data-check", action="store_true",
-                    help="skip checking that the dataset roots hold their files (plan without access to the data)")
+    pl.add_argument(
+        "--no-data-check",
+        action="store_true",
+        help="skip checking that the dataset roots hold their files (plan without access to the data)",
+    )
     add_cluster_args(pl)
     pl.set_defaults(func=_sweep_plan)
 

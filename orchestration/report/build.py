@@ -1,4 +1,5 @@
 """Assemble a report from results rows (pure), or from a sweep's storage (`nf report NAME`)."""
+
 from __future__ import annotations
 
 import os
@@ -47,35 +48,52 @@ def build_sections(rows: Any, out_dir: str, energy: F.EnergyFn | None = None) ->
     main = T.main_table(df)
     out: list[Section] = []
 
-    held = ", ".join(f"{ {'lam': 'λ', 'n': 'N'}.get(k, k)} = {v:g}" for k, v in T.main_values(df).items())
-    s = Section("main", "a. Main result: CA, PA, CA (NF), PA (NF) per generator",
-                "Per dataset × base model, each generator's accuracies; error bars: PA's std over the evaluation "
-                "chips. CA/PA without NeuralFuse are the base model's; (NF) with the generator in front. "
-                "Numbers are averaged over seeds; RP = PA (NF) − PA in percentage points."
-                + (f" Shown at {held}; the ablations below vary them." if held else ""))
+    held = ", ".join(f"{ {'lam': 'λ', 'n': 'N'}.get(k, k) } = {v:g}" for k, v in T.main_values(df).items())
+    s = Section(
+        "main",
+        "a. Main result: CA, PA, CA (NF), PA (NF) per generator",
+        "Per dataset × base model, each generator's accuracies; error bars: PA's std over the evaluation "
+        "chips. CA/PA without NeuralFuse are the base model's; (NF) with the generator in front. "
+        "Numbers are averaged over seeds; RP = PA (NF) − PA in percentage points."
+        + (f" Shown at {held}; the ablations below vary them." if held else ""),
+    )
     if _figures(s, lambda d: F.bars(df, d), out_dir):
         _table(s, main, out_dir, "main", "Base model × generator: CA, PA, CA (NF), PA (NF), RP, efficiency ratio")
     out.append(s)
 
-    s = Section("ber", "b. Perturbed accuracy versus evaluation BER",
-                "Dashed: the base model without NeuralFuse; solid: with each generator. Bands: ± std over chips.")
+    s = Section(
+        "ber",
+        "b. Perturbed accuracy versus evaluation BER",
+        "Dashed: the base model without NeuralFuse; solid: with each generator. Bands: ± std over chips.",
+    )
     if _figures(s, lambda d: F.ber_curves(df, d), out_dir):
-        _table(s, _cols(main, ["pa_mean", "pa_std", "pa_nf_mean", "pa_nf_std"]), out_dir, "pa_vs_ber",
-               "PA and PA (NF) versus evaluation BER")
+        _table(
+            s,
+            _cols(main, ["pa_mean", "pa_std", "pa_nf_mean", "pa_nf_std"]),
+            out_dir,
+            "pa_vs_ber",
+            "PA and PA (NF) versus evaluation BER",
+        )
     out.append(s)
 
-    s = Section("transfer", "c. Transfer matrices (RP, percentage points)",
-                "Rows: the generator and what it was trained on; columns: the model it protects at an evaluation "
-                "BER. Off-diagonal cells are transfer to models the generator never saw.")
+    s = Section(
+        "transfer",
+        "c. Transfer matrices (RP, percentage points)",
+        "Rows: the generator and what it was trained on; columns: the model it protects at an evaluation "
+        "BER. Off-diagonal cells are transfer to models the generator never saw.",
+    )
     if _figures(s, lambda d: F.transfer_heatmaps(table, d), out_dir):
         for ds in sorted(df.loc[df["generator"].notna(), "dataset"].unique()):
             _table(s, transfer_matrix(table, ds).to_pandas(), out_dir, f"transfer_{ds}", f"Transfer matrix, {ds}")
     out.append(s)
 
-    s = Section("energy", "d. Energy saving versus recovery",
-                "Energy saving from `nf profile`'s cost model (SRAM accesses of the paper-sized networks, generator "
-                "at nominal voltage, base model at the evaluation BER's voltage) against RP; ringed points and the "
-                "line: the Pareto front, the generators no other beats on both.")
+    s = Section(
+        "energy",
+        "d. Energy saving versus recovery",
+        "Energy saving from `nf profile`'s cost model (SRAM accesses of the paper-sized networks, generator "
+        "at nominal voltage, base model at the evaluation BER's voltage) against RP; ringed points and the "
+        "line: the Pareto front, the generators no other beats on both.",
+    )
     pts, why = F.energy_points(df, energy or F.cost_model_saving)
     if not pts.empty or not why:
         if _figures(s, lambda d: F.energy_figures(pts, d), out_dir):
@@ -92,29 +110,47 @@ def build_sections(rows: Any, out_dir: str, energy: F.EnergyFn | None = None) ->
         out.append(s)
     s = Section("precision", "e. Precision: PA and PA (NF) versus bits")
     if _figures(s, lambda d: F.precision(df, d), out_dir):
-        _table(s, _cols(T.main_table(df, "bits"), ["pa_mean", "pa_std", "pa_nf_mean", "pa_nf_std", "rp"]), out_dir, "precision",
-               "PA and PA (NF) versus weight precision")
+        _table(
+            s,
+            _cols(T.main_table(df, "bits"), ["pa_mean", "pa_std", "pa_nf_mean", "pa_nf_std", "rp"]),
+            out_dir,
+            "precision",
+            "PA and PA (NF) versus weight precision",
+        )
     out.append(s)
-    s = Section("uip", "e. The UIP baseline beside the generators",
-                "UIP (a universal input perturbation, grey hatched) against the trained generators.")
+    s = Section(
+        "uip",
+        "e. The UIP baseline beside the generators",
+        "UIP (a universal input perturbation, grey hatched) against the trained generators.",
+    )
     if _figures(s, lambda d: F.uip(df, d), out_dir):
         _table(s, _cols(main, ["ca_nf", "pa_nf_mean", "pa_nf_std", "rp"]), out_dir, "uip", "UIP and generators")
     out.append(s)
 
-    s = Section("ensembles", "f. Ensembles beside single-model generators",
-                "RP on each base model of a generator trained for it alone, for an ensemble containing it (hatched), "
-                "and for another single model (transfer).")
+    s = Section(
+        "ensembles",
+        "f. Ensembles beside single-model generators",
+        "RP on each base model of a generator trained for it alone, for an ensemble containing it (hatched), "
+        "and for another single model (transfer).",
+    )
     if _figures(s, lambda d: F.ensembles(df, d), out_dir):
         gen = df[df["generator"].notna()]
-        _table(s, T.average_seeds(gen, ["dataset", "generator", "source", "target", "eval_ber"])
-               [["dataset", "generator", "source", "target", "eval_ber", "pa_mean", "pa_nf_mean", "rp", "runs"]],
-               out_dir, "ensembles", "Ensemble and single-model generators")
+        _table(
+            s,
+            T.average_seeds(gen, ["dataset", "generator", "source", "target", "eval_ber"])[
+                ["dataset", "generator", "source", "target", "eval_ber", "pa_mean", "pa_nf_mean", "rp", "runs"]
+            ],
+            out_dir,
+            "ensembles",
+            "Ensemble and single-model generators",
+        )
     out.append(s)
     return out
 
 
 def config_summary(cfg: dict[str, Any]) -> list[tuple[str, str]]:
     """The config fields a reader needs to interpret the numbers, as (label, value) pairs."""
+
     def j(v: Any) -> str:
         if isinstance(v, (list, tuple)):
             return ", ".join(j(x) for x in v)
@@ -123,21 +159,38 @@ def config_summary(cfg: dict[str, Any]) -> list[tuple[str, str]]:
         return str(v)
 
     ev = cfg.get("evaluation", {})
-    pick = [("datasets", cfg.get("datasets")), ("base models", cfg.get("models")), ("width", cfg.get("width")),
-            ("ensembles", cfg.get("ensembles") and ["+".join(e) for e in cfg["ensembles"]]),
-            ("generators", cfg.get("generators")), ("training BERs", cfg.get("train_bers")),
-            ("λ", cfg.get("lambdas")), ("N (chips per step)", cfg.get("ns")), ("fault model", cfg.get("fault_model")),
-            ("layout", cfg.get("layout")), ("bits", cfg.get("bits")), ("seeds", cfg.get("seeds")),
-            ("evaluation BERs", ev.get("bers")), ("evaluation chips", ev.get("chips")),
-            ("evaluation bits", ev.get("bits")), ("base epochs", cfg.get("base", {}).get("epochs")),
-            ("generator epochs", cfg.get("generator", {}).get("epochs")), ("transfer", cfg.get("transfer")),
-            ("storage", cfg.get("storage"))]
+    pick = [
+        ("datasets", cfg.get("datasets")),
+        ("base models", cfg.get("models")),
+        ("width", cfg.get("width")),
+        ("ensembles", cfg.get("ensembles") and ["+".join(e) for e in cfg["ensembles"]]),
+        ("generators", cfg.get("generators")),
+        ("training BERs", cfg.get("train_bers")),
+        ("λ", cfg.get("lambdas")),
+        ("N (chips per step)", cfg.get("ns")),
+        ("fault model", cfg.get("fault_model")),
+        ("layout", cfg.get("layout")),
+        ("bits", cfg.get("bits")),
+        ("seeds", cfg.get("seeds")),
+        ("evaluation BERs", ev.get("bers")),
+        ("evaluation chips", ev.get("chips")),
+        ("evaluation bits", ev.get("bits")),
+        ("base epochs", cfg.get("base", {}).get("epochs")),
+        ("generator epochs", cfg.get("generator", {}).get("epochs")),
+        ("transfer", cfg.get("transfer")),
+        ("storage", cfg.get("storage")),
+    ]
     return [(k, j(v)) for k, v in pick if v not in (None, [], "")]
 
 
-def build_report(rows: Any, out_dir: str | os.PathLike, config: dict[str, Any] | None = None,
-                 missing: list[str] | None = None, title: str = "NeuralFuse sweep report",
-                 energy: F.EnergyFn | None = None) -> dict[str, Any]:
+def build_report(
+    rows: Any,
+    out_dir: str | os.PathLike,
+    config: dict[str, Any] | None = None,
+    missing: list[str] | None = None,
+    title: str = "NeuralFuse sweep report",
+    energy: F.EnergyFn | None = None,
+) -> dict[str, Any]:
     """Write index.html, figures/ (PNG + SVG) and tables/ (CSV, LaTeX, Markdown) under ``out_dir``.
 
     ``rows``: results rows (dicts, a results table or DataFrame-like); ``missing``: one line per group of
@@ -158,6 +211,7 @@ def build_report(rows: Any, out_dir: str | os.PathLike, config: dict[str, Any] |
 
 # --- from a sweep's storage -------------------------------------------------------------------------
 
+
 def missing_items(states: dict[str, dict[str, str]]) -> list[str]:
     """One line per stage with unfinished items: counts by state and the first few ids."""
     lines = []
@@ -165,8 +219,11 @@ def missing_items(states: dict[str, dict[str, str]]) -> list[str]:
         left = {i: s for i, s in items.items() if s != "done"}
         if not left:
             continue
-        counts = ", ".join(f"{sum(1 for s in left.values() if s == k)} {k}"
-                           for k in ("running", "pending", "failed") if k in left.values())
+        counts = ", ".join(
+            f"{sum(1 for s in left.values() if s == k)} {k}"
+            for k in ("running", "pending", "failed")
+            if k in left.values()
+        )
         ids = sorted(left)
         more = f" … and {len(ids) - 5} more" if len(ids) > 5 else ""
         lines.append(f"{stage}: {len(left)} of {len(items)} not done ({counts}): {', '.join(ids[:5])}{more}")
@@ -190,8 +247,9 @@ def log_to_mlflow(cfg: Any, store: Any, files: list[str], log: Callable[[str], N
     exp = client.get_experiment_by_name(cfg.mlflow.experiment or cfg.name)
     if exp is None:
         return None
-    runs = client.search_runs([exp.experiment_id], f"tags.`nf.sweep` = '{cfg.name}' and tags.`nf.role` = 'parent'",
-                              max_results=1)
+    runs = client.search_runs(
+        [exp.experiment_id], f"tags.`nf.sweep` = '{cfg.name}' and tags.`nf.role` = 'parent'", max_results=1
+    )
     if not runs:
         return None
     run_id = runs[0].info.run_id
@@ -203,9 +261,15 @@ def log_to_mlflow(cfg: Any, store: Any, files: list[str], log: Callable[[str], N
     return run_id
 
 
-def report_sweep(name: str, storage: str = "runs/sweeps", out: str | None = None, s3_endpoint: str | None = None,
-                 voltage_table: str | None = None, track: bool = True,
-                 log: Callable[[str], None] = print) -> str:
+def report_sweep(
+    name: str,
+    storage: str = "runs/sweeps",
+    out: str | None = None,
+    s3_endpoint: str | None = None,
+    voltage_table: str | None = None,
+    track: bool = True,
+    log: Callable[[str], None] = print,
+) -> str:
     """Build the report of a stored sweep (complete or partial); returns the index.html path."""
     from orchestration.runner import collect_rows, open_sweep, stage_states, sweep_store
 

@@ -1,4 +1,5 @@
 """`nf report`'s command line: cheap to import (pandas and matplotlib load only when it runs)."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,11 +11,16 @@ def add_parser(sub: Any) -> None:
     """`nf report NAME [--storage …] [--out DIR] [--open]` on the CLI's subparsers."""
     p = sub.add_parser("report", help="a sweep's results as an offline HTML page with figures and tables")
     p.add_argument("name", help="the sweep's name")
-    p.add_argument("--storage", default="runs/sweeps", help="storage root the sweep lives in (path or s3://bucket/prefix)")
+    p.add_argument(
+        "--storage", default="runs/sweeps", help="storage root the sweep lives in (path or s3://bucket/prefix)"
+    )
     p.add_argument("--s3-endpoint", default=None, help="endpoint of an S3-compatible store")
     p.add_argument("--out", default=None, help="output folder (default: <storage>/<name>/report/)")
-    p.add_argument("--voltage-table", default=None,
-                   help="CSV voltage,ber,energy_ratio for the energy figure (default: the shipped paper table)")
+    p.add_argument(
+        "--voltage-table",
+        default=None,
+        help="CSV voltage,ber,energy_ratio for the energy figure (default: the shipped paper table)",
+    )
     p.add_argument("--open", action="store_true", help="open the page in a web browser")
     p.set_defaults(func=main)
 

@@ -1,6 +1,7 @@
 """Report figures (matplotlib, headless): each builder takes a results DataFrame and an output folder,
 writes PNG + SVG files and returns their PNG names; it raises ``Skip`` with a one-line reason when the
 sweep lacks the data. ``pareto_front`` is the pure part of the energy figure."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,12 @@ from orchestration.report.tables import (
     varying,
 )
 
-BAR_METRICS = (("ca", None, "CA"), ("pa_mean", "pa_std", "PA"), ("ca_nf", None, "CA (NF)"),
-               ("pa_nf_mean", "pa_nf_std", "PA (NF)"))
+BAR_METRICS = (
+    ("ca", None, "CA"),
+    ("pa_mean", "pa_std", "PA"),
+    ("ca_nf", None, "CA (NF)"),
+    ("pa_nf_mean", "pa_nf_std", "PA (NF)"),
+)
 _SHORT = {"train_ber": "p=", "lam": "λ=", "n": "N=", "bits": "b=", "fault_model": "", "layout": "", "source": "src "}
 
 
@@ -76,6 +81,7 @@ def reference_ber(df: pd.DataFrame) -> float:
 
 # --- a. grouped bars -------------------------------------------------------------------------------
 
+
 def bars(rows: Any, out_dir: str) -> list[str]:
     """Per dataset × base model: CA, PA, CA (NF), PA (NF) per generator, PA std as error bars;
     one panel per evaluation BER."""
@@ -94,9 +100,13 @@ def bars(rows: Any, out_dir: str) -> list[str]:
         labels = list(dict.fromkeys(avg["label"]))
         width = max(5.0, 1.5 + 1.0 * len(labels))
         side = len(bers) * len(labels) <= 8  # panels side by side while the page can hold them
-        fig, axes = plt.subplots(1 if side else len(bers), len(bers) if side else 1, squeeze=False,
-                                 figsize=(width * len(bers) if side else width, 4.2 if side else 3.6 * len(bers)),
-                                 constrained_layout=True)
+        fig, axes = plt.subplots(
+            1 if side else len(bers),
+            len(bers) if side else 1,
+            squeeze=False,
+            figsize=(width * len(bers) if side else width, 4.2 if side else 3.6 * len(bers)),
+            constrained_layout=True,
+        )
         axes = [list(axes.flat)]
         x = np.arange(len(labels))
         w = 0.2
@@ -118,6 +128,7 @@ def bars(rows: Any, out_dir: str) -> list[str]:
 
 
 # --- b. PA vs eval BER -----------------------------------------------------------------------------
+
 
 def ber_curves(rows: Any, out_dir: str) -> list[str]:
     """Per dataset × base model: PA (dashed, without NeuralFuse) and PA (NF) versus evaluation BER,
@@ -142,8 +153,13 @@ def ber_curves(rows: Any, out_dir: str) -> list[str]:
             line = line.sort_values("eval_ber")
             bx = line["eval_ber"].to_numpy(dtype=float)
             (h,) = ax.plot(bx, line["pa_nf_mean"], marker="o", label=f"PA (NF) {label}")
-            ax.fill_between(bx, line["pa_nf_mean"] - line["pa_nf_std"], line["pa_nf_mean"] + line["pa_nf_std"],
-                            color=h.get_color(), alpha=0.15)
+            ax.fill_between(
+                bx,
+                line["pa_nf_mean"] - line["pa_nf_std"],
+                line["pa_nf_mean"] + line["pa_nf_std"],
+                color=h.get_color(),
+                alpha=0.15,
+            )
         ax.set_xticks(x, [f"{b:g}" for b in x])  # the BERs evaluated, not a continuum
         ax.set_xlabel("evaluation BER")
         ax.set_ylabel("perturbed accuracy (%)")
@@ -155,6 +171,7 @@ def ber_curves(rows: Any, out_dir: str) -> list[str]:
 
 
 # --- c. transfer matrices --------------------------------------------------------------------------
+
 
 def transfer_heatmaps(rows: Any, out_dir: str) -> list[str]:
     """The RP heat-map of orchestration.results, one per dataset and fault model."""
@@ -169,12 +186,15 @@ def transfer_heatmaps(rows: Any, out_dir: str) -> list[str]:
     for (ds, fm), _ in df.groupby(["dataset", "fault_model"], sort=True, dropna=False):
         stem = _slug("transfer", ds, fm)
         for ext in ("png", "svg"):  # matplotlib picks the format from the name
-            heatmap_png(rows, ds, os.path.join(out_dir, f"{stem}.{ext}"), fault_model=fm if isinstance(fm, str) else None)
+            heatmap_png(
+                rows, ds, os.path.join(out_dir, f"{stem}.{ext}"), fault_model=fm if isinstance(fm, str) else None
+            )
         files.append(f"{stem}.png")
     return files
 
 
 # --- d. energy saving vs RP ------------------------------------------------------------------------
+
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of the points no other point dominates, maximising both coordinates, in ascending x.
@@ -191,8 +211,9 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 EnergyFn = Callable[[str, str, str, float], float]
 
 
-def cost_model_saving(model: str, generator: str, dataset: str, ber: float,
-                      voltage_table_path: str | None = None) -> float:
+def cost_model_saving(
+    model: str, generator: str, dataset: str, ber: float, voltage_table_path: str | None = None
+) -> float:
     """Energy saving (%) of ``model`` behind ``generator`` at ``ber``: `nf profile`'s cost model."""
     from nf_core.cost import profile_pair
     from nf_core.voltage import load_voltage_table
@@ -237,10 +258,22 @@ def energy_figures(points: pd.DataFrame, out_dir: str) -> list[str]:
         markers = dict(zip(sorted(grp["model"].unique()), "osD^vP*X"))
         for _, r in grp.iterrows():
             gl = variant_label(r, [k for k in keys if k != "generator"])
-            ax.scatter(r["energy_saving"], r["rp"], marker=markers[r["model"]], s=60,
-                       edgecolors="k" if r["pareto"] else "none", linewidths=1.5, zorder=3)
-            ax.annotate(f"{r['model']} / {gl}", (r["energy_saving"], r["rp"]), fontsize=7,
-                        xytext=(4, 4), textcoords="offset points")
+            ax.scatter(
+                r["energy_saving"],
+                r["rp"],
+                marker=markers[r["model"]],
+                s=60,
+                edgecolors="k" if r["pareto"] else "none",
+                linewidths=1.5,
+                zorder=3,
+            )
+            ax.annotate(
+                f"{r['model']} / {gl}",
+                (r["energy_saving"], r["rp"]),
+                fontsize=7,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
         front = grp[grp["pareto"]].sort_values("energy_saving")
         ax.plot(front["energy_saving"], front["rp"], "k-", lw=1, alpha=0.6, label="Pareto front", zorder=2)
         ax.set_xlabel("energy saving (%)  — cost model, generator at nominal voltage")
@@ -253,6 +286,7 @@ def energy_figures(points: pd.DataFrame, out_dir: str) -> list[str]:
 
 
 # --- e. ablations, precision, UIP --------------------------------------------------------------------
+
 
 def ablation(rows: Any, out_dir: str, key: str) -> list[str]:
     """RP vs ``key`` (``lam`` or ``n``), one line per generator, per dataset × base model, at the reference BER."""
@@ -341,12 +375,18 @@ def uip(rows: Any, out_dir: str) -> list[str]:
     for ax, ((ds, model), part) in zip(axes[0], groups):
         keys = [k for k in varying(part) if k != "eval_ber"]
         avg = average_seeds(part, ["generator", *keys])
-        _rp_bars(ax, [variant_label(r, keys) for _, r in avg.iterrows()], list(avg["rp"]),
-                 list(avg["generator"] == "UIP"), f"{ds} · {model} (eval BER {ber:g})")
+        _rp_bars(
+            ax,
+            [variant_label(r, keys) for _, r in avg.iterrows()],
+            list(avg["rp"]),
+            list(avg["generator"] == "UIP"),
+            f"{ds} · {model} (eval BER {ber:g})",
+        )
     return [_save(fig, out_dir, "uip")]
 
 
 # --- f. ensembles ----------------------------------------------------------------------------------
+
 
 def ensembles(rows: Any, out_dir: str) -> list[str]:
     """Per dataset × generator: RP on each base model of a generator trained for that model alone,
@@ -370,9 +410,13 @@ def ensembles(rows: Any, out_dir: str) -> list[str]:
         x = np.arange(len(targets))
         for i, s in enumerate(sources):
             sub = avg[avg["source"] == s].set_index("target").reindex(targets)
-            ax.bar(x + (i - (len(sources) - 1) / 2) * w, sub["rp"].to_numpy(dtype=float), w,
-                   label=f"trained on {s}" + (" (ensemble)" if is_ensemble(s) else ""),
-                   hatch="//" if is_ensemble(s) else None)
+            ax.bar(
+                x + (i - (len(sources) - 1) / 2) * w,
+                sub["rp"].to_numpy(dtype=float),
+                w,
+                label=f"trained on {s}" + (" (ensemble)" if is_ensemble(s) else ""),
+                hatch="//" if is_ensemble(s) else None,
+            )
         ax.set_xticks(x, targets)
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xlabel("evaluated base model")

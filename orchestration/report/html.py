@@ -1,4 +1,5 @@
 """The report page: one static, offline HTML file; figures and tables are files beside it (relative links)."""
+
 from __future__ import annotations
 
 import html
@@ -6,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _CSS = """
-body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;max-width:1100px;margin:2em auto;padding:0 1em}
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;max-width:1100px;
+margin:2em auto;padding:0 1em}
 h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
 .sub{color:#666;margin-top:0}
 table{border-collapse:collapse;font-size:13px;margin:.6em 0}
@@ -60,8 +62,10 @@ def section_html(s: Section) -> str:
     out += [f'<p class="skip">{_e(n)}</p>' for n in s.notes]
     for png in s.figures:
         svg = png[:-4] + ".svg"
-        out.append(f'<figure><a href="{_e(png)}"><img src="{_e(png)}" alt="{_e(png)}"></a>'
-                   f'<figcaption>{_e(png.split("/")[-1])} · <a href="{_e(svg)}">SVG</a></figcaption></figure>')
+        out.append(
+            f'<figure><a href="{_e(png)}"><img src="{_e(png)}" alt="{_e(png)}"></a>'
+            f'<figcaption>{_e(png.split("/")[-1])} · <a href="{_e(svg)}">SVG</a></figcaption></figure>'
+        )
     for head, body, files in s.tables:
         out.append(table_html(head, body))
         links = " · ".join(f'<a href="{_e(p)}">{_e(fmt.upper())}</a>' for fmt, p in files.items())
@@ -70,18 +74,21 @@ def section_html(s: Section) -> str:
     return "".join(out)
 
 
-def page(title: str, subtitle: str, config: list[tuple[str, str]], partial: list[str],
-         sections: list[Section]) -> str:
+def page(title: str, subtitle: str, config: list[tuple[str, str]], partial: list[str], sections: list[Section]) -> str:
     """The whole page: title, config summary, missing items (partial sweep), then the sections."""
     cfg = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in config)
     toc = " · ".join(f'<a href="#{_e(s.key)}">{_e(s.title.split(":")[0])}</a>' for s in sections)
     part = ""
     if partial:
-        part = ('<div class="partial"><b>Partial sweep.</b> The figures show the finished items only. Missing:<ul>'
-                + "".join(f"<li>{_e(p)}</li>" for p in partial) + "</ul></div>")
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head><body>'
-            f'<h1>{_e(title)}</h1><p class="sub">{_e(subtitle)}</p>{part}'
-            f'<section id="config"><h2>Configuration</h2><dl class="cfg">{cfg}</dl></section>'
-            f'<p class="files">Sections: {toc}</p>'
-            + "".join(section_html(s) for s in sections) + "</body></html>\n")
+        part = (
+            '<div class="partial"><b>Partial sweep.</b> The figures show the finished items only. Missing:<ul>'
+            + "".join(f"<li>{_e(p)}</li>" for p in partial)
+            + "</ul></div>"
+        )
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head><body>'
+        f'<h1>{_e(title)}</h1><p class="sub">{_e(subtitle)}</p>{part}'
+        f'<section id="config"><h2>Configuration</h2><dl class="cfg">{cfg}</dl></section>'
+        f'<p class="files">Sections: {toc}</p>' + "".join(section_html(s) for s in sections) + "</body></html>\n"
+    )

@@ -1,4 +1,5 @@
 """Report tables: the paper-style main table, and writers for CSV, LaTeX (booktabs) and Markdown."""
+
 from __future__ import annotations
 
 import math
@@ -31,7 +32,9 @@ def own_rows(df: pd.DataFrame) -> pd.DataFrame:
     Transfer rows (a generator applied to another model) are the transfer matrices' business."""
     if df.empty:
         return df
-    keep = [isinstance(g, str) and t in str(s).split("+") for g, s, t in zip(df["generator"], df["source"], df["target"])]
+    keep = [
+        isinstance(g, str) and t in str(s).split("+") for g, s, t in zip(df["generator"], df["source"], df["target"])
+    ]
     return df[keep]
 
 
@@ -90,9 +93,22 @@ def main_table(rows: Rows, keep: str | None = None) -> pd.DataFrame:
     return out[cols].reset_index(drop=True)
 
 
-_HEAD = {"model": "base model", "train_ber": "train BER", "eval_ber": "eval BER", "lam": "λ", "n": "N",
-         "fault_model": "fault model", "ca": "CA", "pa": "PA", "ca_nf": "CA (NF)", "pa_nf": "PA (NF)", "rp": "RP",
-         "efficiency": "efficiency", "runs": "runs", "bits": "bits"}
+_HEAD = {
+    "model": "base model",
+    "train_ber": "train BER",
+    "eval_ber": "eval BER",
+    "lam": "λ",
+    "n": "N",
+    "fault_model": "fault model",
+    "ca": "CA",
+    "pa": "PA",
+    "ca_nf": "CA (NF)",
+    "pa_nf": "PA (NF)",
+    "rp": "RP",
+    "efficiency": "efficiency",
+    "runs": "runs",
+    "bits": "bits",
+}
 _LATEX_HEAD = {**_HEAD, "lam": r"$\lambda$", "n": "$N$", "pa": r"PA ($\pm$ std)", "pa_nf": r"PA (NF) ($\pm$ std)"}
 
 
@@ -159,9 +175,14 @@ def to_latex(df: pd.DataFrame, caption: str = "") -> str:
 def to_markdown(df: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table of ``df`` (display formatting)."""
     head, body = display_table(df)
-    esc = lambda s: s.replace("|", r"\|")
-    lines = ["| " + " | ".join(map(esc, head)) + " |",
-             "|" + "|".join(":---" if i < 3 else "---:" for i in range(len(head))) + "|"]
+
+    def esc(s: str) -> str:
+        return s.replace("|", r"\|")
+
+    lines = [
+        "| " + " | ".join(map(esc, head)) + " |",
+        "|" + "|".join(":---" if i < 3 else "---:" for i in range(len(head))) + "|",
+    ]
     lines += ["| " + " | ".join(map(esc, r)) + " |" for r in body]
     return "\n".join(lines) + "\n"
 
