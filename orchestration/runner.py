@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from orchestration.config import STAGES, ConfigError, SweepConfig, parse_config
+from orchestration.item_files import item_done, read_done
 from orchestration.plan import Item, plan
 from orchestration.storage import Store
 from orchestration.trainables import TRAINABLES, item_dir
@@ -104,10 +105,13 @@ def stage_states(cfg: SweepConfig, store: Store | None = None) -> dict[str, dict
         out[stage] = {}
         for it in items:
             d = item_dir(stage, it.id)
-            if store.exists(f"{d}/done.json"):
+            if item_done(store, stage, it.id):  # a torn or empty done.json is not done
                 state = "done"
             elif store.exists(f"{d}/status.json"):
-                state = store.read_json(f"{d}/status.json")["state"]
+                try:
+                    state = store.read_json(f"{d}/status.json")["state"]
+                except (ValueError, KeyError, TypeError):  # torn by a writer of an older version
+                    state = "running"
                 state = "running" if state == "done" else state
             else:
                 state = "pending"
@@ -163,7 +167,7 @@ def run_sweep(
         runs = {
             it.id: existing.get(it.id) or tracker.child_run(it.id, stage, item_params(cfg, it)) for it in items[stage]
         }
-        pending = [it for it in items[stage] if not store.exists(f"{item_dir(stage, it.id)}/done.json")]
+        pending = [it for it in items[stage] if not item_done(store, stage, it.id)]
         log(f"stage {stage}: {len(items[stage]) - len(pending)} done, {len(pending)} to run")
         t0 = time.perf_counter()
         if pending:
@@ -216,9 +220,9 @@ def collect_rows(cfg: SweepConfig, store: Store | None = None) -> list[dict[str,
     items = plan(cfg)
     for stage in ("eval", "transfer"):
         for it in items[stage]:
-            rel = f"{item_dir(stage, it.id)}/done.json"
-            if store.exists(rel):
-                rows += store.read_json(rel)["rows"]
+            done = read_done(store, stage, it.id)
+            if done is not None:
+                rows += done.get("rows", [])
     return rows
 
 
@@ -228,7 +232,7 @@ def _log_item_artifacts(tracker, store: Store, stage: str, items: list[Item], ru
     for it in items:
         d = item_dir(stage, it.id)
         run_id = runs[it.id]
-        if not store.exists(f"{d}/done.json") or tracker.get_tag(run_id, "nf.artifacts") == "1":
+        if not item_done(store, stage, it.id) or tracker.get_tag(run_id, "nf.artifacts") == "1":
             continue
         for name in ("checkpoint.pt", "results.parquet", "done.json"):
             if store.exists(f"{d}/{name}"):

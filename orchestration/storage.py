@@ -7,14 +7,32 @@ stores (MinIO, moto, Ceph …).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import tempfile
+import uuid
 from typing import Any
 
 import pyarrow.fs as pafs
 import torch
+
+TMP_SUFFIX = ".tmp"  # local writes in flight: hidden, and left out of list()
+
+
+def _fsync_dir(folder: str) -> None:
+    """Make a rename in ``folder`` durable (a crash right after it must not undo it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on folders; the rename itself is still atomic
+        pass
+    finally:
+        os.close(fd)
 
 
 def _s3(endpoint: str | None, region: str | None) -> pafs.S3FileSystem:
@@ -71,17 +89,57 @@ class Store:
             return f.read()
 
     def write_bytes(self, rel: str, data: bytes) -> None:
-        """Replace a file whole: a reader sees the old or the new content, never a torn one."""
+        """Replace a file whole: a reader sees the old or the new content, never a torn one.
+
+        Locally: a hidden temp file in the same folder, fsync'ed, then renamed over the target
+        (rename is atomic within a file system) and the folder fsync'ed, so a crash leaves the old
+        file or the new one. On S3 an object appears only when its upload completes: pyarrow sends
+        the bytes as one multipart upload (a single part for small files) committed by one
+        CompleteMultipartUpload after every part arrived; a failed part fails ``close()`` before
+        that commit (background writes, pyarrow's default), and a killed process never commits.
+        The whole payload goes in one ``write()``, so no partial stream is ever closed."""
         target = self.path(rel)
-        if self.is_s3:  # one PUT is atomic
+        if self.is_s3:
             with self.fs.open_output_stream(target) as f:
                 f.write(data)
             return
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        folder = os.path.dirname(target)
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(target)}.", suffix=TMP_SUFFIX)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(folder)
+
+    def copy(self, src: str, dst: str) -> None:
+        """Copy a file atomically: ``dst`` holds the old or the whole new content (S3: one CopyObject;
+        locally a hard link — no bytes copied — renamed over ``dst``)."""
+        if self.is_s3:
+            self.fs.copy_file(self.path(src), self.path(dst))
+            return
+        target = self.path(dst)
+        tmp = f"{os.path.dirname(target)}/.{os.path.basename(target)}.{uuid.uuid4().hex}{TMP_SUFFIX}"
+        try:
+            os.link(self.path(src), tmp)
+        except OSError:  # no hard links here (some network file systems): copy the bytes
+            self.write_bytes(dst, self.read_bytes(src))
+            return
         os.replace(tmp, target)
+        _fsync_dir(os.path.dirname(target))
+
+    def delete(self, rel: str) -> None:
+        """Remove a file; a missing one is fine."""
+        try:
+            self.fs.delete_file(self.path(rel))
+        except FileNotFoundError:
+            pass
 
     def read_json(self, rel: str) -> Any:
         return json.loads(self.read_bytes(rel))
@@ -101,7 +159,8 @@ class Store:
     def list(self, rel: str = "") -> list[str]:
         """Names directly under ``rel`` (empty if it does not exist)."""
         sel = pafs.FileSelector(self.path(rel), allow_not_found=True)
-        return sorted(os.path.basename(i.path) for i in self.fs.get_file_info(sel))
+        names = (os.path.basename(i.path) for i in self.fs.get_file_info(sel))
+        return sorted(n for n in names if not (n.startswith(".") and n.endswith(TMP_SUFFIX)))  # a write in flight
 
     def download_dir(self, rel: str, local: str) -> str:
         """Copy a folder to a local path (datasets with an s3:// root are read locally)."""

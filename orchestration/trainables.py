@@ -5,7 +5,9 @@ the items it reads); the sweep config and the storage spec are shared by every t
 stage and arrive once, through ``tune.with_parameters``. The trial reads the checkpoints it
 needs from storage and writes its own there every epoch, so a retried trial (worker died)
 or a resumed sweep (driver died) continues from the last completed epoch. ``done.json``
-marks an item complete; complete items never run again.
+marks an item complete; complete items never run again. Torn files, foreign checkpoints and
+workers that outlive their driver are handled in orchestration/item_files.py: each attempt
+holds the item's lease and checks it before every write.
 """
 
 from __future__ import annotations
@@ -34,12 +36,19 @@ from nf_core.generators import create_generator
 from nf_core.models import create_model
 from nf_core.train import BaseTrainConfig, GeneratorTrainConfig, train_base, train_generator
 from orchestration.config import SweepConfig
+from orchestration.item_files import (
+    FencedError,
+    Lease,
+    config_hash,
+    identity,
+    item_dir,
+    load_checkpoint,
+    load_item_checkpoint,
+    read_done,
+    save_checkpoint,
+)
 from orchestration.plan import Item, base_id
 from orchestration.storage import Store
-
-
-def item_dir(stage: str, item_id: str) -> str:
-    return f"items/{stage}/{item_id}"
 
 
 class TrialContext:
@@ -51,31 +60,62 @@ class TrialContext:
         self.item = item
         self.dir = item_dir(item.stage, item.id)
         self.device = self._device()
+        self.lease = Lease(store, self.dir)
+        self.ident = identity(item, config_hash(cfg, item))
 
     def _device(self) -> str:
         if self.cfg.device == "cuda" or (self.cfg.device == "auto" and ray.get_gpu_ids() and torch.cuda.is_available()):
             return "cuda"
         return "cpu"
 
+    def write_json(self, name: str, obj: Any) -> None:
+        """Write a file of the item's folder, if this attempt still holds the item (else FencedError)."""
+        self.lease.check()
+        self.store.write_json(f"{self.dir}/{name}", obj)
+
     def status(self, state: str, **extra: Any) -> None:
-        self.store.write_json(f"{self.dir}/status.json", {"state": state, "time": time.time(), **extra})
+        self.write_json("status.json", {"state": state, "time": time.time(), "attempt": self.lease.token, **extra})
+
+    def record_attempt(self, from_epoch: int = 0, note: str | None = None) -> None:
+        """Note this attempt's start in attempts.json (tests check that nothing runs twice)."""
+        rel_a = f"{self.dir}/attempts.json"
+        try:
+            attempts = self.store.read_json(rel_a) if self.store.exists(rel_a) else []
+        except ValueError:  # unreadable (written before writes were atomic): start the record again
+            attempts = []
+        entry = {"token": self.lease.token, "time": time.time(), "from_epoch": from_epoch, "completed": []}
+        self.write_json("attempts.json", [*attempts, {**entry, **({"note": note} if note else {})}])
 
     def checkpoint(self) -> dict[str, Any] | None:
-        """The item's last epoch checkpoint (None: start from scratch); each start is recorded."""
-        rel = f"{self.dir}/checkpoint.pt"
-        ckpt = self.store.load_torch(rel) if self.store.exists(rel) else None
-        rel_a = f"{self.dir}/attempts.json"
-        attempts = self.store.read_json(rel_a) if self.store.exists(rel_a) else []
-        attempts.append({"time": time.time(), "from_epoch": ckpt["epoch"] if ckpt else 0, "completed": []})
-        self.store.write_json(rel_a, attempts)
+        """The item's last readable epoch checkpoint (None: start from scratch); each start is recorded.
+
+        A torn checkpoint.pt falls back to checkpoint.prev.pt (that epoch is trained again), one
+        written under other settings restarts the item, another item's is refused."""
+        ckpt, note = load_checkpoint(self.store, self.dir, self.ident)
+        if note:
+            print(f"{self.item.id}: {note}", flush=True)
+        self.record_attempt(ckpt["epoch"] if ckpt else 0, note)
         return ckpt
 
     def completed_epoch(self, epoch: int) -> None:
         """Note an epoch this attempt trained (tests check that no epoch is trained twice)."""
-        rel_a = f"{self.dir}/attempts.json"
-        attempts = self.store.read_json(rel_a)
+        attempts = self.store.read_json(f"{self.dir}/attempts.json")
         attempts[-1]["completed"].append(epoch)
-        self.store.write_json(rel_a, attempts)
+        self.write_json("attempts.json", attempts)
+
+    def save_epoch(self, epoch: int, ckpt: dict[str, Any]) -> None:
+        """An epoch's checkpoint (the previous one kept), its record and the running status."""
+        self.lease.check()
+        save_checkpoint(self.store, self.dir, ckpt, self.ident)
+        self.completed_epoch(epoch)
+        self.status("running", epoch=epoch)
+
+    def finish(self, final: dict[str, float], extra: dict[str, Any] | None = None) -> None:
+        """Mark the item complete (done.json names the attempt that completed it)."""
+        self.write_json(
+            "done.json", {"item": self.item.to_dict(), "final": final, "attempt": self.lease.token, **(extra or {})}
+        )
+        self.status("done")
 
     @property
     def pool_device(self) -> str:
@@ -102,9 +142,7 @@ class TrialContext:
 
     def base_checkpoint(self, model: str) -> dict[str, Any]:
         p = self.item.params
-        return self.store.load_torch(
-            f"{item_dir('base', base_id(p['dataset'], model, p['bits'], p['seed']))}/checkpoint.pt"
-        )
+        return load_item_checkpoint(self.store, "base", base_id(p["dataset"], model, p["bits"], p["seed"]))
 
     def deployed(self, model: str, bits: int | None = None) -> DeployedModel:
         """The trained base model quantized to ``bits`` (default: the bits it was trained at)."""
@@ -130,12 +168,23 @@ def _guard(fn: Callable[[TrialContext], None]) -> Callable[..., None]:
 
     def trainable(config: dict[str, Any], cfg: SweepConfig, store: dict[str, Any]) -> None:
         ctx = TrialContext(Item.from_dict(config["item"]), cfg, Store(**store))
-        ctx.status("running")
+        done = read_done(ctx.store, ctx.item.stage, ctx.item.id)
+        if done is not None:  # completed by an attempt whose driver died before it heard
+            tune.report({**done.get("final", {}), "done": 1.0})
+            return
+        # Wait until no earlier attempt of this item can still write (a worker of a killed driver).
+        ctx.lease.acquire(log=lambda m: print(m, flush=True))
         try:
+            ctx.status("running")
             fn(ctx)
+        except FencedError:
+            raise  # a newer attempt owns the item: write nothing, not even "failed"
         except Exception as e:
-            ctx.status("failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+            if not ctx.lease.fenced:
+                ctx.status("failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
             raise
+        finally:
+            ctx.lease.release()
 
     trainable.__name__ = fn.__name__
     return trainable
@@ -143,17 +192,14 @@ def _guard(fn: Callable[[TrialContext], None]) -> Callable[..., None]:
 
 def _epoch_reporter(ctx: TrialContext) -> Callable[[int, dict[str, float], dict[str, Any]], None]:
     def on_epoch(epoch: int, metrics: dict[str, float], ckpt: dict[str, Any]) -> None:
-        ctx.store.save_torch(f"{ctx.dir}/checkpoint.pt", ckpt)  # before reporting: a kill loses no epoch
-        ctx.completed_epoch(epoch)
-        ctx.status("running", epoch=epoch)
+        ctx.save_epoch(epoch, ckpt)  # before reporting: a kill loses no epoch
         tune.report({**metrics, "epoch": epoch})
 
     return on_epoch
 
 
 def _finish(ctx: TrialContext, final: dict[str, float], extra: dict[str, Any] | None = None) -> None:
-    ctx.store.write_json(f"{ctx.dir}/done.json", {"item": ctx.item.to_dict(), "final": final, **(extra or {})})
-    ctx.status("done")
+    ctx.finish(final, extra)
     tune.report({**final, "done": 1.0})
 
 
@@ -268,7 +314,8 @@ def evaluation_trainable(ctx: TrialContext) -> None:
     p, e = ctx.item.params, ctx.cfg.evaluation
     ds = ctx.dataset(p["dataset"])
     gid = ctx.item.needs[0]
-    gck = ctx.store.load_torch(f"{item_dir('generator', gid)}/checkpoint.pt")
+    ctx.record_attempt()
+    gck = load_item_checkpoint(ctx.store, "generator", gid)
     gen = trained_generator(gck, p["generator"], ds.input_size, ctx.device)
     loader = make_loader(ds.test, e.batch_size, shuffle=False)
     seeds = evaluation_chip_seeds(e.chips)
@@ -307,6 +354,7 @@ def evaluation_trainable(ctx: TrialContext) -> None:
                 ray.kill(a)
     buf = io.BytesIO()
     write_parquet(results_table(rows), buf)
+    ctx.lease.check()
     ctx.store.write_bytes(f"{ctx.dir}/results.parquet", buf.getvalue())
     _finish(ctx, {"epoch": 1, **metrics}, {"rows": rows})
 
