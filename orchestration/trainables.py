@@ -168,13 +168,13 @@ def _guard(fn: Callable[[TrialContext], None]) -> Callable[..., None]:
 
     def trainable(config: dict[str, Any], cfg: SweepConfig, store: dict[str, Any]) -> None:
         ctx = TrialContext(Item.from_dict(config["item"]), cfg, Store(**store))
-        done = read_done(ctx.store, ctx.item.stage, ctx.item.id)
-        if done is not None:  # completed by an attempt whose driver died before it heard
-            tune.report({**done.get("final", {}), "done": 1.0})
-            return
         # Wait until no earlier attempt of this item can still write (a worker of a killed driver).
         ctx.lease.acquire(log=lambda m: print(m, flush=True))
         try:
+            done = read_done(ctx.store, ctx.item.stage, ctx.item.id)
+            if done is not None:  # completed by an earlier attempt (its driver died before it heard)
+                tune.report({**done.get("final", {}), "done": 1.0})
+                return
             ctx.status("running")
             fn(ctx)
         except FencedError:

@@ -17,3 +17,6 @@ def _seed() -> None:
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# A resumed trial waits until the previous attempt's lease is quiet this long (production: 15 s);
+# short here so that tests which kill drivers or workers do not wait.
+os.environ.setdefault("NF_LEASE_SECONDS", "2")

@@ -8,6 +8,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
+import signal
+import subprocess
+import sys
 import time
 
 import boto3
@@ -20,8 +24,8 @@ from orchestration.cli import main as cli_main
 from orchestration.config import parse_config
 from orchestration.mlflow_server import start_mlflow_server, stop_mlflow_server
 from orchestration.results import format_table
-from orchestration.runner import run_sweep, stage_states, sweep_store, tracking_uri
-from tests.sweep_support import TINY, TRIALS, kill_tree, nf, start_moto
+from orchestration.runner import collect_rows, item_done, run_sweep, stage_states, sweep_store, tracking_uri
+from tests.sweep_support import TINY, TRIALS, descendants, kill_tree, nf, start_moto
 
 
 def _runs(uri: str, experiment: str) -> list:
@@ -67,15 +71,29 @@ def _generator_mid_training(store) -> bool:
     return False
 
 
-def test_tiny_sweep_end_to_end(tmp_path, capsys) -> None:
+# The tiny sweep, also evaluated at a lower precision (the base model re-quantized to 4 bits).
+REFERENCE = {**TINY, "evaluation": {**TINY["evaluation"], "bits": [8, 4]}}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple:
+    """One uninterrupted run of REFERENCE (in-process): checked in detail by the end-to-end test,
+    and the result that every interrupted run of the same config must reproduce exactly."""
     import ray
 
-    # Also evaluates at a lower precision (the base model re-quantized to 4 bits).
-    cfg = parse_config(
-        {**TINY, "storage": str(tmp_path / "sweeps"), "evaluation": {**TINY["evaluation"], "bits": [8, 4]}}
-    )
+    cfg = parse_config({**REFERENCE, "storage": str(tmp_path_factory.mktemp("reference") / "sweeps")})
     try:
         rows = run_sweep(cfg, verbose=0)
+    finally:
+        ray.shutdown()
+    return cfg, rows
+
+
+def test_tiny_sweep_end_to_end(reference, tmp_path, capsys) -> None:
+    import ray
+
+    cfg, rows = reference
+    try:
         store = sweep_store(cfg)
         uri = tracking_uri(cfg, store)
         # MLflow: one parent, one child per trial, all finished, with params, metrics and artifacts.
@@ -129,7 +147,7 @@ def test_tiny_sweep_end_to_end(tmp_path, capsys) -> None:
         assert all(len(r["pa_per_chip"]) == len(r["pa_nf_per_chip"]) == 3 for r in rows)
         vt = tmp_path / "vt.csv"
         vt.write_text("voltage,ber,energy_ratio\n1,0,1\n0.8,0.03,0.64\n0.78,0.05,0.61\n")
-        argv = ["select", "tiny", "--storage", str(tmp_path / "sweeps"), "--voltage-table", str(vt), "--json"]
+        argv = ["select", "tiny", "--storage", cfg.storage, "--voltage-table", str(vt), "--json"]
         capsys.readouterr()  # drop the sweep's own output
         assert cli_main([*argv, "--min-accuracy", "0", "--percentile", "10"]) == 0
         sel = json.loads(capsys.readouterr().out)
@@ -160,44 +178,117 @@ def test_tiny_sweep_end_to_end(tmp_path, capsys) -> None:
         stop_mlflow_server(proc)
 
 
-def test_preempted_driver_resumes_without_rework(tmp_path) -> None:
-    raw = {**TINY, "storage": str(tmp_path / "sweeps")}
+def _progress(store) -> int:
+    """Work recorded in storage: epochs trained (all attempts) plus items done."""
+    n = 0
+    for stage in ("base", "generator", "eval", "transfer"):
+        for item in store.list(f"items/{stage}"):
+            n += item_done(store, stage, item)
+            if stage in ("base", "generator"):
+                try:
+                    n += sum(len(a["completed"]) for a in store.read_json(f"items/{stage}/{item}/attempts.json"))
+                except (FileNotFoundError, ValueError):
+                    pass
+    return n
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _driver(args: list[str], log) -> subprocess.Popen:
+    # Output to a file: a pipe nobody reads could fill up and stall the driver.
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestration.cli", *args], stdout=log, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def test_chaos_driver_killed_at_random_moments(reference, tmp_path) -> None:
+    """Kill the driver at random moments (seeded), at least 5 times in one sweep — sometimes with
+    every Ray process (a lost node), sometimes the driver alone, its trial workers left to write
+    on until they notice — then let it finish: every item done once and no epoch trained twice,
+    one MLflow run per item (none lost, duplicated or left RUNNING), every per-epoch metric in
+    MLflow, and results identical to the uninterrupted reference run."""
+    ref_cfg, ref_rows = reference
+    raw = {**REFERENCE, "storage": str(tmp_path / "sweeps")}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(raw))
     cfg = parse_config(raw)
     store = sweep_store(cfg)
-
-    first = nf("sweep", "run", str(path))
+    rng = random.Random(20261126)
+    orphans: list[tuple[int, str | None]] = []  # processes of drivers killed alone
+    kills, moments = 0, []
+    t_start = time.monotonic()
     try:
-        _wait(lambda: _generator_mid_training(store), first)
+        while kills < 6:
+            log = open(tmp_path / f"driver{kills}.log", "w")
+            args = ["sweep", "run", str(path)] if kills == 0 else ["sweep", "resume", "tiny", "--storage", cfg.storage]
+            proc = _driver(args, log)
+            before = _progress(store)
+            # A random moment: after the driver made progress (and a random delay on top), or a
+            # random time after its start, whatever it is doing then (starting Ray, MLflow, ...).
+            if rng.random() < 0.7:
+                _wait(lambda b=before: _progress(store) > b, proc)
+                time.sleep(rng.uniform(0, 4))
+            else:
+                time.sleep(rng.uniform(2, 15))
+            if proc.poll() is not None:
+                raise AssertionError(f"sweep finished after {kills} kills; kill sooner ({moments})")
+            alone = rng.random() < 0.5
+            moments.append((round(time.monotonic() - t_start, 1), "driver" if alone else "tree", _progress(store)))
+            if alone:  # preempted driver; Ray's processes and trial workers die on their own
+                orphans += [(p, _start_time(p)) for p in descendants(proc.pid)]
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+            else:
+                kill_tree(proc)
+            log.close()
+            kills += 1
+        with open(tmp_path / "last.log", "w") as log:
+            last = _driver(["sweep", "resume", "tiny", "--storage", cfg.storage], log)
+            last.wait(timeout=900)
+        out = (tmp_path / "last.log").read_text()
+        assert last.returncode == 0, out[-4000:]
     finally:
-        kill_tree(first)
-    done_before = {s: [i for i, v in st.items() if v == "done"] for s, st in stage_states(cfg).items()}
-    assert len(done_before["base"]) == 2 and len(done_before["transfer"]) == 0
+        for pid, started in orphans:  # any still alive (same process: same start time)
+            if started is not None and _start_time(pid) == started:
+                os.kill(pid, signal.SIGKILL)
+    print(f"chaos: {kills} kills at (s, what, progress) {moments}; {time.monotonic() - t_start:.0f} s in all")
+    assert kills >= 5 and "RP" in out and "mlflow ui" in out
 
-    second = nf("sweep", "resume", "tiny", "--storage", cfg.storage)
-    try:  # second kill: once the generator stage has moved on
-        _wait(
-            lambda: (
-                len([v for v in stage_states(cfg)["generator"].values() if v == "done"]) > len(done_before["generator"])
-                and _generator_mid_training(store)
-            ),
-            second,
-        )
-    finally:
-        kill_tree(second)
-
-    last = nf("sweep", "resume", "tiny", "--storage", cfg.storage)
-    out, _ = last.communicate(timeout=900)
-    assert last.returncode == 0, out[-4000:]
-    assert "RP" in out and "mlflow ui" in out
-
+    # Every item done, once: the attempt that completed it was its last one.
     assert all(s == "done" for st in stage_states(cfg).values() for s in st.values())
-    assert _check_no_epoch_trained_twice(store, cfg) >= 2  # two kills, each mid-training
-    runs = _runs(tracking_uri(cfg, store), "tiny")
-    assert len(runs) == 1 + sum(TRIALS.values())  # resumed, not duplicated
+    for stage, st in stage_states(cfg).items():
+        for item in st:
+            attempts = store.read_json(f"items/{stage}/{item}/attempts.json")
+            assert store.read_json(f"items/{stage}/{item}/done.json")["attempt"] == attempts[-1]["token"], item
+            assert len({a["token"] for a in attempts}) == len(attempts)
+    assert _check_no_epoch_trained_twice(store, cfg) >= 1
+    # MLflow: one run per item, none lost, duplicated or left RUNNING; every epoch's metrics there.
+    uri = tracking_uri(cfg, store)
+    runs = _runs(uri, "tiny")
+    assert len(runs) == 1 + sum(TRIALS.values())
     assert len({r.data.tags["nf.item_id"] for r in runs if "nf.item_id" in r.data.tags}) == sum(TRIALS.values())
-    assert all(r.info.status == "FINISHED" for r in runs)
+    assert all(r.info.status == "FINISHED" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
+    client = MlflowClient(uri)
+    missing = []
+    for r in runs:
+        stage = r.data.tags.get("nf.stage")
+        if stage not in ("base", "generator"):
+            continue
+        history = store.load_torch(f"items/{stage}/{r.data.tags['nf.item_id']}/checkpoint.pt")["history"]
+        for key in (k for k in history[-1] if k != "epoch"):
+            steps = {m.step for m in client.get_metric_history(r.info.run_id, key)}
+            if steps != {h["epoch"] for h in history}:
+                missing.append((r.data.tags["nf.item_id"], key, sorted(steps)))
+    assert not missing, missing
+    # Results identical to the uninterrupted run (every number, bit for bit).
+    key = lambda r: (r["item_id"], r["target"], r["eval_ber"], r["bits"])  # noqa: E731
+    assert sorted(collect_rows(cfg, store), key=key) == sorted(ref_rows, key=key)
     status = nf("sweep", "status", "tiny", "--storage", cfg.storage)
     out, _ = status.communicate(timeout=120)
     assert status.returncode == 0 and "transfer" in out and " 8 " in out
