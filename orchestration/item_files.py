@@ -62,8 +62,8 @@ def read_done(store: Store, stage: str, item_id: str) -> dict[str, Any] | None:
     rel = f"{item_dir(stage, item_id)}/done.json"
     try:
         data = store.read_bytes(rel)
-    except (FileNotFoundError, OSError):
-        return None
+    except FileNotFoundError:
+        return None  # (any other storage error propagates: "unreachable" is not "not done")
     try:
         done = json.loads(data)
     except ValueError:  # empty or torn
@@ -208,7 +208,7 @@ class Lease:
     def _read(self, rel: str) -> dict[str, Any] | None:
         try:
             obj = json.loads(self.store.read_bytes(rel))
-        except (FileNotFoundError, OSError, ValueError):
+        except (FileNotFoundError, ValueError):  # a storage outage raises: it decides nothing
             return None
         return obj if isinstance(obj, dict) and "token" in obj else None
 
