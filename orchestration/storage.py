@@ -23,10 +23,9 @@ def _s3(endpoint: str | None, region: str | None) -> pafs.S3FileSystem:
     kw: dict[str, Any] = {}
     if endpoint:
         scheme, _, host = endpoint.partition("://")
-        netloc = (host or scheme).split("/", 1)[0]
-        if "@" in netloc:
+        if "@" in (host or scheme):  # no host has one; a secret may hold '/', so search it all
             # user:secret@host would be copied into sweep.yaml, Store.spec(), MLflow params and logs
-            shown = ("" if not host else f"{scheme}://") + "***@" + netloc.rsplit("@", 1)[1]
+            shown = ("" if not host else f"{scheme}://") + "***@" + (host or scheme).rsplit("@", 1)[1]
             raise ValueError(
                 f"S3 endpoint {shown} carries credentials; give the bare endpoint and the keys through "
                 "the environment, ~/.aws/credentials (0600) or an instance role"
