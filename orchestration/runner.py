@@ -118,6 +118,10 @@ def stage_states(cfg: SweepConfig, store: Store | None = None) -> dict[str, dict
 def _init_ray(address: str | None) -> None:
     import ray
 
+    from orchestration.credentials import keep_credentials_out_of_ray
+
+    # Before any trial starts: workers find credentials on their own node, never in runtime_env.
+    keep_credentials_out_of_ray()
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
         # "local": always a fresh instance, never a leftover cluster found on this machine

@@ -1,7 +1,8 @@
 """Sweep storage on a local path or S3 (pyarrow's filesystems).
 
-Credentials come only from the environment or the instance profile (pyarrow's default
-chain); nothing here accepts or records them. An endpoint override serves S3-compatible
+Credentials come only from the environment, the shared credentials file or the instance
+profile (pyarrow's default chain); nothing here accepts, pickles or records them (see
+orchestration/credentials.py). An endpoint override serves S3-compatible
 stores (MinIO, moto, Ceph …).
 """
 
@@ -22,6 +23,13 @@ def _s3(endpoint: str | None, region: str | None) -> pafs.S3FileSystem:
     kw: dict[str, Any] = {}
     if endpoint:
         scheme, _, host = endpoint.partition("://")
+        if "@" in (host or scheme):  # no host has one; a secret may hold '/', so search it all
+            # user:secret@host would be copied into sweep.yaml, Store.spec(), MLflow params and logs
+            shown = ("" if not host else f"{scheme}://") + "***@" + (host or scheme).rsplit("@", 1)[1]
+            raise ValueError(
+                f"S3 endpoint {shown} carries credentials; give the bare endpoint and the keys through "
+                "the environment, ~/.aws/credentials (0600) or an instance role"
+            )
         kw.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
     region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if region:

@@ -5,10 +5,14 @@ Each test runs the same tiny sweep (2 models × 2 generators × 2 BERs, transfer
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import os
+import shutil
+import tempfile
 import time
+import uuid
 
 import boto3
 import pyarrow.parquet as pq
@@ -21,7 +25,7 @@ from orchestration.config import parse_config
 from orchestration.mlflow_server import start_mlflow_server, stop_mlflow_server
 from orchestration.results import format_table
 from orchestration.runner import run_sweep, stage_states, sweep_store, tracking_uri
-from tests.sweep_support import TINY, TRIALS, kill_tree, nf, start_moto
+from tests.sweep_support import TINY, TRIALS, assert_secret_nowhere, kill_tree, nf, start_moto
 
 
 def _runs(uri: str, experiment: str) -> list:
@@ -205,8 +209,11 @@ def test_preempted_driver_resumes_without_rework(tmp_path) -> None:
 
 def test_sweep_on_s3_with_resume(tmp_path) -> None:
     server, endpoint = start_moto()
-    secret = "nf-test-secret-key-1234"
-    env = {"AWS_ACCESS_KEY_ID": "nf-test-key", "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1"}
+    # Canary credentials: searched for afterwards in every file Ray, the storage and MLflow wrote.
+    key_id, secret = f"NFCANARY{uuid.uuid4().hex[:12].upper()}", f"nf-canary-{uuid.uuid4().hex}"
+    env = {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1"}
+    ray_tmp = tempfile.mkdtemp(prefix="nfray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    ray_env = {**env, "RAY_TMPDIR": ray_tmp}  # Ray's logs of both drivers land here, to be grepped
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -223,12 +230,16 @@ def test_sweep_on_s3_with_resume(tmp_path) -> None:
         path.write_text(yaml.safe_dump(raw))
         cfg = parse_config(raw)
         store = sweep_store(cfg)
-        first = nf("sweep", "run", str(path), env=env)
+        first = nf("sweep", "run", str(path), env=ray_env)
         try:
             _wait(lambda: _generator_mid_training(store), first)
         finally:
             kill_tree(first)
-        last = nf("sweep", "resume", "tiny-s3", "--storage", "s3://nf-sweeps/team", "--s3-endpoint", endpoint, env=env)
+        grep = {"ray_tmp": ray_tmp, "s3_client": s3, "bucket": "nf-sweeps", "mlflow_paths": [tmp_path]}
+        assert_secret_nowhere([secret, key_id], **grep, output=first.communicate(timeout=60)[0])
+        last = nf(
+            "sweep", "resume", "tiny-s3", "--storage", "s3://nf-sweeps/team", "--s3-endpoint", endpoint, env=ray_env
+        )
         out, _ = last.communicate(timeout=900)
         assert last.returncode == 0, out[-4000:]
 
@@ -251,8 +262,9 @@ def test_sweep_on_s3_with_resume(tmp_path) -> None:
         runs = _runs(cfg.mlflow.tracking_uri, "tiny-s3")
         assert len(runs) == 1 + sum(TRIALS.values())
         everything = json.dumps([r.data.params for r in runs]) + json.dumps([r.data.tags for r in runs])
-        assert secret not in everything and "nf-test-key" not in everything  # credentials never recorded
-        assert secret not in out
+        assert secret not in everything and key_id not in everything  # credentials never recorded
+        grepped = assert_secret_nowhere([secret, key_id], **grep, output=out)
+        assert glob.glob(f"{ray_tmp}/ray/session_*/logs/runtime_env_agent.log"), grepped  # where keys once leaked
     finally:
         for k, v in old.items():
             if v is None:
@@ -261,3 +273,4 @@ def test_sweep_on_s3_with_resume(tmp_path) -> None:
                 os.environ[k] = v
         server.kill()
         server.wait()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
