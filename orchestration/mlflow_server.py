@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from orchestration.tracking import artifact_uri
+from orchestration.tracking import artifact_uri, redact_uri
 
 
 def _free_port(host: str) -> int:
@@ -140,8 +140,6 @@ def _group_alive(pgid: int) -> bool:
 def ui_command(tracking_uri: str, port: int = 5000) -> str:
     """The shell line that opens the MLflow UI on a sweep's tracking store (light settings)."""
     if tracking_uri.startswith(("http://", "https://")):
-        return f"open {tracking_uri}"  # a server is already the UI
-    return (
-        f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {shlex.quote(tracking_uri)} "
-        f"--port {port} --workers 1"
-    )
+        return f"open {redact_uri(tracking_uri)}"  # a server is already the UI
+    store = shlex.quote(redact_uri(tracking_uri))
+    return f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {store} --port {port} --workers 1"

@@ -139,7 +139,7 @@ def run_sweep(
     """Run (or continue) every stage of the sweep; returns the evaluation and transfer rows."""
     from ray import tune
 
-    from orchestration.tracking import SweepTracker
+    from orchestration.tracking import SweepTracker, redact_uri
     from orchestration.tune_callback import MlflowTuneCallback
 
     store = sweep_store(cfg)
@@ -160,7 +160,7 @@ def run_sweep(
     tracker = SweepTracker(tracking_uri(cfg, store), cfg.mlflow.experiment or cfg.name, artifact_location(cfg, store))
     tracker.ensure_experiment()
     parent = tracker.parent_run(cfg.name, _flat(cfg.to_dict()))
-    log(f"MLflow: {tracker.tracking_uri} (experiment {cfg.mlflow.experiment or cfg.name!r})")
+    log(f"MLflow: {redact_uri(tracker.tracking_uri)} (experiment {cfg.mlflow.experiment or cfg.name!r})")
     _init_ray(ray_address)
     for stage in STAGES:
         existing = tracker.child_runs(stage)  # one search, not one per item, on resume

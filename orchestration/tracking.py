@@ -48,6 +48,18 @@ def is_secret(key: str) -> bool:
     return any(m in k for m in SECRET_MARKERS)
 
 
+_URI_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]+)@")
+
+
+def redact_uri(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` URI replaced by ``***``.
+
+    Database tracking URIs (``postgresql://user:pw@host/db``) carry their password inline; they are
+    printed and recorded as parameters, so the password is dropped wherever they appear.
+    """
+    return _URI_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+
+
 def flatten(d: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
     """Nested dicts to one level with dotted keys (so a nested secret is still caught by its key)."""
     out: dict[str, Any] = {}
@@ -71,7 +83,7 @@ def safe_params(params: Mapping[str, Any]) -> dict[str, str]:
     for k, v in flatten(params).items():
         if is_secret(k):
             continue
-        s = str(v)
+        s = redact_uri(str(v))
         if len(s) > _PARAM_VALUE_MAX:
             log.warning("param %s clipped to %d characters", k, _PARAM_VALUE_MAX)
             s = s[: _PARAM_VALUE_MAX - 3] + "..."
