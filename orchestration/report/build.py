@@ -263,7 +263,7 @@ def log_to_mlflow(cfg: Any, store: Any, files: list[str], log: Callable[[str], N
 
 def report_sweep(
     name: str,
-    storage: str = "runs/sweeps",
+    storage: str | None = None,
     out: str | None = None,
     s3_endpoint: str | None = None,
     voltage_table: str | None = None,
