@@ -53,6 +53,13 @@ def cache_dir(cfg: SweepConfig, store: Store) -> str:
     return os.path.join(root, "nf", "mlflow", f"{cfg.name}-{key}")
 
 
+def default_db_exists(cfg: SweepConfig, store: Store) -> bool:
+    """Whether the sweep's default SQLite file exists (here, or for S3 storage in the storage)."""
+    if not store.is_s3:
+        return os.path.exists(os.path.join(store.path(), "mlflow.db"))
+    return os.path.exists(os.path.join(cache_dir(cfg, store), "mlflow.db")) or _remote_stamp(store) is not None
+
+
 def default_db(cfg: SweepConfig, store: Store) -> str:
     """Path of the default SQLite file, ready to open: fetched from storage when needed, its
     artifact locations pointing at this storage."""
