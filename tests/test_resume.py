@@ -139,3 +139,39 @@ def test_resume_cli_refuses_before_ray_and_run_points_at_resume_config(tmp_path:
     assert cli_main(["sweep", "run", str(changed)]) == 2
     err = capsys.readouterr().err
     assert "different config" in err and "nf sweep resume tiny" in err and "--config FILE" in err, err
+
+
+# ------------------------------------------------------------------ the default MLflow database
+def test_copied_sweep_tracks_its_artifacts_in_the_copy(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from orchestration.runner import tracking_uri
+    from orchestration.tracking import SweepTracker
+
+    cfg, store = _sweep(tmp_path / "orig")
+    tracker = SweepTracker(tracking_uri(cfg, store), "tiny", store.url("mlartifacts"))
+    tracker.parent_run("tiny")
+    shutil.copytree(tmp_path / "orig", tmp_path / "copy")
+    copy = open_sweep("tiny", str(tmp_path / "copy"))
+    client = MlflowClient(tracking_uri(copy, sweep_store(copy)))
+    run = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])[0]
+    (tmp_path / "a.txt").write_text("x")
+    client.log_artifact(run.info.run_id, str(tmp_path / "a.txt"))
+    assert list((tmp_path / "copy" / "tiny" / "mlartifacts").rglob("a.txt"))  # the copy's folder …
+    assert not (tmp_path / "orig" / "tiny" / "mlartifacts").exists()  # … never the original's
+
+
+def test_working_copy_of_the_database_is_fetched_unless_it_descends_from_storage(tmp_path: Path) -> None:
+    from orchestration.storage import Store
+    from orchestration.tracking_sync import REMOTE_DB, fetch
+
+    store, db = Store(str(tmp_path / "storage")), str(tmp_path / "cache" / "mlflow.db")
+    (tmp_path / "cache").mkdir()
+    assert not fetch(store, db) and not Path(db).exists()  # nothing uploaded yet
+    store.write_bytes(REMOTE_DB, b"uploaded")
+    assert fetch(store, db) and Path(db).read_bytes() == b"uploaded"  # a fresh machine
+    Path(db).write_bytes(b"uploaded + later epochs")  # this driver went on, then died before its upload
+    assert not fetch(store, db) and Path(db).read_bytes() == b"uploaded + later epochs"
+    store.write_bytes(REMOTE_DB, b"another head went on")  # … but another head node went on since
+    assert fetch(store, db) and Path(db).read_bytes() == b"another head went on"
+    assert [p.read_bytes() for p in (tmp_path / "cache").glob("mlflow.db.*.stale")] == [b"uploaded + later epochs"]
