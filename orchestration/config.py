@@ -357,7 +357,11 @@ class SweepConfig(_Section):
     name: _text("a sweep name", _NAME, "letters, digits, '.', '_' or '-' (it becomes a folder name)")
     """The sweep's name: its folder under storage and its MLflow experiment."""
     storage: _text("a local path or s3://bucket/prefix") = "runs/sweeps"
-    """Storage root (local path, file:// or s3://bucket/prefix); the sweep lives in <storage>/<name>."""
+    """Storage root (local path, file:// or s3://bucket/prefix); the sweep lives in <storage>/<name>.
+    A relative local path is relative to the working directory of the command and recorded absolute.
+    Left out: the default root, the same from every directory: $NF_STORAGE, else runs/sweeps in the
+    project checkout (an installed package: ~/.local/share/nf/sweeps). Commands that name an existing
+    sweep use their --storage (same default) and never the root its sweep.yaml recorded."""
     s3_endpoint: _text("an endpoint URL such as http://127.0.0.1:9000") | None = None
     """Endpoint of an S3-compatible store, e.g. http://127.0.0.1:9000; null: AWS (or AWS_ENDPOINT_URL)."""
     s3_region: _text("an S3 region such as us-east-1") | None = None
@@ -507,6 +511,9 @@ def parse_config(raw: dict[str, Any]) -> SweepConfig:
     for d in cfg.datasets:  # trials run in their own working directories: no relative roots
         if d.root and "://" not in d.root:
             d.root = os.path.abspath(d.root)
+    from orchestration.resume import resolve_storage  # the rule for relative roots (documented there)
+
+    cfg.storage = resolve_storage(cfg.storage if "storage" in cfg.model_fields_set else None)
     return cfg
 
 

@@ -9,7 +9,6 @@ MLflow runs are found again by their tags rather than created anew.
 from __future__ import annotations
 
 import io
-import json
 import os
 import tempfile
 import time
@@ -35,12 +34,14 @@ def sweep_store(cfg: SweepConfig) -> Store:
 
 
 def tracking_uri(cfg: SweepConfig, store: Store) -> str:
-    """Embedded default: a SQLite file beside the sweep (or under ./runs when storage is S3)."""
+    """A given ``mlflow.tracking_uri`` as is; else the sweep's SQLite file: beside the sweep, or
+    for S3 storage a local working copy kept in (and fetched from) the storage
+    (orchestration/tracking_sync.py)."""
     if cfg.mlflow.tracking_uri:
         return cfg.mlflow.tracking_uri
-    local = os.path.join("runs", cfg.name) if store.is_s3 else store.path()
-    os.makedirs(local, exist_ok=True)
-    return f"sqlite:///{os.path.abspath(os.path.join(local, 'mlflow.db'))}"
+    from orchestration.tracking_sync import default_db
+
+    return f"sqlite:///{os.path.abspath(default_db(cfg, store))}"
 
 
 def artifact_location(cfg: SweepConfig, store: Store) -> str:
@@ -48,20 +49,23 @@ def artifact_location(cfg: SweepConfig, store: Store) -> str:
 
 
 def open_sweep(
-    name: str, storage: str = "runs/sweeps", s3_endpoint: str | None = None, s3_region: str | None = None
+    name: str, storage: str | None = None, s3_endpoint: str | None = None, s3_region: str | None = None
 ) -> SweepConfig:
-    """The config of an existing sweep, read back from its storage."""
+    """The config of an existing sweep, read back from its storage.
+
+    ``storage`` is the sweep's identity: the config returned lives there (whatever root its
+    sweep.yaml recorded), so a copied sweep is read and written in the copy only. None: the
+    default root (orchestration/resume.py says how relative roots resolve)."""
+    from orchestration.resume import resolve_storage, with_storage
+
+    storage = resolve_storage(storage)
     store = Store(storage, s3_endpoint, s3_region).sub(name)
     if not store.exists(CONFIG_FILE):
         parent = Store(storage, s3_endpoint, s3_region)
         have = [n for n in parent.list() if parent.exists(f"{n}/{CONFIG_FILE}")]
         raise ConfigError(f"no sweep {name!r} under {parent.url()}; sweeps there: {', '.join(have) or 'none'}")
-    return parse_config(yaml.safe_load(store.read_bytes(CONFIG_FILE)))
-
-
-def _normal(d: dict[str, Any]) -> Any:
-    """A config as plain JSON values (tuples become lists), for comparisons."""
-    return json.loads(json.dumps(d))
+    cfg = with_storage(parse_config(yaml.safe_load(store.read_bytes(CONFIG_FILE))), storage, s3_endpoint)
+    return cfg.model_copy(update={"s3_region": s3_region}) if s3_region else cfg
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -135,21 +139,31 @@ def run_sweep(
     ray_address: str | None = None,
     verbose: int = 1,
     log: Callable[[str], None] = print,
+    new_config: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run (or continue) every stage of the sweep; returns the evaluation and transfer rows."""
+    """Run (or continue) every stage of the sweep; returns the evaluation and transfer rows.
+
+    ``new_config``: ``cfg`` may differ from the stored config if no completed item changes
+    (`nf sweep resume NAME --config FILE`, orchestration/resume.py)."""
     from ray import tune
 
+    from orchestration.resume import ConfigChange, adopt_config, forget_runs, same_config
     from orchestration.tracking import SweepTracker, redact_uri
+    from orchestration.tracking_sync import backfill_history, push_tracking
     from orchestration.tune_callback import MlflowTuneCallback
 
     store = sweep_store(cfg)
+    change = ConfigChange()
     if store.exists(CONFIG_FILE):
-        stored = yaml.safe_load(store.read_bytes(CONFIG_FILE))
-        if _normal(parse_config(stored).to_dict()) != _normal(cfg.to_dict()):
-            raise ConfigError(
-                f"sweep {cfg.name!r} already exists in {store.url()} with a different config; "
-                f"continue it with `nf sweep resume {cfg.name}` or give the new sweep another name"
-            )
+        stored = parse_config(yaml.safe_load(store.read_bytes(CONFIG_FILE)))
+        if not same_config(stored, cfg):
+            if not new_config:
+                raise ConfigError(
+                    f"sweep {cfg.name!r} already exists in {store.url()} with a different config; "
+                    f"to go on with this one: `nf sweep resume {cfg.name} --storage {cfg.storage} --config FILE` "
+                    "(accepted when no completed item changes), or give the new sweep another name"
+                )
+            change = adopt_config(stored, cfg, store, log)  # refuses, naming the items it would invalidate
     elif resume:
         raise ConfigError(f"nothing to resume: no sweep {cfg.name!r} in {store.url()}")
     else:
@@ -160,6 +174,7 @@ def run_sweep(
     tracker = SweepTracker(tracking_uri(cfg, store), cfg.mlflow.experiment or cfg.name, artifact_location(cfg, store))
     tracker.ensure_experiment()
     parent = tracker.parent_run(cfg.name, _flat(cfg.to_dict()))
+    forget_runs(tracker, change)
     log(f"MLflow: {redact_uri(tracker.tracking_uri)} (experiment {cfg.mlflow.experiment or cfg.name!r})")
     _init_ray(ray_address)
     for stage in STAGES:
@@ -196,20 +211,25 @@ def run_sweep(
             failed = [r for r in grid if r.error is not None]
         else:
             failed = []
+        backfill_history(tracker, store, stage, items[stage], runs)  # epochs a killed driver never logged
         _log_item_artifacts(tracker, store, stage, items[stage], runs)
         seconds = time.perf_counter() - t0
         tracker.log_metrics(parent, {f"stage_seconds.{stage}": seconds}, step=0)
         log(f"stage {stage}: finished in {seconds:.1f} s")
+        push_tracking(cfg, store)  # at each stage end: the tracking survives losing this machine
         if failed:
             tracker.finish(parent, "FAILED")
+            push_tracking(cfg, store)
             ids = [r.config["item"]["id"] for r in failed]
             raise SweepError(
                 f"stage {stage}: {len(failed)} trial(s) failed: {', '.join(ids)}; "
-                f"see `nf sweep status {cfg.name}`, fix, then `nf sweep resume {cfg.name}`"
+                f"see `nf sweep status {cfg.name}`; fix the cause, then `nf sweep resume {cfg.name}` "
+                f"(a corrected config: `nf sweep resume {cfg.name} --config FILE`)"
             )
     rows = collect_rows(cfg, store)
     _log_sweep_artifacts(tracker, parent, store, cfg, rows)
     tracker.finish(parent, "FINISHED")
+    push_tracking(cfg, store)
     return rows
 
 

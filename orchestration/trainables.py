@@ -187,7 +187,8 @@ def base_trainable(ctx: TrialContext) -> None:
     ca = evaluate(
         base, make_loader(ds.test, ctx.cfg.evaluation.batch_size, shuffle=False), ChipConfig(0.0), chip_seeds=[0]
     )["ca"]
-    _finish(ctx, {"epoch": ck["epoch"], "test_ca": ca, **{k: v for k, v in ck["history"][-1].items() if k != "epoch"}})
+    final = {"epoch": ck["epoch"], "test_ca": ca, **{k: v for k, v in ck["history"][-1].items() if k != "epoch"}}
+    _finish(ctx, final, {"history": ck["history"]})  # history: MLflow's epochs, refilled on resume
 
 
 @_guard
@@ -247,7 +248,8 @@ def generator_trainable(ctx: TrialContext) -> None:
     finally:
         for a in actors:
             ray.kill(a)
-    _finish(ctx, {"epoch": ck["epoch"], **{k: v for k, v in ck["history"][-1].items() if k != "epoch"}})
+    final = {"epoch": ck["epoch"], **{k: v for k, v in ck["history"][-1].items() if k != "epoch"}}
+    _finish(ctx, final, {"history": ck["history"]})
 
 
 def trained_generator(ckpt: dict[str, Any], name: str, input_size: int, device: str = "cpu") -> torch.nn.Module:

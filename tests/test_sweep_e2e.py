@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import boto3
 import pyarrow.parquet as pq
@@ -26,6 +27,8 @@ from orchestration.mlflow_server import start_mlflow_server, stop_mlflow_server
 from orchestration.results import format_table
 from orchestration.runner import run_sweep, stage_states, sweep_store, tracking_uri
 from tests.sweep_support import TINY, TRIALS, assert_secret_nowhere, kill_tree, nf, start_moto
+
+REPO = str(Path(__file__).resolve().parents[1])
 
 
 def _runs(uri: str, experiment: str) -> list:
@@ -207,41 +210,80 @@ def test_preempted_driver_resumes_without_rework(tmp_path) -> None:
     assert status.returncode == 0 and "transfer" in out and " 8 " in out
 
 
+def _sqlite_copy(s3, key: str, dest) -> str:
+    """The MLflow database the sweep keeps in its storage, fetched to ``dest``: a tracking URI."""
+    dest.write_bytes(s3.get_object(Bucket="nf-sweeps", Key=key)["Body"].read())
+    return f"sqlite:///{dest}"
+
+
 def test_sweep_on_s3_with_resume(tmp_path) -> None:
+    """Head-node loss on S3 storage with the default (SQLite) tracking: run part of the sweep from
+    one directory, kill it, delete every local file it made (its working directory, HOME with
+    ~/.cache, Ray's temp dir), resume on a "fresh machine" from another directory, and find one
+    continuous MLflow history recovered from the storage."""
     server, endpoint = start_moto()
     # Canary credentials: searched for afterwards in every file Ray, the storage and MLflow wrote.
     key_id, secret = f"NFCANARY{uuid.uuid4().hex[:12].upper()}", f"nf-canary-{uuid.uuid4().hex}"
     env = {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1"}
-    ray_tmp = tempfile.mkdtemp(prefix="nfray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    ray_env = {**env, "RAY_TMPDIR": ray_tmp}  # Ray's logs of both drivers land here, to be grepped
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+
+    def machine(name: str) -> tuple[dict[str, str], list[str]]:
+        """A head node's local disk: its working dir, HOME (~/.cache in it), Ray's temp dir."""
+        cwd, home = tmp_path / name, tmp_path / f"{name}-home"
+        cwd.mkdir()
+        home.mkdir()
+        ray_tmp = tempfile.mkdtemp(prefix="nfray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+        local = {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), "RAY_TMPDIR": ray_tmp}
+        local["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)  # any cwd
+        return {**env, **local}, [str(cwd), str(home), ray_tmp]
+
+    head1_env, head1_disk = machine("head1")
+    head2_env, head2_disk = machine("head2")
     try:
         s3 = boto3.client("s3", endpoint_url=endpoint)
         s3.create_bucket(Bucket="nf-sweeps")
-        raw = {
-            **TINY,
-            "name": "tiny-s3",
-            "storage": "s3://nf-sweeps/team",
-            "s3_endpoint": endpoint,
-            "mlflow": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},
-        }
+        raw = {**TINY, "name": "tiny-s3", "storage": "s3://nf-sweeps/team", "s3_endpoint": endpoint}  # no tracking_uri
         path = tmp_path / "s3.yaml"
         path.write_text(yaml.safe_dump(raw))
         cfg = parse_config(raw)
         store = sweep_store(cfg)
-        first = nf("sweep", "run", str(path), env=ray_env)
+        first = nf("sweep", "run", str(path), env=head1_env, cwd=head1_disk[0])
         try:
             _wait(lambda: _generator_mid_training(store), first)
         finally:
             kill_tree(first)
-        grep = {"ray_tmp": ray_tmp, "s3_client": s3, "bucket": "nf-sweeps", "mlflow_paths": [tmp_path]}
-        assert_secret_nowhere([secret, key_id], **grep, output=first.communicate(timeout=60)[0])
+        # Canary grep of the first head's disk (Ray's logs, the MLflow working copy) before it is lost.
+        grep = {"s3_client": s3, "bucket": "nf-sweeps"}
+        first_out = first.communicate(timeout=60)[0]
+        assert_secret_nowhere(
+            [secret, key_id], **grep, ray_tmp=head1_disk[2], mlflow_paths=[head1_disk[1]], output=first_out
+        )
+
+        # The head node is lost. What the storage kept of the tracking (uploaded at the base stage's end):
+        db_key = "team/tiny-s3/mlflow/mlflow.db"
+        kept = _runs(_sqlite_copy(s3, db_key, tmp_path / "kept.db"), "tiny-s3")
+        kept_ids = {r.data.tags.get("nf.item_id", "parent"): r.info.run_id for r in kept}
+        assert "parent" in kept_ids and {"digits.resnet18.b8.s0", "digits.vgg11.b8.s0"} <= set(kept_ids)
+        assert glob.glob(f"{head1_disk[1]}/.cache/nf/mlflow/*/mlflow.db")  # the working copy was on this disk
+        for d in head1_disk:
+            shutil.rmtree(d)
+        assert not any(os.path.exists(d) for d in head1_disk)
+
         last = nf(
-            "sweep", "resume", "tiny-s3", "--storage", "s3://nf-sweeps/team", "--s3-endpoint", endpoint, env=ray_env
+            "sweep",
+            "resume",
+            "tiny-s3",
+            "--storage",
+            "s3://nf-sweeps/team",
+            "--s3-endpoint",
+            endpoint,
+            env=head2_env,
+            cwd=head2_disk[0],
         )
         out, _ = last.communicate(timeout=900)
         assert last.returncode == 0, out[-4000:]
+        assert f"sqlite:///{head2_disk[1]}/.cache/nf/mlflow/" in out, out[-3000:]  # tracked on the new machine
 
         keys = [
             o["Key"]
@@ -259,12 +301,40 @@ def test_sweep_on_s3_with_resume(tmp_path) -> None:
         )
         assert table.num_rows == 32
         assert _check_no_epoch_trained_twice(store, cfg) >= 1
-        runs = _runs(cfg.mlflow.tracking_uri, "tiny-s3")
-        assert len(runs) == 1 + sum(TRIALS.values())
+
+        # One continuous MLflow history, read from the storage copy: the runs made before the loss
+        # go on, one run per item, none duplicated or left RUNNING, every epoch's metrics present.
+        uri = _sqlite_copy(s3, db_key, tmp_path / "final.db")
+        runs = _runs(uri, "tiny-s3")
+        parents = [r for r in runs if r.data.tags.get("nf.role") == "parent"]
+        assert [r.info.run_id for r in parents] == [kept_ids["parent"]]
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == kept_ids["parent"]]
+        item_ids = [r.data.tags["nf.item_id"] for r in children]
+        assert len(runs) == 1 + len(children) and len(item_ids) == len(set(item_ids)) == sum(TRIALS.values())
+        assert all(
+            r.info.run_id == kept_ids[r.data.tags["nf.item_id"]]
+            for r in children
+            if r.data.tags["nf.item_id"] in kept_ids
+        )
+        assert {r.info.status for r in runs} == {"FINISHED"}
+        client = MlflowClient(uri)
+        for r in children:
+            stage, item = r.data.tags["nf.stage"], r.data.tags["nf.item_id"]
+            done = store.read_json(f"items/{stage}/{item}/done.json")
+            for epoch in [*done.get("history", []), done["final"]]:
+                for key in (k for k, v in epoch.items() if k != "epoch" and isinstance(v, float)):
+                    steps = [m.step for m in client.get_metric_history(r.info.run_id, key)]
+                    assert epoch["epoch"] in steps and len(steps) == len(set(steps)), (item, key, steps)
+            if stage != "eval" and stage != "transfer":
+                epochs = cfg.base.epochs if stage == "base" else cfg.generator.epochs
+                steps = [m.step for m in client.get_metric_history(r.info.run_id, "loss")]
+                assert sorted(steps) == list(range(1, epochs + 1)), (item, steps)
         everything = json.dumps([r.data.params for r in runs]) + json.dumps([r.data.tags for r in runs])
         assert secret not in everything and key_id not in everything  # credentials never recorded
-        grepped = assert_secret_nowhere([secret, key_id], **grep, output=out)
-        assert glob.glob(f"{ray_tmp}/ray/session_*/logs/runtime_env_agent.log"), grepped  # where keys once leaked
+        grepped = assert_secret_nowhere(
+            [secret, key_id], **grep, ray_tmp=head2_disk[2], mlflow_paths=[head2_disk[1], tmp_path], output=out
+        )
+        assert glob.glob(f"{head2_disk[2]}/ray/session_*/logs/runtime_env_agent.log"), grepped  # keys once leaked
     finally:
         for k, v in old.items():
             if v is None:
@@ -273,4 +343,5 @@ def test_sweep_on_s3_with_resume(tmp_path) -> None:
                 os.environ[k] = v
         server.kill()
         server.wait()
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        for d in head1_disk + head2_disk:
+            shutil.rmtree(d, ignore_errors=True)

@@ -18,20 +18,29 @@ def _sweep_run(args: argparse.Namespace) -> int:
 
 
 def _sweep_resume(args: argparse.Namespace) -> int:
+    from orchestration.config import ConfigError, load_config
+    from orchestration.resume import with_storage
     from orchestration.runner import open_sweep
 
     cfg = open_sweep(args.name, args.storage, args.s3_endpoint)
-    return _run(cfg, resume=True, address=args.address)
+    if args.config is None:
+        return _run(cfg, resume=True, address=args.address)
+    fixed = load_config(args.config)
+    if fixed.name != cfg.name:
+        raise ConfigError(f"{args.config}: name {fixed.name!r} is not the sweep's name {cfg.name!r}")
+    # The sweep stays where it is (--storage is its identity), whatever the new file says.
+    fixed = with_storage(fixed, cfg.storage, args.s3_endpoint or fixed.s3_endpoint or cfg.s3_endpoint)
+    return _run(fixed, resume=True, address=args.address, new_config=True)
 
 
-def _run(cfg: Any, resume: bool, address: str | None) -> int:
+def _run(cfg: Any, resume: bool, address: str | None, new_config: bool = False) -> int:
     from orchestration.mlflow_server import ui_command
     from orchestration.preflight import check_dataset_roots
     from orchestration.results import format_table
     from orchestration.runner import run_sweep, sweep_store, tracking_uri
 
     check_dataset_roots(cfg)  # before Ray starts or anything is written
-    rows = run_sweep(cfg, resume=resume, ray_address=address)
+    rows = run_sweep(cfg, resume=resume, ray_address=address, new_config=new_config)
     store = sweep_store(cfg)
     print()
     print(format_table(rows))
@@ -117,7 +126,10 @@ def _ui(args: argparse.Namespace) -> int:
 
 def _storage_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--storage", default="runs/sweeps", help="storage root the sweep lives in (path or s3://bucket/prefix)"
+        "--storage",
+        default=None,
+        help="storage root the sweep lives in (path or s3://bucket/prefix; the sweep is read and written "
+        "there only); default: $NF_STORAGE, else runs/sweeps in the project checkout",
     )
     p.add_argument("--s3-endpoint", default=None, help="endpoint URL of an S3-compatible store")
 
@@ -148,7 +160,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser(
         "demo", help="a small but complete sweep on embedded defaults (local Ray, SQLite MLflow, digits)"
     )
-    d.add_argument("--storage", default=None, help="storage root (default: the demo config's, runs/sweeps)")
+    d.add_argument(
+        "--storage", default=None, help="storage root (default: $NF_STORAGE, else runs/sweeps in the project)"
+    )
     d.add_argument("--name", default=None, help="sweep name (default: demo)")
     d.set_defaults(func=_demo)
 
@@ -161,6 +175,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     rs = sw.add_parser("resume", help="continue a sweep whose driver stopped")
     rs.add_argument("name", help="the sweep's name")
+    rs.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="a corrected sweep config: accepted when no completed item's parameters change "
+        "(completed items are kept; the old config is kept as sweep.<timestamp>.yaml)",
+    )
     _storage_args(rs)
     _address_arg(rs)
     rs.set_defaults(func=_sweep_resume)
