@@ -137,10 +137,13 @@ class SweepProgress:
         t.state, t.error = "failed", error
         return self._say(f"FAILED  {t.stage:<9} {item_id}" + (f": {error}" if error else ""))
 
-    def retrying(self, item_id: str, stage: str | None = None) -> None:
-        """A trial failed and Tune starts it again (``max_failures``): running, from its checkpoint."""
+    def retrying(self, item_id: str, stage: str | None = None, error: str | None = None) -> None:
+        """A trial failed and Tune starts it again (``max_failures``): running, from its checkpoint.
+        With ``error`` (a failure, not a quiet restore) it gets a line of its own."""
         t = self._trial(item_id, stage)
         t.state, t.fresh = "running", True
+        if error is not None:
+            self._say(f"retry   {t.stage:<9} {item_id}" + (f": {error}" if error else ""))
 
     # ---- maths ------------------------------------------------------------------------
     def running_count(self) -> int:
@@ -373,7 +376,7 @@ class ProgressCallback(_TuneCallback):  # type: ignore[misc,valid-type]
         self._guard(lambda: self.view.retrying(*_item(trial)))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._guard(lambda: self.view.retrying(*_item(trial)))
+        self._guard(lambda: self.view.retrying(*_item(trial), _error_text(trial)))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         def go() -> None:

@@ -153,6 +153,9 @@ def test_tune_callback_feeds_the_view() -> None:
     cb.on_trial_start(iteration=0, trials=[], trial=g2)
     cb.on_trial_result(iteration=1, trials=[], trial=g1, result={"epoch": 1, "time_this_iter_s": 2.5, "loss": 1.0})
     assert v.trials["g1"].epoch == 1 and v.samples["generator"] == [2.5]
+    cb.on_trial_recover(iteration=1, trials=[], trial=trial("g1", "generator", "OSError: worker died"))
+    assert "retry   generator g1: OSError: worker died" in out.getvalue()
+    assert v.trials["g1"].state == "running" and v.trials["g1"].fresh
     cb.on_trial_complete(iteration=2, trials=[], trial=g1)
     cb.on_trial_error(iteration=2, trials=[], trial=g2)
     cb.on_trial_result(iteration=3, trials=[], trial=SimpleNamespace(config=None), result={})  # never raises
