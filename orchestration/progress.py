@@ -91,7 +91,10 @@ class SweepProgress:
         self._log = log
         self.clock = clock
         self.t0 = clock()
-        self.samples: dict[str, list[float]] = {s: [] for s in self.stages}  # seconds per epoch
+        # Seconds per epoch. A trial's first report after it (re)starts also pays its start-up
+        # (worker, imports, data): kept apart, used only while a stage has no other.
+        self.samples: dict[str, list[float]] = {s: [] for s in self.stages}
+        self.first: dict[str, list[float]] = {s: [] for s in self.stages}
         self.peak = 0  # most trials seen running at once
         self._last_line: float | None = None  # non-TTY: when the last status line went out
         self._last_text = ""
@@ -105,7 +108,7 @@ class SweepProgress:
             if stage not in self.stages:
                 self.stages.append(stage)
                 self.epochs[stage] = 1
-                self.samples[stage] = []
+                self.samples[stage], self.first[stage] = [], []
             self.trials[item_id] = TrialState(stage)
         return self.trials[item_id]
 
@@ -122,9 +125,10 @@ class SweepProgress:
         if epoch is None or epoch <= t.epoch and not t.fresh:
             return  # the final report repeats the last epoch: no new epoch time
         if seconds is not None and seconds > 0:
-            # A restarted trial's first report covers one epoch (plus its start-up), whatever its number.
-            n = 1 if t.fresh else max(1, epoch - t.epoch)
-            self.samples[t.stage].append(seconds / n)
+            if t.fresh:  # one epoch (plus the start-up), whatever its number after a restart
+                self.first[t.stage].append(seconds)
+            else:
+                self.samples[t.stage].append(seconds / max(1, epoch - t.epoch))
         t.epoch, t.fresh = epoch, False
 
     def finished(self, item_id: str, stage: str | None = None) -> str:
@@ -157,12 +161,14 @@ class SweepProgress:
         return c
 
     def seconds_per_epoch(self, stage: str) -> float | None:
-        s = self.samples.get(stage)
+        """Mean measured epoch time of a stage (first epochs only while there is nothing else;
+        an evaluation trial reports once, so its "epoch" is the whole trial)."""
+        s = self.samples.get(stage) or self.first.get(stage)
         return sum(s) / len(s) if s else None
 
     def _fallback_rate(self) -> float | None:
-        every = [x for s in self.samples.values() for x in s]
-        return sum(every) / len(every) if every else None
+        rates = [r for r in map(self.seconds_per_epoch, self.stages) if r is not None]
+        return sum(rates) / len(rates) if rates else None
 
     def remaining_epochs(self, stage: str) -> int:
         """Epochs still to train in a stage (failed trials are not retried in this run)."""
