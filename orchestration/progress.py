@@ -101,6 +101,15 @@ class SweepProgress:
         self._last_draw: float | None = None
         self._drawn = 0  # TTY: lines of the block now on screen
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment state; the live view is not worth
+        # restoring, and its stream may not pickle (pytest's capture): a copy writes to stdout.
+        return {**self.__dict__, "out": None, "_log": None, "_drawn": 0}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.out = sys.stdout
+
     # ---- events -----------------------------------------------------------------------
     def _trial(self, item_id: str, stage: str | None) -> TrialState:
         if item_id not in self.trials:  # an item the plan did not list: track it anyway

@@ -24,7 +24,7 @@ EPOCHS = {"base": 4, "generator": 2, "eval": 1}
 
 
 def _view(**kw) -> tuple[SweepProgress, io.StringIO, Clock]:
-    out, clock = io.StringIO(), Clock()
+    out, clock = kw.pop("out", None) or io.StringIO(), Clock()
     kw = {"tty": False, "interval": 30.0, **kw}
     return SweepProgress(ITEMS, EPOCHS, name="t", out=out, clock=clock, **kw), out, clock
 
@@ -172,3 +172,17 @@ def test_verbose_and_interval_flags(command: list[str]) -> None:
     assert p.parse_args(command).verbose == 0 and p.parse_args(command).progress_interval == 30.0
     assert p.parse_args([*command, "-v"]).verbose == 1
     assert p.parse_args([*command, "-vv", "--progress-interval", "5"]).progress_interval == 5.0
+
+
+def test_the_callback_pickles_with_any_stream() -> None:
+    """Tune pickles its callbacks with the experiment state, whatever stream the view writes to."""
+    import pickle
+
+    class Unpicklable(io.StringIO):
+        def __reduce__(self):
+            raise TypeError("cannot pickle this stream")
+
+    v, _, _ = _view(out=Unpicklable())
+    v.started("b1")
+    copy = pickle.loads(pickle.dumps(ProgressCallback(v)))
+    assert copy.view.counts("base")["running"] == 1
