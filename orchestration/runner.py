@@ -137,16 +137,19 @@ def run_sweep(
     cfg: SweepConfig,
     resume: bool = False,
     ray_address: str | None = None,
-    verbose: int = 1,
+    verbose: int = 0,
     log: Callable[[str], None] = print,
+    progress_interval: float = 30.0,
     new_config: bool = False,
 ) -> list[dict[str, Any]]:
     """Run (or continue) every stage of the sweep; returns the evaluation and transfer rows.
 
+    ``verbose`` 0: a compact live view (orchestration/progress.py); 1 or 2: Ray Tune's own output.
     ``new_config``: ``cfg`` may differ from the stored config if no completed item changes
     (`nf sweep resume NAME --config FILE`, orchestration/resume.py)."""
     from ray import tune
 
+    from orchestration.progress import LiveView
     from orchestration.resume import ConfigChange, adopt_config, forget_runs, same_config
     from orchestration.tracking import SweepTracker, redact_uri
     from orchestration.tracking_sync import backfill_history, push_tracking
@@ -171,6 +174,8 @@ def run_sweep(
     if store.is_s3 and cfg.s3_endpoint:
         os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", cfg.s3_endpoint)  # MLflow's own S3 client
     items = plan(cfg)
+    live = LiveView(cfg, store, verbose, log, progress_interval)
+    log = live.log
     tracker = SweepTracker(tracking_uri(cfg, store), cfg.mlflow.experiment or cfg.name, artifact_location(cfg, store))
     tracker.ensure_experiment()
     parent = tracker.parent_run(cfg.name, _flat(cfg.to_dict()))
@@ -203,8 +208,8 @@ def run_sweep(
                     storage_path=store.path("tune"),
                     storage_filesystem=store.fs,
                     failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
-                    callbacks=[MlflowTuneCallback(tracker, runs)],
-                    verbose=verbose,
+                    callbacks=[MlflowTuneCallback(tracker, runs), *live.callbacks],
+                    verbose=live.tune_verbose,
                 ),
             )
             grid = tuner.fit()

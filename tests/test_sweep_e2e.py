@@ -9,6 +9,7 @@ import glob
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -64,6 +65,25 @@ def _wait(pred, proc, timeout: float = 400) -> None:
             raise AssertionError(f"sweep ended before the kill point:\n{proc.stdout.read()[-3000:]}")
         time.sleep(0.5)
     raise AssertionError("kill point not reached in time")
+
+
+def _check_compact_progress(out: str, wall: float, interval: float, trials: int) -> None:
+    """The default live view, read from a pipe: plain lines, a status line at most every
+    ``interval`` seconds plus one per finished trial (not a table per epoch), with per-stage
+    counts and ETAs; none of Ray Tune's own tables or Ray's start-up lines."""
+    assert "\x1b[" not in out and "\r" not in out  # no cursor movement in a log file
+    for noise in ("Configuration for experiment", "Trial status", "View detailed results", "Started a local Ray"):
+        assert noise not in out, noise
+    lines = out.split("\n\n")[0].splitlines()  # up to the results table
+    status = [ln for ln in lines if re.match(r"\[\d\d:\d\d:\d\d \+\w+\] ", ln)]
+    done = [ln for ln in lines if ln.startswith("done ")]
+    assert len(done) == trials, lines  # one line per finished trial
+    assert 2 <= len(status) <= wall / interval + 6, (wall, status)  # + one as each Tune run ends
+    assert len(lines) <= len(done) + len(status) + 12, lines  # little else: bounded, whatever the epochs
+    assert re.search(r"\beval 0/8 done, 8 pending\b", status[0]), status[0]
+    assert any(re.search(r"\bgenerator \d/8 done, \d running.*\), ETA ~?\d", ln) for ln in status), status
+    assert any(re.search(r"\| sweep ETA ~?\d", ln) for ln in status[:-1]), status
+    assert re.search(r"base 2/2 done \| generator 8/8 done \| eval 8/8 done \| transfer 8/8 done", status[-1])
 
 
 def _generator_mid_training(store) -> bool:
@@ -194,10 +214,13 @@ def test_preempted_driver_resumes_without_rework(tmp_path) -> None:
     finally:
         kill_tree(second)
 
-    last = nf("sweep", "resume", "tiny", "--storage", cfg.storage)
+    left = sum(v != "done" for st in stage_states(cfg).values() for v in st.values())
+    t0 = time.time()
+    last = nf("sweep", "resume", "tiny", "--storage", cfg.storage, "--progress-interval", "2")
     out, _ = last.communicate(timeout=900)
     assert last.returncode == 0, out[-4000:]
     assert "RP" in out and "mlflow ui" in out
+    _check_compact_progress(out, time.time() - t0, 2, left)
 
     assert all(s == "done" for st in stage_states(cfg).values() for s in st.values())
     assert _check_no_epoch_trained_twice(store, cfg) >= 2  # two kills, each mid-training

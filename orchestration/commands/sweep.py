@@ -14,7 +14,7 @@ def _sweep_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.storage:
         cfg = parse_config({**cfg.to_dict(), "storage": args.storage})
-    return _run(cfg, resume=False, address=args.address)
+    return _run(cfg, resume=False, address=args.address, args=args)
 
 
 def _sweep_resume(args: argparse.Namespace) -> int:
@@ -24,23 +24,33 @@ def _sweep_resume(args: argparse.Namespace) -> int:
 
     cfg = open_sweep(args.name, args.storage, args.s3_endpoint)
     if args.config is None:
-        return _run(cfg, resume=True, address=args.address)
+        return _run(cfg, resume=True, address=args.address, args=args)
     fixed = load_config(args.config)
     if fixed.name != cfg.name:
         raise ConfigError(f"{args.config}: name {fixed.name!r} is not the sweep's name {cfg.name!r}")
     # The sweep stays where it is (--storage is its identity), whatever the new file says.
     fixed = with_storage(fixed, cfg.storage, args.s3_endpoint or fixed.s3_endpoint or cfg.s3_endpoint)
-    return _run(fixed, resume=True, address=args.address, new_config=True)
+    return _run(fixed, resume=True, address=args.address, args=args, new_config=True)
 
 
-def _run(cfg: Any, resume: bool, address: str | None, new_config: bool = False) -> int:
+def _run(
+    cfg: Any, resume: bool, address: str | None, args: argparse.Namespace | None = None, new_config: bool = False
+) -> int:
     from orchestration.mlflow_server import ui_command
     from orchestration.preflight import check_dataset_roots
     from orchestration.results import format_table
     from orchestration.runner import run_sweep, sweep_store, tracking_uri
 
     check_dataset_roots(cfg)  # before Ray starts or anything is written
-    rows = run_sweep(cfg, resume=resume, ray_address=address, new_config=new_config)
+    verbose = getattr(args, "verbose", 0) or 0
+    if not verbose:  # the compact view replaces Tune's tables and Ray's info lines; errors still show
+        from orchestration.progress import quiet_ray_logs
+
+        quiet_ray_logs()
+    interval = getattr(args, "progress_interval", None) or 30.0
+    rows = run_sweep(
+        cfg, resume=resume, ray_address=address, verbose=verbose, progress_interval=interval, new_config=new_config
+    )
     store = sweep_store(cfg)
     print()
     print(format_table(rows))
@@ -99,7 +109,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.name:
         raw["name"] = args.name
     cfg = parse_config(raw)
-    code = _run(cfg, resume=sweep_store(cfg).exists("sweep.yaml"), address=None)
+    code = _run(cfg, resume=sweep_store(cfg).exists("sweep.yaml"), address=None, args=args)
     from orchestration.report.build import report_sweep
 
     index = report_sweep(cfg.name, cfg.storage, s3_endpoint=cfg.s3_endpoint)
@@ -138,6 +148,23 @@ def _address_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local instance)")
 
 
+def _output_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="Ray Tune's own trial tables instead of the compact progress view (-vv: every result)",
+    )
+    p.add_argument(
+        "--progress-interval",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="when stdout is not a terminal: seconds between status lines (default: 30)",
+    )
+
+
 def add_cluster_args(parser: argparse.ArgumentParser) -> None:
     """`--cluster` and `--epoch-seconds` for `nf sweep plan`."""
     parser.add_argument(
@@ -164,6 +191,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--storage", default=None, help="storage root (default: $NF_STORAGE, else runs/sweeps in the project)"
     )
     d.add_argument("--name", default=None, help="sweep name (default: demo)")
+    _output_args(d)
     d.set_defaults(func=_demo)
 
     sw = sub.add_parser("sweep", help="run, resume, inspect sweeps").add_subparsers(dest="sweep_command", required=True)
@@ -171,6 +199,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("config", help="sweep config YAML (orchestration/config.py documents every field)")
     r.add_argument("--storage", default=None, help="override the config's storage")
     _address_arg(r)
+    _output_args(r)
     r.set_defaults(func=_sweep_run)
 
     rs = sw.add_parser("resume", help="continue a sweep whose driver stopped")
@@ -184,6 +213,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     _storage_args(rs)
     _address_arg(rs)
+    _output_args(rs)
     rs.set_defaults(func=_sweep_resume)
 
     st = sw.add_parser("status", help="per stage: done / running / pending / failed")
