@@ -1,0 +1,130 @@
+"""The schedule simulator on hand-made DAGs, and the plan's dependencies (no Ray)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestration.config import STAGES, parse_config
+from orchestration.plan import blocked_by, dependencies, plan
+from orchestration.schedule import Node, Task, compare, ranks, simulate, simulate_plan, with_barriers
+from tests.sweep_support import TINY
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _dag() -> list[Task]:
+    """Three base models (one slow), one generator each; 1 GPU per task."""
+    return [
+        Task("A", 10, 1, stage="base"),
+        Task("B", 2, 1, stage="base"),
+        Task("C", 2, 1, stage="base"),
+        Task("GA", 1, 1, needs=("A",), stage="generator"),
+        Task("GB", 8, 1, needs=("B",), stage="generator"),
+        Task("GC", 8, 1, needs=("C",), stage="generator"),
+    ]
+
+
+def test_list_schedule_by_hand() -> None:
+    # Worked by hand on 2 GPUs. Ranks (longest path to the end): A 11, B 10, C 10, GB 8, GC 8, GA 1.
+    # t=0 A, B | t=2 B ends: C | t=4 C ends: GB | t=10 A ends: GC (rank 8 before GA's 1) | t=12 GB ends: GA.
+    s = simulate(_dag(), [Node(gpus=2)])
+    assert ranks(_dag()) == {"A": 11, "B": 10, "C": 10, "GA": 1, "GB": 8, "GC": 8}
+    assert s.start == {"A": 0, "B": 0, "C": 2, "GB": 4, "GC": 10, "GA": 12}
+    assert s.makespan == 18 and s.gpu_seconds == 31
+    assert s.gpu_busy == pytest.approx(31 / 36)
+    assert s.stages == {"base": (0, 10), "generator": (4, 18)}
+    # With a barrier no generator starts before the slow base model ends at t=10: GB, GC 10-18, GA 18-19.
+    b = simulate(with_barriers(_dag(), STAGES), [Node(gpus=2)])
+    assert b.start["GB"] == b.start["GC"] == 10 and b.start["GA"] == 18
+    assert b.makespan == 19 and b.gpu_busy == pytest.approx(31 / 38)
+    assert b.stages["generator"] == (10, 19)
+
+
+def test_nodes_cpus_and_fractions() -> None:
+    # Half-GPU tasks: four at once on 2 GPUs, but the node's 5 CPUs hold only two 2-CPU tasks.
+    tasks = [Task(f"t{i}", 4, 0.5, 2) for i in range(4)]
+    assert simulate(tasks, [Node(gpus=2)]).makespan == 4
+    assert simulate(tasks, [Node(gpus=2, cpus=5)]).makespan == 8
+    # A trial never spans nodes: a 2-GPU task waits for one node with two free GPUs.
+    mixed = [Task("one", 3, 1), Task("two", 1, 2)]
+    s = simulate(mixed, [Node(gpus=1), Node(gpus=2)])
+    assert s.node == {"one": 0, "two": 1} and s.makespan == 3
+    with pytest.raises(ValueError, match="'big'.*fits no node"):
+        simulate([Task("big", 1, 4)], [Node(gpus=2), Node(gpus=2)])
+    with pytest.raises(ValueError, match="cycle"):
+        simulate([Task("x", 1, needs=("y",)), Task("y", 1, needs=("x",))], [Node(1)])
+    with pytest.raises(ValueError, match="'x' needs nope"):
+        simulate([Task("x", 1, needs=("nope",))], [Node(1)])
+
+
+def test_barriers_per_group_and_in_turn() -> None:
+    # Two sweeps of one 5 s base + one 1 s generator each, on 2 GPUs.
+    tasks = [
+        Task("s1/b", 5, 1, stage="base", group="s1"),
+        Task("s1/g", 1, 1, needs=("s1/b",), stage="generator", group="s1"),
+        Task("s2/b", 5, 1, stage="base", group="s2"),
+        Task("s2/g", 1, 1, needs=("s2/b",), stage="generator", group="s2"),
+    ]
+    out = compare(tasks, [Node(gpus=2)], STAGES)
+    # side by side: both bases 0-5, both generators 5-6; in turn: s1 0-6, then s2 6-12
+    assert out["no barriers"]["makespan_hours"] * 3600 == pytest.approx(6)
+    assert out["barriers"]["makespan_hours"] * 3600 == pytest.approx(6)
+    assert out["barriers, sweeps in turn"]["makespan_hours"] * 3600 == pytest.approx(12)
+    assert out["barriers, sweeps in turn"]["gpu_busy"] == pytest.approx(12 / 24)
+
+
+def test_dependencies_of_the_plan() -> None:
+    cfg = parse_config({**TINY, "storage": "unused", "seeds": [0, 1]})
+    items = plan(cfg)
+    deps = dependencies(items)
+    assert set(deps) == {it.id for s in STAGES for it in items[s]}
+    assert all(deps[it.id] == [] for it in items["base"])
+    for g in items["generator"]:  # its source base model, same dataset / bits / seed
+        p = g.params
+        assert deps[g.id] == [f"digits.{m}.b8.s{p['seed']}" for m in p["source"]]
+    for e in items["eval"]:
+        gid = e.id.removeprefix("eval.")
+        assert deps[e.id][0] == gid and set(deps[e.id][1:]) == set(deps[gid])
+    for t in items["transfer"]:
+        gid = t.id.removeprefix("transfer.")
+        seed = t.params["seed"]
+        assert deps[t.id] == [gid, *[f"digits.{m}.b8.s{seed}" for m in t.params["targets"]]]
+        assert t.params["targets"] == [m for m in cfg.models if m not in t.params["source"]]
+    # A failed base model blocks everything downstream of it, and nothing else.
+    failed = "digits.resnet18.b8.s0"
+    blocked = blocked_by(deps, {failed})
+    users = {i for i, n in deps.items() if failed in n}
+    assert users <= blocked and failed not in blocked
+    assert all(any(n in blocked or n == failed for n in deps[i]) for i in blocked)
+    assert not any(i.endswith(".s1") for i in blocked)  # the other seed goes on
+    # transfer of a vgg11 generator reads the resnet18 base model: blocked too
+    assert any(i.startswith("transfer.digits.vgg11") and i.endswith("s0") for i in blocked)
+
+
+def test_dependencies_reject_a_missing_need() -> None:
+    cfg = parse_config({**TINY, "storage": "unused"})
+    items = plan(cfg)
+    items["base"] = items["base"][1:]
+    with pytest.raises(ValueError, match="needs digits.resnet18.b8.s0, which the plan does not hold"):
+        dependencies(items)
+
+
+def test_simulate_plan_on_a_cluster_file() -> None:
+    from orchestration.clusterfile import read_cluster
+
+    cfg = parse_config({**TINY, "storage": "unused", "resources": {"cpus": 3, "gpus": 0.5}})
+    out = simulate_plan(
+        cfg,
+        plan(cfg),
+        read_cluster(str(REPO / "clusters" / "aws.yaml")),
+        {"base": 100, "generator": 50, "eval": 30, "transfer": 30},
+    )
+    assert out is not None and out["gpus"] > 0
+    free, barred = out["runs"]["no barriers"], out["runs"]["barriers"]
+    # Far more GPUs than trials: every stage runs in one wave, so barriers cost nothing here.
+    # base 600 s + generator 150 s + eval 30 s (+ transfer 30 s with barriers: after every eval)
+    assert free["makespan_hours"] * 3600 == pytest.approx(780)
+    assert barred["makespan_hours"] * 3600 == pytest.approx(810)
+    assert simulate_plan(cfg, plan(cfg), read_cluster(str(REPO / "clusters" / "aws.yaml")), {"base": 1}) is None
