@@ -185,10 +185,13 @@ def simulate(tasks: Sequence[Task], nodes: Sequence[Node]) -> Schedule:
     )
 
 
-def with_barriers(tasks: Sequence[Task], stages: Sequence[str], sequential_groups: bool = False) -> list[Task]:
+def with_barriers(
+    tasks: Sequence[Task], stages: Sequence[str], sequential_groups: bool = False, stage_barriers: bool = True
+) -> list[Task]:
     """The same tasks with stage barriers: within each group, every task of a stage waits for every
     task of the stages before it (through one zero-cost barrier task per stage, not n x m edges).
-    ``sequential_groups``: each group also waits for the whole previous group (sweeps run one after another)."""
+    ``sequential_groups``: each group also waits for the whole previous group (sweeps run one after
+    another); with ``stage_barriers=False`` that is the only barrier added."""
     groups: dict[str, dict[str, list[Task]]] = {}
     for t in tasks:
         groups.setdefault(t.group, {}).setdefault(t.stage, []).append(t)
@@ -197,8 +200,10 @@ def with_barriers(tasks: Sequence[Task], stages: Sequence[str], sequential_group
     previous_group_end: list[str] = []
     for g, by_stage in groups.items():
         before: list[str] = list(previous_group_end) if sequential_groups else []
-        for s in stages:
-            members = by_stage.get(s, [])
+        layers = [(s, by_stage.get(s, [])) for s in stages]
+        if not stage_barriers:
+            layers = [("all", [t for members in by_stage.values() for t in members])]
+        for s, members in layers:
             if not members:
                 continue
             if before:
@@ -257,10 +262,11 @@ def cluster_nodes(cluster: Any, gpus: float, cpus: float) -> list[Node]:
 
 
 def compare(tasks: Sequence[Task], nodes: Sequence[Node], stages: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Makespan (hours) and GPU-busy fraction without and with barriers (sweeps side by side), and
-    with barriers and the sweeps run one after another (only when there are several sweeps)."""
+    """Makespan (hours) and GPU-busy fraction without and with barriers (sweeps side by side), and,
+    when there are several sweeps, both again with the sweeps run one after another."""
     runs = {"no barriers": list(tasks), "barriers": with_barriers(tasks, stages)}
     if len({t.group for t in tasks}) > 1:
+        runs["no barriers, sweeps in turn"] = with_barriers(tasks, stages, True, stage_barriers=False)
         runs["barriers, sweeps in turn"] = with_barriers(tasks, stages, sequential_groups=True)
     out = {}
     for name, ts in runs.items():

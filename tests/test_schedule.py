@@ -73,6 +73,18 @@ def test_barriers_per_group_and_in_turn() -> None:
     assert out["barriers"]["makespan_hours"] * 3600 == pytest.approx(6)
     assert out["barriers, sweeps in turn"]["makespan_hours"] * 3600 == pytest.approx(12)
     assert out["barriers, sweeps in turn"]["gpu_busy"] == pytest.approx(12 / 24)
+    assert out["no barriers, sweeps in turn"]["makespan_hours"] * 3600 == pytest.approx(12)
+    # One slow base model per sweep: in turn, barriers hold the fast model's generator back.
+    tasks = [
+        *tasks,
+        Task("s1/b2", 2, 1, stage="base", group="s1"),
+        Task("s1/g2", 3, 1, needs=("s1/b2",), stage="generator", group="s1"),
+    ]
+    out = compare(tasks, [Node(gpus=2)], STAGES)
+    # In turn without barriers: s1's b 0-5, b2 0-2, g2 2-5, g 5-6; s2 6-12.
+    # With barriers g2 waits for b: s1 ends at 5 + 3 = 8; s2 8-14.
+    assert out["no barriers, sweeps in turn"]["makespan_hours"] * 3600 == pytest.approx(12)
+    assert out["barriers, sweeps in turn"]["makespan_hours"] * 3600 == pytest.approx(14)
 
 
 def test_dependencies_of_the_plan() -> None:
@@ -128,3 +140,25 @@ def test_simulate_plan_on_a_cluster_file() -> None:
     assert free["makespan_hours"] * 3600 == pytest.approx(780)
     assert barred["makespan_hours"] * 3600 == pytest.approx(810)
     assert simulate_plan(cfg, plan(cfg), read_cluster(str(REPO / "clusters" / "aws.yaml")), {"base": 1}) is None
+
+
+def test_nf_sweep_plan_prints_the_simulation() -> None:
+    import argparse
+
+    from orchestration.clusterfile import read_cluster
+    from orchestration.commands.sweep import plan_with_cluster
+
+    cfg = parse_config({**TINY, "storage": "unused", "resources": {"cpus": 3, "gpus": 0.5}})
+    aws = str(REPO / "clusters" / "aws.yaml")
+    seconds = {"base": 100.0, "generator": 50.0, "eval": 30.0, "transfer": 30.0}
+    args = argparse.Namespace(cluster=aws, epoch_seconds="base=100,generator=50,eval=30,transfer=30")
+    text = plan_with_cluster(args, cfg, plan(cfg))
+    sim = simulate_plan(cfg, plan(cfg), read_cluster(aws), seconds)
+    assert "simulated on the cluster at full size" in text and f"{sim['gpus']:g} GPUs" in text
+    for name in ("no barriers", "barriers"):
+        r = sim["runs"][name]
+        row = f"    {name:<11}  {r['makespan_hours']:>10,.1f}  {100 * r['gpu_busy']:>7.0f}%"
+        assert row in text.splitlines(), (row, text)
+    # Not every stage timed: no simulation, and the output says why.
+    args = argparse.Namespace(cluster=aws, epoch_seconds="base=100")
+    assert "no makespan simulation" in plan_with_cluster(args, cfg, plan(cfg))
