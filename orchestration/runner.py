@@ -213,7 +213,7 @@ def run_sweep(
         # Per stage: wall time from its first trial's start to its last trial's end (stages overlap).
         for stage, seconds in clock.seconds().items():
             tracker.log_metrics(parent, {f"stage_seconds.{stage}": seconds}, step=0)
-            log(f"stage {stage}: ran for {seconds:.1f} s")
+            log(f"stage {stage}: finished in {seconds:.1f} s (first start to last end)")
     for stage in STAGES:
         _log_item_artifacts(tracker, store, stage, items[stage], runs)
     for item_id in blocked:  # never started: something it needs failed
