@@ -1,4 +1,4 @@
-"""The schedule simulator on hand-made DAGs, and the plan's dependencies (no Ray)."""
+"""The schedule simulator on hand-made DAGs, the plan's dependencies, and the runner's searcher (no Ray run)."""
 
 from __future__ import annotations
 
@@ -162,3 +162,32 @@ def test_nf_sweep_plan_prints_the_simulation() -> None:
     # Not every stage timed: no simulation, and the output says why.
     args = argparse.Namespace(cluster=aws, epoch_seconds="base=100")
     assert "no makespan simulation" in plan_with_cluster(args, cfg, plan(cfg))
+
+
+def test_ready_items_searcher_releases_in_dependency_order() -> None:
+    """The runner's Tune searcher on its own (no trials run): what it hands out, and when."""
+    from ray.tune.search import Searcher
+
+    from orchestration.dataflow import ReadyItems, priorities
+
+    cfg = parse_config({**TINY, "storage": "unused", "transfer": False, "generators": ["ConvS"], "train_bers": [0.05]})
+    items = [it for s in STAGES for it in plan(cfg)[s]]  # 2 base, 2 generators, 2 evals
+    written: set[str] = set()  # the done.json files the "trials" wrote
+    s = ReadyItems(items, done=set(), is_done=lambda i: i in written, priority=priorities(cfg, items))
+    first, second = s.suggest("t1")["item"]["id"], s.suggest("t2")["item"]["id"]
+    assert {first, second} == {"digits.resnet18.b8.s0", "digits.vgg11.b8.s0"}
+    assert s.suggest("t3") is None  # nothing else is ready while both base models train
+    written.add(second)
+    s.on_trial_complete("t2")
+    gen = s.suggest("t3")["item"]  # the finished base model's generator, though the other still trains
+    assert gen["stage"] == "generator" and gen["needs"] == [second]
+    s.on_trial_complete("t1", error=True)  # the other base model fails
+    assert s.suggest("t4") is None  # the generator still runs: its eval may come
+    written.add(gen["id"])
+    s.on_trial_complete("t3")
+    assert s.suggest("t4")["item"]["id"] == f"eval.{gen['id']}"
+    written.add(f"eval.{gen['id']}")
+    s.on_trial_complete("t4")
+    assert s.suggest("t5") == Searcher.FINISHED  # the rest needs the failed base model
+    other_gen = next(it.id for it in items if it.stage == "generator" and it.needs == [first])
+    assert s.failed == {first} and sorted(s.blocked) == sorted([other_gen, f"eval.{other_gen}"])
