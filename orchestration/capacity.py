@@ -4,8 +4,8 @@ The per-stage model is deliberately simple: each stage on its own; a trial's pla
 bundles share one node (Tune packs them); within a stage all trials last epochs x
 epoch_seconds, so they run in waves of the cluster's concurrency; node start-up and dataset
 download are not counted. The makespan of the whole sweep, where stages overlap (the runner
-has no stage barriers), comes from orchestration.schedule's simulation. Eval and transfer trials count one epoch each (one
-evaluation pass), so give their seconds per trial. The cluster comes from
+has no stage barriers), comes from orchestration.schedule's simulation. Eval and transfer
+trials count one epoch each (one evaluation pass), so give their seconds per trial. The cluster comes from
 orchestration.clusterfile; the printed form from orchestration.views.
 """
 

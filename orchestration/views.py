@@ -86,5 +86,7 @@ def format_estimate(est: dict[str, Any]) -> str:
         if sim.get("max_concurrent_ignored"):
             lines.append("    note: resources.max_concurrent is not simulated")
     elif c and any(r["epoch_seconds"] for r in est["stages"].values()):
-        lines.append("  (no makespan simulation: give --epoch-seconds for every stage with trials)")
+        lines.append(
+            "  (no makespan simulation: it needs --epoch-seconds for every stage with trials and nodes that fit them)"
+        )
     return "\n".join(lines)
