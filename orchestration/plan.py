@@ -83,3 +83,38 @@ def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
 
 def bits_tag(cfg: SweepConfig) -> str:
     return str(cfg.bits) if cfg.generator.generator_bits is None else f"{cfg.bits}g{cfg.generator.generator_bits}"
+
+
+def dependencies(items: dict[str, list[Item]] | list[Item]) -> dict[str, list[str]]:
+    """Each item's id -> the ids of the items it needs done first (its ``needs``).
+
+    A generator needs its source base model(s) of the same dataset, bits and seed; eval needs
+    its generator (and the source base models it evaluates); transfer needs its generator and
+    the target base models. Every need must be an item of the plan (else ValueError): an item
+    whose need is missing could never start.
+    """
+    flat = [it for stage in items.values() for it in stage] if isinstance(items, dict) else list(items)
+    ids = {it.id for it in flat}
+    out: dict[str, list[str]] = {}
+    for it in flat:
+        missing = [n for n in it.needs if n not in ids]
+        if missing:
+            raise ValueError(f"item {it.id!r} needs {', '.join(missing)}, which the plan does not hold")
+        out[it.id] = list(it.needs)
+    return out
+
+
+def blocked_by(deps: dict[str, list[str]], failed: set[str] | list[str]) -> set[str]:
+    """The ids that can never run because something they (transitively) need failed."""
+    users: dict[str, list[str]] = {}
+    for item, needs in deps.items():
+        for n in needs:
+            users.setdefault(n, []).append(item)
+    out: set[str] = set()
+    todo = list(failed)
+    while todo:
+        for u in users.get(todo.pop(), []):
+            if u not in out:
+                out.add(u)
+                todo.append(u)
+    return out - set(failed)

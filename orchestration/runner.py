@@ -1,9 +1,9 @@
-"""Run a sweep: its stages as Ray Tune runs, in dependency order, tracked in MLflow.
+"""Run a sweep: all its items in one Ray Tune run, each as soon as the items it needs are done, tracked in MLflow.
 
 The driver is the only MLflow writer (trials report to Tune; a callback logs). Sweep state
 lives in storage (``done.json`` per item), so `nf sweep resume` after a driver kill starts
-each stage again with only the unfinished items, which continue from their checkpoints;
-MLflow runs are found again by their tags rather than created anew.
+again with only the unfinished items, which continue from their checkpoints; MLflow runs
+are found again by their tags rather than created anew.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import yaml
 from orchestration.config import STAGES, ConfigError, SweepConfig, parse_config
 from orchestration.plan import Item, plan
 from orchestration.storage import Store
-from orchestration.trainables import TRAINABLES, item_dir
+from orchestration.trainables import item_dir
 
 CONFIG_FILE = "sweep.yaml"
 
 
 class SweepError(RuntimeError):
-    """A stage ended with failed trials; later stages were not started."""
+    """Trials failed; the items that need them were not started (blocked), the others ran."""
 
 
 def sweep_store(cfg: SweepConfig) -> Store:
@@ -93,11 +93,10 @@ def item_params(cfg: SweepConfig, item: Item) -> dict[str, Any]:
 
 
 def _resources(cfg: SweepConfig, stage: str):
-    from ray import tune
+    """A stage's trial placement group (what orchestration.dataflow.item_resources gives its items)."""
+    from orchestration.dataflow import item_resources
 
-    from orchestration.capacity import trial_bundles
-
-    return tune.PlacementGroupFactory(trial_bundles(cfg, stage))
+    return item_resources(cfg)({"item": {"stage": stage}})
 
 
 def stage_states(cfg: SweepConfig, store: Store | None = None) -> dict[str, dict[str, str]]:
@@ -142,13 +141,16 @@ def run_sweep(
     progress_interval: float = 30.0,
     new_config: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run (or continue) every stage of the sweep; returns the evaluation and transfer rows.
+    """Run (or continue) every item of the sweep, each once the items it needs are done (no stage
+    barriers); returns the evaluation and transfer rows. Raises SweepError after the run if
+    trials failed (the items that need them are reported blocked; all others ran).
 
     ``verbose`` 0: a compact live view (orchestration/progress.py); 1 or 2: Ray Tune's own output.
     ``new_config``: ``cfg`` may differ from the stored config if no completed item changes
     (`nf sweep resume NAME --config FILE`, orchestration/resume.py)."""
     from ray import tune
 
+    from orchestration.dataflow import ReadyItems, StageClock, TrackingPush, item_resources, priorities, run_item
     from orchestration.progress import LiveView
     from orchestration.resume import ConfigChange, adopt_config, forget_runs, same_config
     from orchestration.tracking import SweepTracker, redact_uri
@@ -182,55 +184,76 @@ def run_sweep(
     forget_runs(tracker, change)
     log(f"MLflow: {redact_uri(tracker.tracking_uri)} (experiment {cfg.mlflow.experiment or cfg.name!r})")
     _init_ray(ray_address)
+    # One Tune run for every pending item of every stage: an item starts as soon as the items it
+    # needs are done (orchestration.dataflow.ReadyItems), so no stage waits for the slowest item
+    # of the stage before it; a failure blocks only the items downstream of it.
+    runs: dict[str, str] = {}
+    pending: list[Item] = []
     for stage in STAGES:
         existing = tracker.child_runs(stage)  # one search, not one per item, on resume
-        runs = {
-            it.id: existing.get(it.id) or tracker.child_run(it.id, stage, item_params(cfg, it)) for it in items[stage]
-        }
-        pending = [it for it in items[stage] if not store.exists(f"{item_dir(stage, it.id)}/done.json")]
-        log(f"stage {stage}: {len(items[stage]) - len(pending)} done, {len(pending)} to run")
-        t0 = time.perf_counter()
-        if pending:
-            # A trial's config is its item; the settings every trial shares go once to the object store.
-            trainable = tune.with_parameters(TRAINABLES[stage], cfg=cfg, store=store.spec())
-            tuner = tune.Tuner(
-                tune.with_resources(trainable, _resources(cfg, stage)),
-                param_space={"item": tune.grid_search([it.to_dict() for it in pending])},
-                # reuse_actors: later trials of a stage skip the worker start and imports
-                tune_config=tune.TuneConfig(
-                    max_concurrent_trials=cfg.resources.max_concurrent,
-                    reuse_actors=True,
-                    trial_name_creator=lambda t: t.config["item"]["id"],
-                    trial_dirname_creator=lambda t: t.config["item"]["id"],
-                ),
-                run_config=tune.RunConfig(
-                    name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}",
-                    storage_path=store.path("tune"),
-                    storage_filesystem=store.fs,
-                    failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
-                    callbacks=[MlflowTuneCallback(tracker, runs), *live.callbacks],
-                    verbose=live.tune_verbose,
-                ),
-            )
-            grid = tuner.fit()
-            failed = [r for r in grid if r.error is not None]
-        else:
-            failed = []
+        for it in items[stage]:
+            runs[it.id] = existing.get(it.id) or tracker.child_run(it.id, stage, item_params(cfg, it))
+        todo = [it for it in items[stage] if not store.exists(f"{item_dir(stage, it.id)}/done.json")]
+        log(f"stage {stage}: {len(items[stage]) - len(todo)} done, {len(todo)} to run")
+        pending += todo
+    failed: list[str] = []
+    blocked: list[str] = []
+    if pending:
+        pending_ids = {it.id for it in pending}
+        stage_of = {it.id: it.stage for it in pending}
+        searcher = ReadyItems(
+            pending,
+            done={i for it in pending for i in it.needs if i not in pending_ids},
+            is_done=lambda item_id: store.exists(f"{item_dir(stage_of[item_id], item_id)}/done.json"),
+            priority=priorities(cfg, pending),
+        )
+        clock = StageClock()
+        # A trial's config is its item; the settings every trial shares go once to the object store.
+        trainable = tune.with_parameters(run_item, cfg=cfg, store=store.spec())
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, item_resources(cfg)),  # each item: its stage's bundles
+            # reuse_actors: later trials skip the worker start and imports (same bundles only)
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                num_samples=len(pending),
+                # also how many trials Tune keeps pending for a custom searcher (default 1)
+                max_concurrent_trials=cfg.resources.max_concurrent or len(pending),
+                reuse_actors=True,
+                trial_name_creator=lambda t: t.config["item"]["id"],
+                trial_dirname_creator=lambda t: t.config["item"]["id"],
+            ),
+            run_config=tune.RunConfig(
+                name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=store.path("tune"),
+                storage_filesystem=store.fs,
+                failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
+                callbacks=[MlflowTuneCallback(tracker, runs), TrackingPush(cfg, store.spec()), clock, *live.callbacks],
+                verbose=live.tune_verbose,
+            ),
+        )
+        grid = tuner.fit()
+        failed = sorted(searcher.failed | {r.config["item"]["id"] for r in grid if r.error is not None})
+        blocked = searcher.blocked
+        # Per stage: wall time from its first trial's start to its last trial's end (stages overlap).
+        for stage, seconds in clock.seconds().items():
+            tracker.log_metrics(parent, {f"stage_seconds.{stage}": seconds}, step=0)
+            log(f"stage {stage}: finished in {seconds:.1f} s (first start to last end)")
+    for stage in STAGES:
         backfill_history(tracker, store, stage, items[stage], runs)  # epochs a killed driver never logged
         _log_item_artifacts(tracker, store, stage, items[stage], runs)
-        seconds = time.perf_counter() - t0
-        tracker.log_metrics(parent, {f"stage_seconds.{stage}": seconds}, step=0)
-        log(f"stage {stage}: finished in {seconds:.1f} s")
-        push_tracking(cfg, store)  # at each stage end: the tracking survives losing this machine
-        if failed:
-            tracker.finish(parent, "FAILED")
-            push_tracking(cfg, store)
-            ids = [r.config["item"]["id"] for r in failed]
-            raise SweepError(
-                f"stage {stage}: {len(failed)} trial(s) failed: {', '.join(ids)}; "
-                f"see `nf sweep status {cfg.name}`; fix the cause, then `nf sweep resume {cfg.name}` "
-                f"(a corrected config: `nf sweep resume {cfg.name} --config FILE`)"
-            )
+    push_tracking(cfg, store)  # the tracking survives losing this machine
+    for item_id in blocked:  # never started: something it needs failed
+        tracker.set_tag(runs[item_id], "nf.blocked", "1")
+        tracker.finish(runs[item_id], "KILLED")
+    if failed:
+        tracker.finish(parent, "FAILED")
+        push_tracking(cfg, store)
+        raise SweepError(
+            f"{len(failed)} trial(s) failed: {', '.join(failed)}; {len(blocked)} item(s) blocked by them"
+            + (f" ({', '.join(blocked[:5])}{', ...' if len(blocked) > 5 else ''})" if blocked else "")
+            + f"; see `nf sweep status {cfg.name}`; fix the cause, then `nf sweep resume {cfg.name}` "
+            f"(a corrected config: `nf sweep resume {cfg.name} --config FILE`)"
+        )
     rows = collect_rows(cfg, store)
     _log_sweep_artifacts(tracker, parent, store, cfg, rows)
     tracker.finish(parent, "FINISHED")

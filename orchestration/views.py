@@ -71,5 +71,22 @@ def format_estimate(est: dict[str, Any]) -> str:
     lines.append(indent(table(head, rows, align)))
     lines += [f"  note: {n}" for n in est["notes"]]
     if c:
-        lines.append("  (stages run one after another; node start-up and dataset download not counted)")
+        lines.append("  (waves and wall-h: each stage on its own; node start-up and dataset download not counted)")
+    sim = est.get("schedule")
+    if sim:
+        nodes = ", ".join(f"{k} x{v}" for k, v in sim["nodes"].items())
+        lines.append(f"  simulated on the cluster at full size ({nodes}; {sim['gpus']:g} GPUs):")
+        rows = [
+            [name, _h(r["makespan_hours"]), "-" if r["gpu_busy"] is None else f"{100 * r['gpu_busy']:.0f}%"]
+            for name, r in sim["runs"].items()
+        ]
+        lines.append(indent(table(["schedule", "makespan-h", "GPU busy"], rows, ["left", "right", "right"]), "    "))
+        lines.append("    (no barriers: an item starts once the items it needs are done, as `nf sweep run` does;")
+        lines.append("     barriers: every item of a stage waits for the whole stage before it)")
+        if sim.get("max_concurrent_ignored"):
+            lines.append("    note: resources.max_concurrent is not simulated")
+    elif c and any(r["epoch_seconds"] for r in est["stages"].values()):
+        lines.append(
+            "  (no makespan simulation: it needs --epoch-seconds for every stage with trials and nodes that fit them)"
+        )
     return "\n".join(lines)

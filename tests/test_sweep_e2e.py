@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from orchestration.cli import main as cli_main
 from orchestration.config import parse_config
 from orchestration.mlflow_server import start_mlflow_server, stop_mlflow_server
+from orchestration.plan import plan
 from orchestration.results import format_table
 from orchestration.runner import run_sweep, stage_states, sweep_store, tracking_uri
 from tests.sweep_support import TINY, TRIALS, assert_secret_nowhere, kill_tree, nf, start_moto
@@ -200,7 +201,10 @@ def test_preempted_driver_resumes_without_rework(tmp_path) -> None:
     finally:
         kill_tree(first)
     done_before = {s: [i for i, v in st.items() if v == "done"] for s, st in stage_states(cfg).items()}
-    assert len(done_before["base"]) == 2 and len(done_before["transfer"]) == 0
+    assert done_before["base"] and len(done_before["transfer"]) == 0
+    needs = {it.id: it.needs for it in plan(cfg)["generator"]}
+    for item in store.list("items/generator"):  # no stage barrier, but each generator after its base model
+        assert set(needs[item]) <= set(done_before["base"]), item
 
     second = nf("sweep", "resume", "tiny", "--storage", cfg.storage)
     try:  # second kill: once the generator stage has moved on
@@ -368,3 +372,86 @@ def test_sweep_on_s3_with_resume(tmp_path) -> None:
         server.wait()
         for d in head1_disk + head2_disk:
             shutil.rmtree(d, ignore_errors=True)
+
+
+def test_items_start_when_their_needs_are_done(tmp_path) -> None:
+    """No stage barriers: digits' generator starts while CIFAR-10's (slower) base model still
+    trains, yet no item starts before the items it needs are done; a failure (CIFAR-100's
+    unreadable files) blocks only the items that need it."""
+    import ray
+
+    from orchestration.runner import SweepError, collect_rows
+    from tests.test_data import write_cifar10, write_cifar100
+
+    write_cifar10(tmp_path / "cifar", per_batch=160, n_test=8)  # 800 32x32 images vs 64 8x8 digits
+    write_cifar100(tmp_path / "broken")
+    (tmp_path / "broken" / "cifar-100-python" / "train").write_bytes(b"not a pickle")
+    raw = {
+        "name": "overlap",
+        "storage": str(tmp_path / "sweeps"),
+        "datasets": [
+            {"name": "digits", "train_subset": 64, "test_subset": 30},
+            {"name": "cifar10", "root": str(tmp_path / "cifar")},
+            {"name": "cifar100", "root": str(tmp_path / "broken")},
+        ],
+        "models": ["resnet18"],
+        "width": 0.125,
+        "generators": ["ConvS"],
+        "train_bers": [0.05],
+        "ns": [2],
+        "base": {"epochs": 3, "batch_size": 32, "optimizer": "adam", "lr": 0.01},
+        "generator": {"epochs": 1, "batch_size": 32},
+        "evaluation": {"bers": [0.05], "chips": 2},
+        "transfer": False,
+        "resources": {"cpus": 1, "max_failures": 0},
+    }
+    cfg = parse_config(raw)
+    # Three trial slots: the three base models start together (a barrier-free runner needs no free
+    # slot to be "unfair"; a stage barrier would hold digits' generator back however many there are).
+    ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
+    try:
+        with pytest.raises(SweepError, match=r"1 trial\(s\) failed: cifar100\.resnet18\.b8\.s0; 2 item\(s\) blocked"):
+            run_sweep(cfg, verbose=0, log=lambda _: None)
+    finally:
+        ray.shutdown()
+    store = sweep_store(cfg)
+    states = stage_states(cfg)
+    assert {i.split(".")[0]: s for i, s in states["base"].items()} == {
+        "digits": "done",
+        "cifar10": "done",
+        "cifar100": "failed",
+    }
+    for stage in ("generator", "eval"):  # the failure blocks only its own dataset's items
+        assert {i.removeprefix("eval.").split(".")[0]: s for i, s in states[stage].items()} == {
+            "digits": "done",
+            "cifar10": "done",
+            "cifar100": "pending",
+        }
+    assert {r["dataset"] for r in collect_rows(cfg)} == {"digits", "cifar10"}
+
+    def started(stage: str, item: str) -> float:
+        return store.read_json(f"items/{stage}/{item}/attempts.json")[0]["time"]
+
+    def ended(stage: str, item: str) -> float:
+        status = store.read_json(f"items/{stage}/{item}/status.json")
+        assert status["state"] == "done"
+        return status["time"]
+
+    slow_base = "cifar10.resnet18.b8.s0"
+    fast_gen = next(i for i in store.list("items/generator") if i.startswith("digits."))
+    # The fast dataset's generator started before the slow base model ended (and after it began).
+    assert started("base", slow_base) < started("generator", fast_gen) < ended("base", slow_base)
+    for item in store.list("items/generator"):  # ... yet none started before its base model ended
+        needs = store.read_json(f"items/generator/{item}/done.json")["item"]["needs"]
+        assert needs and all(ended("base", need) <= started("generator", item) for need in needs), item
+    # MLflow: a child run per item (the blocked ones tagged and ended), per-stage wall time on the parent.
+    runs = _runs(tracking_uri(cfg, store), "overlap")
+    children = [r for r in runs if r.data.tags.get("nf.item_id")]
+    assert len(children) == 9
+    blocked = {r.data.tags["nf.item_id"] for r in children if r.data.tags.get("nf.blocked")}
+    assert blocked == {i for s in ("generator", "eval") for i, v in states[s].items() if v == "pending"}
+    done = {i for st in states.values() for i, v in st.items() if v == "done"}
+    assert {r.data.tags["nf.item_id"] for r in children if r.info.status == "FINISHED"} == done
+    parent = next(r for r in runs if r.data.tags.get("nf.role") == "parent")
+    assert parent.info.status == "FAILED"
+    assert {"stage_seconds.base", "stage_seconds.generator", "stage_seconds.eval"} <= set(parent.data.metrics)
