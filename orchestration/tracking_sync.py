@@ -6,7 +6,8 @@ With no ``mlflow.tracking_uri`` a sweep is tracked in a SQLite file:
   database; its runs' artifact locations are moved along, see :func:`relocate_artifacts`);
 - S3 storage: a working copy in the local cache (``$XDG_CACHE_HOME/nf/mlflow/…``, default
   ``~/.cache``), uploaded whole (one PUT) to ``<storage>/<name>/mlflow/mlflow.db`` as trials end
-  (at most once a minute, orchestration.dataflow.TrackingPush) and when the sweep ends or fails. A driver starting on a machine without the working copy
+  (at most once a minute, orchestration.dataflow.TrackingPush) and when the sweep ends or fails.
+  A driver starting on a machine without the working copy
   (a new head node, a wiped disk) fetches the storage copy first, so a resume anywhere continues
   the same runs. A working copy is used only if the storage copy is still the one it last
   uploaded (else another head node went on since, and the storage copy wins).
