@@ -9,7 +9,7 @@ here too.
 
 from __future__ import annotations
 
-MODELS = ("resnet18", "resnet50", "vgg11", "vgg16", "vgg19")  # nf_core.models.MODELS
+MODELS = ("resnet18", "resnet50", "vgg11", "vgg16", "vgg19", "vit")  # nf_core.models.MODELS
 GENERATORS = ("ConvL", "ConvS", "DeConvL", "DeConvS", "UNetL", "UNetS", "UIP")  # nf_core.generators.GENERATORS
 DATASETS = ("cifar10", "cifar100", "gtsrb", "imagenet10", "digits")  # nf_core.data.DATASETS
 FAULT_MODELS = ("stuck_at", "flip")  # nf_core.validation.FAULT_MODELS

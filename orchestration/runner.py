@@ -53,6 +53,14 @@ def open_sweep(
     """The config of an existing sweep, read back from its storage."""
     store = Store(storage, s3_endpoint, s3_region).sub(name)
     if not store.exists(CONFIG_FILE):
+        left = store.list()
+        if left:  # the sweep is there but its config object is lost: name it, not "no sweep"
+            from orchestration.errors import StorageError
+
+            raise StorageError(
+                f"missing object {store.url(CONFIG_FILE)}: sweep {name!r} has {', '.join(left[:5])} but not its "
+                f"config; restore {CONFIG_FILE}, or run the same config again with `nf sweep run CONFIG`"
+            )
         parent = Store(storage, s3_endpoint, s3_region)
         have = [n for n in parent.list() if parent.exists(f"{n}/{CONFIG_FILE}")]
         raise ConfigError(f"no sweep {name!r} under {parent.url()}; sweeps there: {', '.join(have) or 'none'}")
@@ -118,11 +126,14 @@ def stage_states(cfg: SweepConfig, store: Store | None = None) -> dict[str, dict
 def _init_ray(address: str | None) -> None:
     import ray
 
+    from orchestration.errors import keep_signal_handlers
+
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
         # "local": always a fresh instance, never a leftover cluster found on this machine
         kw: dict[str, Any] = {"address": address} if address else {"address": "local", "include_dashboard": False}
-        ray.init(log_to_driver=False, **kw)
+        with keep_signal_handlers():  # ray.init's SIGTERM handler would exit before MLflow runs are ended
+            ray.init(log_to_driver=False, **kw)
 
 
 def run_sweep(
@@ -135,7 +146,7 @@ def run_sweep(
     """Run (or continue) every stage of the sweep; returns the evaluation and transfer rows."""
     from ray import tune
 
-    from orchestration.tracking import SweepTracker
+    from orchestration.tracking import SweepTracker, parent_run_guard
     from orchestration.tune_callback import MlflowTuneCallback
 
     store = sweep_store(cfg)
@@ -156,57 +167,59 @@ def run_sweep(
     tracker = SweepTracker(tracking_uri(cfg, store), cfg.mlflow.experiment or cfg.name, artifact_location(cfg, store))
     tracker.ensure_experiment()
     parent = tracker.parent_run(cfg.name, _flat(cfg.to_dict()))
-    log(f"MLflow: {tracker.tracking_uri} (experiment {cfg.mlflow.experiment or cfg.name!r})")
-    _init_ray(ray_address)
-    for stage in STAGES:
-        existing = tracker.child_runs(stage)  # one search, not one per item, on resume
-        runs = {
-            it.id: existing.get(it.id) or tracker.child_run(it.id, stage, item_params(cfg, it)) for it in items[stage]
-        }
-        pending = [it for it in items[stage] if not store.exists(f"{item_dir(stage, it.id)}/done.json")]
-        log(f"stage {stage}: {len(items[stage]) - len(pending)} done, {len(pending)} to run")
-        t0 = time.perf_counter()
-        if pending:
-            # A trial's config is its item; the settings every trial shares go once to the object store.
-            trainable = tune.with_parameters(TRAINABLES[stage], cfg=cfg, store=store.spec())
-            tuner = tune.Tuner(
-                tune.with_resources(trainable, _resources(cfg, stage)),
-                param_space={"item": tune.grid_search([it.to_dict() for it in pending])},
-                # reuse_actors: later trials of a stage skip the worker start and imports
-                tune_config=tune.TuneConfig(
-                    max_concurrent_trials=cfg.resources.max_concurrent,
-                    reuse_actors=True,
-                    trial_name_creator=lambda t: t.config["item"]["id"],
-                    trial_dirname_creator=lambda t: t.config["item"]["id"],
-                ),
-                run_config=tune.RunConfig(
-                    name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}",
-                    storage_path=store.path("tune"),
-                    storage_filesystem=store.fs,
-                    failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
-                    callbacks=[MlflowTuneCallback(tracker, runs)],
-                    verbose=verbose,
-                ),
-            )
-            grid = tuner.fit()
-            failed = [r for r in grid if r.error is not None]
-        else:
-            failed = []
-        _log_item_artifacts(tracker, store, stage, items[stage], runs)
-        seconds = time.perf_counter() - t0
-        tracker.log_metrics(parent, {f"stage_seconds.{stage}": seconds}, step=0)
-        log(f"stage {stage}: finished in {seconds:.1f} s")
-        if failed:
-            tracker.finish(parent, "FAILED")
-            ids = [r.config["item"]["id"] for r in failed]
-            raise SweepError(
-                f"stage {stage}: {len(failed)} trial(s) failed: {', '.join(ids)}; "
-                f"see `nf sweep status {cfg.name}`, fix, then `nf sweep resume {cfg.name}`"
-            )
-    rows = collect_rows(cfg, store)
-    _log_sweep_artifacts(tracker, parent, store, cfg, rows)
-    tracker.finish(parent, "FINISHED")
-    return rows
+    with parent_run_guard(tracker, parent):  # never left RUNNING: FAILED on error, KILLED on Ctrl-C/SIGTERM
+        log(f"MLflow: {tracker.tracking_uri} (experiment {cfg.mlflow.experiment or cfg.name!r})")
+        _init_ray(ray_address)
+        for stage in STAGES:
+            existing = tracker.child_runs(stage)  # one search, not one per item, on resume
+            runs = {
+                it.id: existing.get(it.id) or tracker.child_run(it.id, stage, item_params(cfg, it))
+                for it in items[stage]
+            }
+            pending = [it for it in items[stage] if not store.exists(f"{item_dir(stage, it.id)}/done.json")]
+            log(f"stage {stage}: {len(items[stage]) - len(pending)} done, {len(pending)} to run")
+            t0 = time.perf_counter()
+            if pending:
+                # A trial's config is its item; the settings every trial shares go once to the object store.
+                trainable = tune.with_parameters(TRAINABLES[stage], cfg=cfg, store=store.spec())
+                tuner = tune.Tuner(
+                    tune.with_resources(trainable, _resources(cfg, stage)),
+                    param_space={"item": tune.grid_search([it.to_dict() for it in pending])},
+                    # reuse_actors: later trials of a stage skip the worker start and imports
+                    tune_config=tune.TuneConfig(
+                        max_concurrent_trials=cfg.resources.max_concurrent,
+                        reuse_actors=True,
+                        trial_name_creator=lambda t: t.config["item"]["id"],
+                        trial_dirname_creator=lambda t: t.config["item"]["id"],
+                    ),
+                    run_config=tune.RunConfig(
+                        name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}",
+                        storage_path=store.path("tune"),
+                        storage_filesystem=store.fs,
+                        failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
+                        callbacks=[MlflowTuneCallback(tracker, runs)],
+                        verbose=verbose,
+                    ),
+                )
+                grid = tuner.fit()
+                failed = [r for r in grid if r.error is not None]
+            else:
+                failed = []
+            _log_item_artifacts(tracker, store, stage, items[stage], runs)
+            seconds = time.perf_counter() - t0
+            tracker.log_metrics(parent, {f"stage_seconds.{stage}": seconds}, step=0)
+            log(f"stage {stage}: finished in {seconds:.1f} s")
+            if failed:
+                tracker.finish(parent, "FAILED")
+                ids = [r.config["item"]["id"] for r in failed]
+                raise SweepError(
+                    f"stage {stage}: {len(failed)} trial(s) failed: {', '.join(ids)}; "
+                    f"see `nf sweep status {cfg.name}`, fix, then `nf sweep resume {cfg.name}`"
+                )
+        rows = collect_rows(cfg, store)
+        _log_sweep_artifacts(tracker, parent, store, cfg, rows)
+        tracker.finish(parent, "FINISHED")
+        return rows
 
 
 def collect_rows(cfg: SweepConfig, store: Store | None = None) -> list[dict[str, Any]]:
