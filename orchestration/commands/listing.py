@@ -43,12 +43,22 @@ def registered(kind: str) -> tuple[str, ...]:
     return {"models": names.MODELS, "generators": names.GENERATORS, "datasets": names.DATASETS}[kind]
 
 
+def describe(kind: str, name: str) -> str:
+    """The one-line description of a registered name ('' if it has none yet)."""
+    about = DESCRIPTIONS[kind]
+    if name in about:
+        return about[name]
+    if kind == "generators" and name.endswith("_BER") and name[: -len("_BER")] in about:
+        # nf_core.ber_conditioned: the same network with the BER as an extra input (FiLM)
+        return f"{name[: -len('_BER')]} conditioned on the BER (input channel + FiLM): one generator for all voltages"
+    return ""
+
+
 def format_listing(kind: str) -> str:
     """One line per registered name: the name, then its description."""
     entries = registered(kind)
     width = max(len(n) for n in entries)
-    about = DESCRIPTIONS[kind]
-    return "\n".join(f"{n:<{width}}  {about.get(n, '')}".rstrip() for n in entries)
+    return "\n".join(f"{n:<{width}}  {describe(kind, n)}".rstrip() for n in entries)
 
 
 def _list(args: argparse.Namespace) -> int:
