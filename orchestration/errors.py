@@ -64,7 +64,11 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+_received: list[int] = []  # signals turned into Interrupted, latest last
+
+
 def _raise_interrupted(signum: int, frame: object) -> None:
+    _received.append(signum)
     raise Interrupted(signum)
 
 
@@ -175,6 +179,8 @@ def describe(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, Interrupted):
         return 128 + exc.signum, f"interrupted by {signal.Signals(exc.signum).name}"
     if isinstance(exc, KeyboardInterrupt):
+        if _received:  # a library caught our Interrupted and raised a plain KeyboardInterrupt instead
+            return describe(Interrupted(_received[-1]))
         return 128 + signal.SIGINT, "interrupted (Ctrl-C)"
     text = _one_line(str(exc)) or type(exc).__name__
     if isinstance(exc, NfError):
