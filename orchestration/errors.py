@@ -224,5 +224,8 @@ def check_storage_writable(store: object) -> None:
         store.fs.delete_file(store.path(_PROBE))  # type: ignore[attr-defined]
     except OSError as e:
         text = _one_line(str(e))
-        reason = _s3_message(text) or (f"{e.strerror}: {e.filename}" if e.strerror and e.filename else text)
+        s3 = _s3_message(text)
+        if s3 is not None:
+            raise StorageError(f"storage {url} cannot be written: {s3}") from e
+        reason = f"{e.strerror}: {e.filename}" if e.strerror and e.filename else text
         raise StorageError(f"storage {url} is not writable: {reason}") from e

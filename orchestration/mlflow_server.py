@@ -120,10 +120,11 @@ def start_mlflow_server(
         tail = Path(logf.name).read_text(errors="replace")[-2000:]
         exited = proc.poll() is not None
         stop_mlflow_server(proc)
+        last = " | ".join([ln.strip() for ln in tail.splitlines() if ln.strip()][-3:])  # the cause, one line
         if not exited:
-            raise TrackingError(f"mlflow server at {url} not healthy after {timeout:.0f} s:\n{tail}")
+            raise TrackingError(f"mlflow server at {url} not healthy after {timeout:.0f} s: {last}")
         if attempt == attempts - 1 or "address already in use" not in tail.lower():
-            raise TrackingError(f"mlflow server exited with code {proc.returncode}:\n{tail}")
+            raise TrackingError(f"mlflow server at {url} exited with code {proc.returncode}: {last}")
     raise AssertionError("unreachable")
 
 
