@@ -83,6 +83,8 @@ def signals_raise(signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)) ->
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    if not any(signal.getsignal(s) is _raise_interrupted for s in signums):
+        _received.clear()  # the outermost block: signals of an earlier command do not count
     old = {s: signal.signal(s, _raise_interrupted) for s in signums}
     old_tune = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"

@@ -156,12 +156,20 @@ def test_unwritable_storage_is_one_line_before_ray_starts(tmp_path) -> None:
     assert "MLflow:" not in p.stdout and "stage base" not in p.stdout
 
 
-def test_unreachable_s3_is_one_line_naming_the_object() -> None:
+def test_unreachable_s3_is_one_line_naming_the_object(tmp_path) -> None:
     port = free_port()  # nothing listens there
     p = run_nf("sweep", "status", "gone", "--storage", "s3://bucket/root", "--s3-endpoint", f"http://127.0.0.1:{port}")
     assert p.returncode == errors.EXIT_STORAGE
     line = one_error_line(p)
     assert "S3 storage unreachable" in line and "s3://bucket/root/gone/sweep.yaml" in line and str(port) in line
+
+    # `nf sweep run` probes the storage with one write before Ray starts
+    raw = {**SMALL, "storage": "s3://bucket/root", "s3_endpoint": f"http://127.0.0.1:{port}"}
+    run = run_nf("sweep", "run", str(write_sweep_yaml(tmp_path, raw)), env=S3_ENV)
+    assert run.returncode == errors.EXIT_STORAGE
+    line = one_error_line(run)
+    assert line.startswith("nf: error: storage s3://bucket/root/small cannot be written: S3 storage unreachable")
+    assert "stage base" not in run.stdout
 
 
 @pytest.fixture(scope="module")
@@ -219,6 +227,27 @@ def test_describe_classes() -> None:
         2,
         "unknown model 'x'; valid choices: a, b",
     )
+    assert errors.describe(FileNotFoundError("dataset 'cifar10': under '/d' expected data_batch_1 …"))[0] == 2
+    from mlflow.exceptions import MlflowException
+
+    code, text = errors.describe(MlflowException("API request to http://127.0.0.1:1/api failed"))
+    assert code == errors.EXIT_STORAGE and text.startswith("MLflow tracking: ")
+
+
+def test_ray_reraising_a_signal_as_keyboard_interrupt_keeps_its_code() -> None:
+    # Ray's C++ core turns any exception from a signal handler into a fresh KeyboardInterrupt.
+    with pytest.raises(KeyboardInterrupt) as info:
+        with errors.signals_raise():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            except errors.Interrupted:
+                raise KeyboardInterrupt() from None
+    assert type(info.value) is KeyboardInterrupt
+    assert errors.describe(info.value) == (143, "interrupted by SIGTERM")
+    with errors.signals_raise():  # a later command starts afresh
+        pass
+    assert errors.describe(KeyboardInterrupt()) == (130, "interrupted (Ctrl-C)")
 
 
 # ------------------------------------------------------------------ MLflow runs never left RUNNING
