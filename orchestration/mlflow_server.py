@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -48,6 +49,32 @@ def check_port_free(port: int, host: str = "127.0.0.1") -> None:
             s.bind((host, port))
         except OSError as e:
             raise PortInUse(f"{hint}: {e.strerror or e}") from None
+
+
+def _loopback(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def check_tracking_reachable(tracking_uri: str) -> None:
+    """For an MLflow server URI (http/https): raise :class:`TrackingError` unless it answers at all.
+
+    One request with a short timeout, before Ray starts, instead of MLflow's minutes of retries;
+    database URIs (sqlite:///…) are left to MLflow.
+    """
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    # A loopback server never through HTTP(S)_PROXY; a remote one as MLflow itself would reach it.
+    opener = urllib.request.build_opener(*([urllib.request.ProxyHandler({})] if _loopback(tracking_uri) else []))
+    try:
+        with opener.open(f"{tracking_uri.rstrip('/')}/health", timeout=10):
+            return
+    except urllib.error.HTTPError:
+        return  # it answers (an auth proxy may refuse /health): reachable, MLflow reports the rest
+    except (urllib.error.URLError, OSError):
+        raise TrackingError(
+            f"MLflow tracking server {tracking_uri} does not answer (GET /health); start it, or fix mlflow.tracking_uri"
+        ) from None
 
 
 def server_log_tail(proc: subprocess.Popen, lines: int = 1) -> str:

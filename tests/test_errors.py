@@ -172,6 +172,18 @@ def test_unreachable_s3_is_one_line_naming_the_object(tmp_path) -> None:
     assert "stage base" not in run.stdout
 
 
+def test_unreachable_tracking_server_is_one_line_before_ray(tmp_path) -> None:
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    raw = {**SMALL, "storage": str(tmp_path / "sweeps"), "mlflow": {"tracking_uri": uri}}
+    p = run_nf("sweep", "run", str(write_sweep_yaml(tmp_path, raw)), env={"RAY_TMPDIR": str(tmp_path / "ray")})
+    assert p.returncode == errors.EXIT_STORAGE
+    assert one_error_line(p) == (
+        f"nf: error: MLflow tracking server {uri} does not answer (GET /health); start it, or fix mlflow.tracking_uri"
+    )
+    assert not (tmp_path / "ray").exists()
+
+
 @pytest.fixture(scope="module")
 def moto_s3():
     proc, url = start_moto()

@@ -26,13 +26,14 @@ def _sweep_resume(args: argparse.Namespace) -> int:
 
 def _run(cfg: Any, resume: bool, address: str | None) -> int:
     from orchestration.errors import check_storage_writable
-    from orchestration.mlflow_server import ui_command
+    from orchestration.mlflow_server import check_tracking_reachable, ui_command
     from orchestration.preflight import check_dataset_roots
     from orchestration.results import format_table
     from orchestration.runner import run_sweep, sweep_store, tracking_uri
 
     check_dataset_roots(cfg)  # before Ray starts or anything is written
     check_storage_writable(sweep_store(cfg))  # an unwritable or unreachable storage: one line, before Ray
+    check_tracking_reachable(tracking_uri(cfg, sweep_store(cfg)))  # a server URI that does not answer: the same
     rows = run_sweep(cfg, resume=resume, ray_address=address)
     store = sweep_store(cfg)
     print()
