@@ -9,8 +9,10 @@ here too.
 
 from __future__ import annotations
 
-MODELS = ("resnet18", "resnet50", "vgg11", "vgg16", "vgg19")  # nf_core.models.MODELS
-GENERATORS = ("ConvL", "ConvS", "DeConvL", "DeConvS", "UNetL", "UNetS", "UIP")  # nf_core.generators.GENERATORS
+MODELS = ("resnet18", "resnet50", "vgg11", "vgg16", "vgg19", "vit")  # nf_core.models.MODELS
+_PAPER_GENERATORS = ("ConvL", "ConvS", "DeConvL", "DeConvS", "UNetL", "UNetS")
+# nf_core.generators.GENERATORS: the paper's, its UIP baseline, then the BER-conditioned <name>_BER variants
+GENERATORS = (*_PAPER_GENERATORS, "UIP", *(f"{g}_BER" for g in _PAPER_GENERATORS))
 DATASETS = ("cifar10", "cifar100", "gtsrb", "imagenet10", "digits")  # nf_core.data.DATASETS
 FAULT_MODELS = ("stuck_at", "flip")  # nf_core.validation.FAULT_MODELS
 LAYOUTS = ("wrap", "flat", "reference")  # nf_core.validation.LAYOUTS

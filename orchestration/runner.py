@@ -61,6 +61,14 @@ def open_sweep(
     storage = resolve_storage(storage)
     store = Store(storage, s3_endpoint, s3_region).sub(name)
     if not store.exists(CONFIG_FILE):
+        left = store.list()
+        if left:  # the sweep is there but its config object is lost: name it, not "no sweep"
+            from orchestration.errors import StorageError
+
+            raise StorageError(
+                f"missing object {store.url(CONFIG_FILE)}: sweep {name!r} has {', '.join(left[:5])} but not its "
+                f"config; restore {CONFIG_FILE}, or run the same config again with `nf sweep run CONFIG`"
+            )
         parent = Store(storage, s3_endpoint, s3_region)
         have = [n for n in parent.list() if parent.exists(f"{n}/{CONFIG_FILE}")]
         raise ConfigError(f"no sweep {name!r} under {parent.url()}; sweeps there: {', '.join(have) or 'none'}")
@@ -122,6 +130,7 @@ def _init_ray(address: str | None) -> None:
     import ray
 
     from orchestration.credentials import keep_credentials_out_of_ray
+    from orchestration.errors import keep_signal_handlers
 
     # Before any trial starts: workers find credentials on their own node, never in runtime_env.
     keep_credentials_out_of_ray()
@@ -129,7 +138,8 @@ def _init_ray(address: str | None) -> None:
         address = address or os.environ.get("RAY_ADDRESS")
         # "local": always a fresh instance, never a leftover cluster found on this machine
         kw: dict[str, Any] = {"address": address} if address else {"address": "local", "include_dashboard": False}
-        ray.init(log_to_driver=False, **kw)
+        with keep_signal_handlers():  # ray.init's SIGTERM handler would exit before MLflow runs are ended
+            ray.init(log_to_driver=False, **kw)
 
 
 def run_sweep(
@@ -153,7 +163,7 @@ def run_sweep(
     from orchestration.dataflow import ReadyItems, StageClock, TrackingPush, item_resources, priorities, run_item
     from orchestration.progress import LiveView
     from orchestration.resume import ConfigChange, adopt_config, forget_runs, same_config
-    from orchestration.tracking import SweepTracker, redact_uri
+    from orchestration.tracking import SweepTracker, parent_run_guard, redact_uri
     from orchestration.tracking_sync import backfill_history, push_tracking
     from orchestration.tune_callback import MlflowTuneCallback
 
@@ -181,84 +191,91 @@ def run_sweep(
     tracker = SweepTracker(tracking_uri(cfg, store), cfg.mlflow.experiment or cfg.name, artifact_location(cfg, store))
     tracker.ensure_experiment()
     parent = tracker.parent_run(cfg.name, _flat(cfg.to_dict()))
-    forget_runs(tracker, change)
-    log(f"MLflow: {redact_uri(tracker.tracking_uri)} (experiment {cfg.mlflow.experiment or cfg.name!r})")
-    _init_ray(ray_address)
-    # One Tune run for every pending item of every stage: an item starts as soon as the items it
-    # needs are done (orchestration.dataflow.ReadyItems), so no stage waits for the slowest item
-    # of the stage before it; a failure blocks only the items downstream of it.
-    runs: dict[str, str] = {}
-    pending: list[Item] = []
-    for stage in STAGES:
-        existing = tracker.child_runs(stage)  # one search, not one per item, on resume
-        for it in items[stage]:
-            runs[it.id] = existing.get(it.id) or tracker.child_run(it.id, stage, item_params(cfg, it))
-        todo = [it for it in items[stage] if not store.exists(f"{item_dir(stage, it.id)}/done.json")]
-        log(f"stage {stage}: {len(items[stage]) - len(todo)} done, {len(todo)} to run")
-        pending += todo
-    failed: list[str] = []
-    blocked: list[str] = []
-    if pending:
-        pending_ids = {it.id for it in pending}
-        stage_of = {it.id: it.stage for it in pending}
-        searcher = ReadyItems(
-            pending,
-            done={i for it in pending for i in it.needs if i not in pending_ids},
-            is_done=lambda item_id: store.exists(f"{item_dir(stage_of[item_id], item_id)}/done.json"),
-            priority=priorities(cfg, pending),
-        )
-        clock = StageClock()
-        # A trial's config is its item; the settings every trial shares go once to the object store.
-        trainable = tune.with_parameters(run_item, cfg=cfg, store=store.spec())
-        tuner = tune.Tuner(
-            tune.with_resources(trainable, item_resources(cfg)),  # each item: its stage's bundles
-            # reuse_actors: later trials skip the worker start and imports (same bundles only)
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                num_samples=len(pending),
-                # also how many trials Tune keeps pending for a custom searcher (default 1)
-                max_concurrent_trials=cfg.resources.max_concurrent or len(pending),
-                reuse_actors=True,
-                trial_name_creator=lambda t: t.config["item"]["id"],
-                trial_dirname_creator=lambda t: t.config["item"]["id"],
-            ),
-            run_config=tune.RunConfig(
-                name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
-                storage_path=store.path("tune"),
-                storage_filesystem=store.fs,
-                failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
-                callbacks=[MlflowTuneCallback(tracker, runs), TrackingPush(cfg, store.spec()), clock, *live.callbacks],
-                verbose=live.tune_verbose,
-            ),
-        )
-        grid = tuner.fit()
-        failed = sorted(searcher.failed | {r.config["item"]["id"] for r in grid if r.error is not None})
-        blocked = searcher.blocked
-        # Per stage: wall time from its first trial's start to its last trial's end (stages overlap).
-        for stage, seconds in clock.seconds().items():
-            tracker.log_metrics(parent, {f"stage_seconds.{stage}": seconds}, step=0)
-            log(f"stage {stage}: finished in {seconds:.1f} s (first start to last end)")
-    for stage in STAGES:
-        backfill_history(tracker, store, stage, items[stage], runs)  # epochs a killed driver never logged
-        _log_item_artifacts(tracker, store, stage, items[stage], runs)
-    push_tracking(cfg, store)  # the tracking survives losing this machine
-    for item_id in blocked:  # never started: something it needs failed
-        tracker.set_tag(runs[item_id], "nf.blocked", "1")
-        tracker.finish(runs[item_id], "KILLED")
-    if failed:
-        tracker.finish(parent, "FAILED")
-        push_tracking(cfg, store)
-        raise SweepError(
-            f"{len(failed)} trial(s) failed: {', '.join(failed)}; {len(blocked)} item(s) blocked by them"
-            + (f" ({', '.join(blocked[:5])}{', ...' if len(blocked) > 5 else ''})" if blocked else "")
-            + f"; see `nf sweep status {cfg.name}`; fix the cause, then `nf sweep resume {cfg.name}` "
-            f"(a corrected config: `nf sweep resume {cfg.name} --config FILE`)"
-        )
-    rows = collect_rows(cfg, store)
-    _log_sweep_artifacts(tracker, parent, store, cfg, rows)
-    tracker.finish(parent, "FINISHED")
-    push_tracking(cfg, store)
-    return rows
+    try:
+        with parent_run_guard(tracker, parent):  # never left RUNNING: FAILED on error, KILLED on Ctrl-C/SIGTERM
+            forget_runs(tracker, change)
+            log(f"MLflow: {redact_uri(tracker.tracking_uri)} (experiment {cfg.mlflow.experiment or cfg.name!r})")
+            _init_ray(ray_address)
+            # One Tune run for every pending item of every stage: an item starts as soon as the items it
+            # needs are done (orchestration.dataflow.ReadyItems), so no stage waits for the slowest item
+            # of the stage before it; a failure blocks only the items downstream of it.
+            runs: dict[str, str] = {}
+            pending: list[Item] = []
+            for stage in STAGES:
+                existing = tracker.child_runs(stage)  # one search, not one per item, on resume
+                for it in items[stage]:
+                    runs[it.id] = existing.get(it.id) or tracker.child_run(it.id, stage, item_params(cfg, it))
+                todo = [it for it in items[stage] if not store.exists(f"{item_dir(stage, it.id)}/done.json")]
+                log(f"stage {stage}: {len(items[stage]) - len(todo)} done, {len(todo)} to run")
+                pending += todo
+            failed: list[str] = []
+            blocked: list[str] = []
+            if pending:
+                pending_ids = {it.id for it in pending}
+                stage_of = {it.id: it.stage for it in pending}
+                searcher = ReadyItems(
+                    pending,
+                    done={i for it in pending for i in it.needs if i not in pending_ids},
+                    is_done=lambda item_id: store.exists(f"{item_dir(stage_of[item_id], item_id)}/done.json"),
+                    priority=priorities(cfg, pending),
+                )
+                clock = StageClock()
+                # A trial's config is its item; the settings every trial shares go once to the object store.
+                trainable = tune.with_parameters(run_item, cfg=cfg, store=store.spec())
+                tuner = tune.Tuner(
+                    tune.with_resources(trainable, item_resources(cfg)),  # each item: its stage's bundles
+                    # reuse_actors: later trials skip the worker start and imports (same bundles only)
+                    tune_config=tune.TuneConfig(
+                        search_alg=searcher,
+                        num_samples=len(pending),
+                        # also how many trials Tune keeps pending for a custom searcher (default 1)
+                        max_concurrent_trials=cfg.resources.max_concurrent or len(pending),
+                        reuse_actors=True,
+                        trial_name_creator=lambda t: t.config["item"]["id"],
+                        trial_dirname_creator=lambda t: t.config["item"]["id"],
+                    ),
+                    run_config=tune.RunConfig(
+                        name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
+                        storage_path=store.path("tune"),
+                        storage_filesystem=store.fs,
+                        failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
+                        callbacks=[
+                            MlflowTuneCallback(tracker, runs),
+                            TrackingPush(cfg, store.spec()),
+                            clock,
+                            *live.callbacks,
+                        ],
+                        verbose=live.tune_verbose,
+                    ),
+                )
+                grid = tuner.fit()
+                failed = sorted(searcher.failed | {r.config["item"]["id"] for r in grid if r.error is not None})
+                blocked = searcher.blocked
+                # Per stage: wall time from its first trial's start to its last trial's end (stages overlap).
+                for stage, seconds in clock.seconds().items():
+                    tracker.log_metrics(parent, {f"stage_seconds.{stage}": seconds}, step=0)
+                    log(f"stage {stage}: finished in {seconds:.1f} s (first start to last end)")
+            for stage in STAGES:
+                backfill_history(tracker, store, stage, items[stage], runs)  # epochs a killed driver never logged
+                _log_item_artifacts(tracker, store, stage, items[stage], runs)
+            push_tracking(cfg, store)  # the tracking survives losing this machine
+            for item_id in blocked:  # never started: something it needs failed
+                tracker.set_tag(runs[item_id], "nf.blocked", "1")
+                tracker.finish(runs[item_id], "KILLED")
+            if failed:
+                tracker.finish(parent, "FAILED")
+                raise SweepError(
+                    f"{len(failed)} trial(s) failed: {', '.join(failed)}; {len(blocked)} item(s) blocked by them"
+                    + (f" ({', '.join(blocked[:5])}{', ...' if len(blocked) > 5 else ''})" if blocked else "")
+                    + f"; see `nf sweep status {cfg.name}`; fix the cause, then `nf sweep resume {cfg.name}` "
+                    f"(a corrected config: `nf sweep resume {cfg.name} --config FILE`)"
+                )
+            rows = collect_rows(cfg, store)
+            _log_sweep_artifacts(tracker, parent, store, cfg, rows)
+            tracker.finish(parent, "FINISHED")
+            return rows
+    finally:
+        push_tracking(cfg, store)  # however it ended, the storage copy of the tracking holds it
 
 
 def collect_rows(cfg: SweepConfig, store: Store | None = None) -> list[dict[str, Any]]:

@@ -36,12 +36,15 @@ def _sweep_resume(args: argparse.Namespace) -> int:
 def _run(
     cfg: Any, resume: bool, address: str | None, args: argparse.Namespace | None = None, new_config: bool = False
 ) -> int:
-    from orchestration.mlflow_server import ui_command
+    from orchestration.errors import check_storage_writable
+    from orchestration.mlflow_server import check_tracking_reachable, ui_command
     from orchestration.preflight import check_dataset_roots
     from orchestration.results import format_table
     from orchestration.runner import run_sweep, sweep_store, tracking_uri
 
     check_dataset_roots(cfg)  # before Ray starts or anything is written
+    check_storage_writable(sweep_store(cfg))  # an unwritable or unreachable storage: one line, before Ray
+    check_tracking_reachable(tracking_uri(cfg, sweep_store(cfg)))  # a server URI that does not answer: the same
     verbose = getattr(args, "verbose", 0) or 0
     if not verbose:  # the compact view replaces Tune's tables and Ray's info lines; errors still show
         from orchestration.progress import quiet_ray_logs
@@ -118,20 +121,28 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    from orchestration.mlflow_server import start_mlflow_server, stop_mlflow_server
+    from orchestration.errors import TrackingError, signals_ignored, signals_raise
+    from orchestration.mlflow_server import check_port_free, server_log_tail, start_mlflow_server, stop_mlflow_server
     from orchestration.runner import open_sweep, sweep_store, tracking_uri
 
+    check_port_free(args.port)  # before anything starts: never report an old server as ours
     cfg = open_sweep(args.name, args.storage, args.s3_endpoint)
     store = sweep_store(cfg)
-    proc, url = start_mlflow_server(tracking_uri(cfg, store), store.url("mlartifacts"), port=args.port)
-    print(f"MLflow UI for sweep {cfg.name!r}: {url}   (Ctrl-C stops it)")
-    try:
-        proc.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop_mlflow_server(proc)
-    return 0
+    with signals_raise():  # SIGTERM / SIGHUP (a closed terminal) stop the server as Ctrl-C does
+        try:
+            proc, url = start_mlflow_server(tracking_uri(cfg, store), store.url("mlartifacts"), port=args.port)
+        except KeyboardInterrupt:
+            return 0  # stopped while starting: start_mlflow_server stopped its server
+        print(f"MLflow UI for sweep {cfg.name!r}: {url}   (Ctrl-C stops it)", flush=True)
+        try:
+            code = proc.wait()
+            tail = server_log_tail(proc)
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            with signals_ignored():  # a second Ctrl-C must not leave the server's workers behind
+                stop_mlflow_server(proc)
+    raise TrackingError(f"the MLflow server for {url} exited by itself with code {code}: {tail}")
 
 
 def _storage_args(p: argparse.ArgumentParser) -> None:
