@@ -183,7 +183,10 @@ def _history(store: Store, stage: str, item_id: str) -> list[dict[str, Any]] | N
     done = store.read_json(f"{d}/done.json")
     history = done.get("history")
     if history is None and store.exists(f"{d}/checkpoint.pt"):  # done before histories were kept there
-        history = store.load_torch(f"{d}/checkpoint.pt").get("history")
+        try:
+            history = store.load_torch(f"{d}/checkpoint.pt").get("history")
+        except Exception as e:  # noqa: BLE001 (an unreadable checkpoint is its trials' error, not the driver's)
+            log.warning("no epoch history for %s/%s: its checkpoint is unreadable (%s)", stage, item_id, e)
     return [*(history or []), done.get("final") or {}]
 
 

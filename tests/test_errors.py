@@ -339,7 +339,7 @@ def test_failed_trials_exit_1_and_the_parent_run_ends_failed(tmp_path) -> None:
     p = run_nf("sweep", "run", str(write_sweep_yaml(tmp_path, raw)), timeout=600)
     assert p.returncode == errors.EXIT_FAILED_TRIALS, p.stderr[-3000:]
     line = one_error_line(p, ray_log=True)
-    assert "stage generator: 1 trial(s) failed" in line and "nf sweep resume small" in line
+    assert "1 trial(s) failed: digits." in line and "nf sweep resume small" in line
     runs = _runs(storage, "small")
     assert runs["small"] == "FAILED"
     assert "RUNNING" not in runs.values(), runs
