@@ -118,6 +118,8 @@ def check_fault_maps(cfg: SweepConfig) -> int:
             what = "no object under this prefix" if uri.startswith("s3://") else "is not a folder"
             raise ConfigError(f"{where}: {uri!r}: {what}; expected .npz or .parquet fault maps there")
         return len(load_fault_maps_uri(uri, cfg.s3_endpoint, cfg.s3_region))
+    except ConfigError:
+        raise
     except ValueError as e:  # a bad map, or none there
         raise ConfigError(f"{where}: {' '.join(str(e).split())}") from None
     except OSError as e:  # unreachable endpoint, no credentials, no such bucket …
