@@ -177,7 +177,8 @@ def _chips_per_pass(v: Any) -> Any:
 def _grid(item: Any, example: str, *, min_items: int = 1, unique: bool = True) -> Any:
     """A list of grid values: a YAML list, not a scalar; non-empty; each value once (every value
     makes its own trials, and two trials with one id would write the same item folder).
-    A future form such as ``{range: [lo, hi], log: true}`` expands here, before the item checks."""
+    A ``train_bers`` range ``{range: [lo, hi], log: true}`` is one value (one BER-conditioned
+    generator), not expanded; its repeats are caught with the generator pairing."""
 
     def check(v: Any) -> Any:
         if not isinstance(v, (list, tuple)):
