@@ -145,7 +145,9 @@ def _measured(tmp_path: Path, maps: Path, **evaluation: Any) -> dict[str, Any]:
     }
 
 
-def test_measured_fault_maps_schema_and_preflight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_measured_fault_maps_schema_and_preflight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     maps = tmp_path / "maps"
     _write_maps(maps)
     cfg = parse_config(_measured(tmp_path, maps))
@@ -173,6 +175,16 @@ def test_measured_fault_maps_schema_and_preflight(tmp_path: Path, monkeypatch: p
         ConfigError, match=r"^evaluation\.fault_maps: fault map c_bad\.npz: cell \(row 1, bit_column 2\)"
     ):
         check_dataset_roots(cfg)
+    # `nf sweep plan` stops on it: one line, exit 2, nothing started
+    from orchestration.cli import main
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({**_measured(tmp_path, maps), "storage": str(tmp_path / "store")}))
+    capsys.readouterr()
+    assert main(["sweep", "plan", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "c_bad.npz: cell (row 1, bit_column 2) is listed twice" in err[0], err
+    assert not (tmp_path / "store").exists()
 
 
 # ------------------------------------------------------------------ the trainables, in process
