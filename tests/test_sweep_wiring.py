@@ -209,7 +209,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
     tmp = tmp_path_factory.mktemp("wiring")
     cfg = parse_config({**TINY, "storage": str(tmp / "store")})
     store = sweep_store(cfg)
-    _run(cfg, store, ("base", "generator"))
+    _run(cfg, store, ("base",), only="resnet18")
+    # vgg11 is only a transfer target here: one epoch is enough (same item, same storage)
+    _run(
+        parse_config({**TINY, "storage": str(tmp / "store"), "base": {**TINY["base"], "epochs": 1}}),
+        store,
+        ("base",),
+        "vgg11",
+    )
+    _run(cfg, store, ("generator",))
     return store, tmp
 
 
