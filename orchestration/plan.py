@@ -6,7 +6,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestration.config import STAGES, SweepConfig
+from orchestration.config import STAGES, BerRange, SweepConfig
 
 
 @dataclass
@@ -34,7 +34,8 @@ def base_id(dataset: str, model: str, bits: int, seed: int) -> str:
 def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
     """Items per stage: base (dataset, model, seed); generator (… × generator × BER × λ × N);
     eval (one per generator, on its source models); transfer (one per generator, on the
-    dataset's other models)."""
+    dataset's other models). A BER-conditioned generator's BER is a range: its params hold
+    ``ber: None`` and ``ber_range`` ({range: [lo, hi], log}), its id ``r<lo>-<hi>log`` for ``p<ber>``."""
     out: dict[str, list[Item]] = {s: [] for s in STAGES}
     sources = cfg.source_list()
     for d, seed in itertools.product(cfg.datasets, cfg.seeds):
@@ -46,17 +47,19 @@ def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
                     {"dataset": d.name, "model": m, "bits": cfg.bits, "seed": seed, "width": cfg.width},
                 )
             )
-        for src, g, ber, lam, n in itertools.product(sources, cfg.generators, cfg.train_bers, cfg.lambdas, cfg.ns):
+        for src, (g, ber), lam, n in itertools.product(sources, cfg.generator_bers(), cfg.lambdas, cfg.ns):
             src_id = "+".join(src)
+            ber_tag = ber.tag() if isinstance(ber, BerRange) else f"p{ber:g}"
             gid = (
-                f"{d.name}.{src_id}.{g}.p{ber:g}.l{lam:g}.n{n}.{cfg.fault_model}.{cfg.layout}.b{bits_tag(cfg)}.s{seed}"
+                f"{d.name}.{src_id}.{g}.{ber_tag}.l{lam:g}.n{n}.{cfg.fault_model}.{cfg.layout}.b{bits_tag(cfg)}.s{seed}"
             )
             needs = [base_id(d.name, m, cfg.bits, seed) for m in src]
             params = {
                 "dataset": d.name,
                 "source": src,
                 "generator": g,
-                "ber": ber,
+                "ber": None if isinstance(ber, BerRange) else ber,
+                **({"ber_range": ber.model_dump()} if isinstance(ber, BerRange) else {}),
                 "lam": lam,
                 "n": n,
                 "fault_model": cfg.fault_model,
