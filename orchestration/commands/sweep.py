@@ -41,11 +41,27 @@ def _run(cfg: Any, resume: bool, address: str | None) -> int:
 
 
 def _sweep_status(args: argparse.Namespace) -> int:
-    from orchestration.runner import open_sweep, stage_states
-    from orchestration.views import format_status
+    from orchestration.runner import open_sweep
+    from orchestration.status import states_of, sweep_status
+    from orchestration.storage import Store
+    from orchestration.views import format_items, format_status
 
     cfg = open_sweep(args.name, args.storage, args.s3_endpoint)
-    print(format_status(cfg, stage_states(cfg)))
+    store = Store(args.storage, args.s3_endpoint).sub(args.name)  # the storage given is the one read
+    statuses = sweep_status(cfg, store)
+    print(format_status(cfg, states_of(statuses), store.url()))
+    print()
+    print(format_items(statuses, failed_only=args.failed))
+    return 0
+
+
+def _sweep_list(args: argparse.Namespace) -> int:
+    from orchestration.status import list_sweeps
+    from orchestration.storage import Store
+    from orchestration.views import format_sweep_list
+
+    root = Store(args.storage, args.s3_endpoint)
+    print(format_sweep_list(root.url(), list_sweeps(root)))
     return 0
 
 
@@ -165,10 +181,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _address_arg(rs)
     rs.set_defaults(func=_sweep_resume)
 
-    st = sw.add_parser("status", help="per stage: done / running / pending / failed")
+    st = sw.add_parser(
+        "status",
+        help="per stage: done / running / pending / failed; per item: epoch, last metrics, attempts, error",
+    )
     st.add_argument("name", help="the sweep's name")
+    st.add_argument("--failed", action="store_true", help="list only the failed items, with their whole error")
     _storage_args(st)
     st.set_defaults(func=_sweep_status)
+
+    ls = sw.add_parser("list", help="the sweeps in a storage root with their progress")
+    _storage_args(ls)
+    ls.set_defaults(func=_sweep_list)
 
     pl = sw.add_parser("plan", help="print the trials per stage without running anything")
     pl.add_argument("config", help="sweep config YAML")
