@@ -23,10 +23,11 @@ as the state its ``status.json`` gives.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -65,18 +66,40 @@ class ItemStatus:
 
 
 def list_items(store: Store) -> dict[tuple[str, str], Files]:
-    """Every item's files, from ONE recursive listing of ``items/`` (paginated on S3)."""
+    """Every item's state files, from ONE recursive listing of ``items/`` (paginated on S3)."""
+    if not store.is_s3:
+        return _list_local(store.path(ITEMS))
     base = store.path(ITEMS) + "/"
     sel = pafs.FileSelector(store.path(ITEMS), recursive=True, allow_not_found=True)
     out: dict[tuple[str, str], Files] = {}
     for info in store.fs.get_file_info(sel):
-        if info.type != pafs.FileType.File or not info.path.startswith(base):
-            continue
         parts = info.path[len(base) :].split("/")
-        if len(parts) != 3:  # items/<stage>/<id>/<file> only (not deeper folders)
+        # items/<stage>/<id>/<file> only: not the folders, not the checkpoints
+        if len(parts) != 3 or parts[2] not in _STATE_FILES or info.type != pafs.FileType.File:
             continue
-        mtime = info.mtime_ns if info.mtime_ns is not None else 0
-        out.setdefault((parts[0], parts[1]), {})[parts[2]] = (info.size or 0, mtime)
+        out.setdefault((parts[0], parts[1]), {})[parts[2]] = (info.size or 0, info.mtime_ns or 0)
+    return out
+
+
+_STATE_FILES = frozenset(("done.json", "status.json", "attempts.json"))
+
+
+def _list_local(root: str) -> dict[tuple[str, str], Files]:
+    """The same from a local folder: names from scandir, a stat for the state files only."""
+    out: dict[tuple[str, str], Files] = {}
+    try:
+        stages = [e for e in os.scandir(root) if e.is_dir()]
+    except FileNotFoundError:
+        return out
+    for stage in stages:
+        for item in os.scandir(stage.path):
+            files: Files = {}
+            for f in os.scandir(item.path) if item.is_dir() else ():
+                if f.name in _STATE_FILES:
+                    st = f.stat()
+                    files[f.name] = (st.st_size, st.st_mtime_ns)
+            if files:
+                out[(stage.name, item.name)] = files
     return out
 
 
@@ -161,28 +184,34 @@ def _detail(store: Store, stage: str, item_id: str, files: Files, epochs: int, f
 
 
 def _key(files: Files, state: str) -> list[Any] | None:
-    """What an index entry of this state is valid for: the size and time of its deciding file."""
+    """What an index entry of this state is valid for: the name, size and time of its deciding file."""
     name = "done.json" if state == "done" else "status.json"
     return [name, *files[name]] if name in files else None
 
 
-def read_index(store: Store) -> dict[str, Any]:
+# An index entry, compact (thousands of them): the key, then the details.
+_ENTRY = ("state", "epoch", "metrics", "attempts", "error", "updated")
+
+
+def _entry(st: ItemStatus, key: list[Any]) -> list[Any]:
+    return [*key, *(getattr(st, f) for f in _ENTRY)]
+
+
+def read_index(store: Store) -> dict[str, list[Any]]:
+    """The index's entries by "stage/id" (empty when there is none or it is unreadable)."""
     idx = _read_json(store, INDEX_FILE)
     if isinstance(idx, dict) and idx.get("version") == INDEX_VERSION and isinstance(idx.get("items"), dict):
         return idx["items"]
     return {}
 
 
-def _from_index(entry: dict[str, Any] | None, files: Files) -> ItemStatus | None:
-    if not entry or entry.get("key") is None or entry.get("state") not in _TERMINAL:
+def _from_index(stage: str, item_id: str, entry: Any, files: Files, epochs: int) -> ItemStatus | None:
+    """The cached details, when the entry is well formed and its file unchanged."""
+    if not isinstance(entry, list) or len(entry) != 3 + len(_ENTRY) or entry[3] not in _TERMINAL:
         return None
-    if _key(files, entry["state"]) != entry["key"]:
+    if _key(files, entry[3]) != entry[:3]:
         return None
-    fields = {k: v for k, v in entry.items() if k != "key"}
-    try:
-        return ItemStatus(**fields)
-    except TypeError:
-        return None
+    return ItemStatus(stage, item_id, epochs=epochs, **dict(zip(_ENTRY, entry[3:], strict=True)))
 
 
 def _pool(store: Store) -> int:
@@ -197,46 +226,54 @@ def sweep_status(
     write_index: bool = True,
 ) -> list[ItemStatus]:
     """Every item of the sweep in plan order, with its state (and, with ``details``, epoch,
-    metrics, attempts and error). Requests: one listing, one index read, and reads of the items
-    the index does not cover — only started ones without ``details``."""
+    metrics, attempts and error). Requests: one listing; with ``details`` one index read and
+    reads of the non-pending items the index does not cover (the running ones, once it is warm);
+    without, reads of the started-but-unfinished items only (``status.json``)."""
     items = items or plan(cfg)
     listing = list_items(store)
-    index = read_index(store)
+    index = read_index(store) if details else {}
     out: list[ItemStatus] = []
     todo: list[tuple[int, str, str, Files]] = []
+    kept: dict[str, list[Any]] = {}  # index entries still valid
     for stage in STAGES:
         epochs = _epochs(cfg, stage)
         for it in items[stage]:
-            files = listing.get((stage, it.id), {})
+            files = listing.get((stage, it.id))
+            if not files:
+                out.append(ItemStatus(stage, it.id, epochs=epochs))
+                continue
             state = listed_state(files)
-            updated = max(t for _, t in files.values()) / 1e9 if files else None
-            st = None if state == "pending" else _from_index(index.get(f"{stage}/{it.id}"), files)
+            st = None
+            if details and state != "pending":
+                name = f"{stage}/{it.id}"
+                st = _from_index(stage, it.id, index.get(name), files, epochs)
+                if st is not None:
+                    kept[name] = index[name]
             if st is None:
-                st = ItemStatus(stage, it.id, state, epochs=epochs, updated=updated)
+                st = ItemStatus(stage, it.id, state, epochs=epochs, updated=max(t for _, t in files.values()) / 1e9)
                 if state == "started" or (details and state != "pending"):
                     todo.append((len(out), stage, it.id, files))
             out.append(st)
     if todo:
         with ThreadPoolExecutor(min(_pool(store), len(todo))) as ex:
-            done = ex.map(lambda t: _detail(store, t[1], t[2], t[3], _epochs(cfg, t[1]), details), todo)
-            for (i, *_), st in zip(todo, done, strict=True):
+            read = ex.map(lambda t: _detail(store, t[1], t[2], t[3], _epochs(cfg, t[1]), details), todo)
+            for (i, *_), st in zip(todo, read, strict=True):
                 out[i] = st
     if details and write_index:
-        _write_index(store, index, out, listing)
+        fresh = {}
+        for i, stage, item_id, files in todo:
+            key = _key(files, out[i].state) if out[i].state in _TERMINAL else None
+            if key is not None:
+                fresh[f"{stage}/{item_id}"] = _entry(out[i], key)
+        if fresh or len(kept) != len(index):  # new finished/failed items, or stale entries to drop
+            _write_index(store, {**kept, **fresh})
     return out
 
 
-def _write_index(store: Store, old: dict[str, Any], statuses: Iterable[ItemStatus], listing: dict) -> None:
-    """Cache the details of finished and failed items (only when something changed)."""
-    new: dict[str, Any] = {}
-    for st in statuses:
-        key = _key(listing.get((st.stage, st.id), {}), st.state) if st.state in _TERMINAL else None
-        if key is not None:
-            new[f"{st.stage}/{st.id}"] = {**asdict(st), "key": key}
-    if new == old:
-        return
+def _write_index(store: Store, entries: dict[str, list[Any]]) -> None:
+    body = {"version": INDEX_VERSION, "written": time.time(), "fields": ["file", "size", "mtime_ns", *_ENTRY]}
     try:
-        store.write_json(INDEX_FILE, {"version": INDEX_VERSION, "written": time.time(), "items": new})
+        store.write_bytes(INDEX_FILE, json.dumps({**body, "items": entries}, separators=(",", ":")).encode())
     except OSError:
         pass  # a read-only storage: status still works, without the cache
 
@@ -244,8 +281,8 @@ def _write_index(store: Store, old: dict[str, Any], statuses: Iterable[ItemStatu
 def stage_states(cfg: SweepConfig, store: Store | None = None) -> dict[str, dict[str, str]]:
     """Per stage, each item's state: done / running / pending / failed (from storage).
 
-    One listing, plus a read of ``status.json`` for each started-but-unfinished item the index
-    does not cover (running or failed ones; few)."""
+    One listing, plus a read of ``status.json`` for each started-but-unfinished item (running
+    or failed ones; few)."""
     if store is None:
         store = Store(cfg.storage, cfg.s3_endpoint, cfg.s3_region).sub(cfg.name)
     return states_of(sweep_status(cfg, store, details=False))

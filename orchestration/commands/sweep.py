@@ -82,15 +82,29 @@ def plan_with_cluster(args: argparse.Namespace, cfg: Any, items: dict[str, list[
 
 
 def _sweep_plan(args: argparse.Namespace) -> int:
-    from orchestration.config import load_config
+    from orchestration.config import ConfigError, load_config
     from orchestration.plan import plan
 
-    cfg = load_config(args.config)
+    paths = args.config if isinstance(args.config, list) else [args.config]
+    cfgs = []
+    for path in paths:  # every file checked before anything is printed
+        try:
+            cfgs.append(load_config(path))
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}" if len(paths) > 1 and path not in str(e) else str(e)) from None
     if not args.no_data_check:
         from orchestration.preflight import check_dataset_roots
 
-        check_dataset_roots(cfg)
-    print(plan_with_cluster(args, cfg, plan(cfg)))
+        for cfg in cfgs:
+            check_dataset_roots(cfg)
+    texts, total = [], 0
+    for cfg in cfgs:
+        items = plan(cfg)
+        total += sum(len(v) for v in items.values())
+        texts.append(plan_with_cluster(args, cfg, items))
+    print("\n\n".join(texts))
+    if len(cfgs) > 1:
+        print(f"\n{len(cfgs)} sweeps, {total:,} trials in all")
     return 0
 
 
@@ -195,7 +209,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(func=_sweep_list)
 
     pl = sw.add_parser("plan", help="print the trials per stage without running anything")
-    pl.add_argument("config", help="sweep config YAML")
+    pl.add_argument("config", nargs="+", help="sweep config YAML (several: a programme, e.g. sweeps/*.yaml)")
     pl.add_argument("-v", "--verbose", action="store_true", help="list every trial")
     pl.add_argument(
         "--no-data-check",
