@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import boto3
 import pytest
@@ -20,6 +21,7 @@ from orchestration.storage import Store
 from tests.status_support import item_files, write_local
 from tests.sweep_support import TINY, start_moto
 
+ROOT = Path(__file__).resolve().parents[1]
 ERROR = "ValueError: generator.lr 'fast' is not a number"
 
 
@@ -208,3 +210,27 @@ def test_status_of_missing_sweep_names_the_others(tmp_path, capsys) -> None:
     assert cli_main(["sweep", "status", "nope", "--storage", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "nope" in err and "tiny" in err
+
+
+def test_status_and_list_import_no_torch_ray_mlflow(tmp_path) -> None:
+    """`nf sweep status/list` read storage only: no torch, Ray or MLflow (seconds of imports)."""
+    import subprocess
+    import sys
+
+    cfg, files, _ = _tiny_store()
+    write_local(str(tmp_path / "tiny"), files)
+    probe = (
+        "import sys\nfrom orchestration.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'pandas', 'matplotlib') if m in sys.modules))\n"
+        "sys.exit(code)"
+    )
+    for argv in (
+        ["sweep", "status", "tiny", "--storage", str(tmp_path)],
+        ["sweep", "list", "--storage", str(tmp_path)],
+    ):
+        p = subprocess.run(
+            [sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=120, cwd=ROOT, check=False
+        )
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.strip().splitlines()[-1] == "[]", p.stdout
