@@ -113,45 +113,76 @@ def bench_plan(py: str) -> None:
     print(f"  plan() of a {n:,}-item grid, in process: {t_plan * 1e3:.0f} ms")
 
 
-def bench_status(label: str, root: str, endpoint: str | None, cfg, py: str, repeats: int) -> None:
+def requests(log: str | None) -> int:
+    """Requests moto has served so far (its log: one line each), once the log stops growing."""
+    if log is None:
+        return 0
+    last = -1
+    while True:
+        with open(log) as f:
+            n = sum(1 for line in f if " HTTP/1.1" in line)
+        if n == last:
+            return n
+        last = n
+        time.sleep(0.2)
+
+
+def bench_status(label: str, root: str, endpoint: str | None, cfg, py: str, repeats: int, log: str | None) -> None:
     store = Store(root, endpoint).sub(cfg.name)
+    calls: dict[str, int] = {}
+
+    def run(name: str, fn: Callable[[], object], n: int, before: Callable[[], None] | None = None) -> float:
+        """Median seconds of ``n`` runs; the requests of one run go to ``calls``."""
+        times = []
+        for _ in range(n):
+            if before:
+                before()
+            r0 = requests(log)
+            t0 = time.perf_counter()
+            result = fn()
+            times.append(time.perf_counter() - t0)
+            calls[name] = requests(log) - r0
+            results[name] = result
+        return statistics.median(times)
 
     def drop_index() -> None:
         if store.exists(INDEX_FILE):
             store.fs.delete_file(store.path(INDEX_FILE))
 
-    old = old_stage_states(cfg, store)
-    new = stage_states(cfg, store)
-    assert old == new, "the new states differ from the baseline's"
-    counts = {k: sum(s == k for st in new.values() for s in st.values()) for k in ("done", "running", "failed")}
-    r_old = 1 if endpoint else repeats
-    t_old = timed(lambda: old_stage_states(cfg, store), r_old)
-    t_cold = timed(lambda: sweep_status(cfg, store), 1 if endpoint else repeats, before=drop_index)
-    sweep_status(cfg, store)  # the index is in place from here on
-    t_warm = timed(lambda: sweep_status(cfg, store), repeats)
-    t_states = timed(lambda: stage_states(cfg, store), repeats)
+    results: dict[str, object] = {}
+    slow = 1 if endpoint else repeats  # the S3 baseline takes minutes on moto
+    t_old = run("old", lambda: old_stage_states(cfg, store), slow)
+    t_cold = run("cold", lambda: sweep_status(cfg, store), slow, before=drop_index)
+    t_warm = run("warm", lambda: sweep_status(cfg, store), repeats)
+    t_states = run("states", lambda: stage_states(cfg, store), repeats)
+    new = results["states"]
+    assert results["old"] == new, "the new states differ from the baseline's"
     where = ["--storage", root] + (["--s3-endpoint", endpoint] if endpoint else [])
     cli_new = wall([py, "-m", "orchestration.cli", "sweep", "status", cfg.name, *where])
     cli_list = wall([py, "-m", "orchestration.cli", "sweep", "list", *where])
     imports = wall([py, "-c", "import orchestration.trainables"])  # what the old `nf sweep status` imported
+    counts = {k: sum(s == k for st in new.values() for s in st.values()) for k in ("done", "running", "failed")}
     n = sum(len(v) for v in new.values())
     print(f"status, {label}: {n:,} items", "({done:,} done, {running} running, {failed} failed)".format(**counts))
-    row("old stage_states (per item exists+read)", t_old)
-    row("new, details, cold (no index yet)", t_cold, t_old)
-    row("new, details, warm (index)", t_warm, t_old)
-    row("new, states only", t_states, t_old)
+    req = (lambda k: f"   {calls[k]:,} requests") if log else (lambda k: "")
+    row("old stage_states (per item exists+read)", t_old, extra=req("old"))
+    row("new, details, cold (no index yet)", t_cold, t_old, req("cold"))
+    row("new, details, warm (index)", t_warm, t_old, req("warm"))
+    row("new, states only", t_states, t_old, req("states"))
     row("`nf sweep status` (process, warm)", cli_new)
     row("old `nf sweep status` ~ imports + old states", imports + t_old, None)
     row("  ... ÷ new `nf sweep status`", None, (imports + t_old) / cli_new)
     row("`nf sweep list` (process)", cli_list)
 
 
-def row(label: str, seconds: float | None, base: float | None = None) -> None:
+def row(label: str, seconds: float | None, base: float | None = None, extra: str = "") -> None:
     """One result line: seconds, and the baseline's time divided by it (above 1: faster)."""
     left = f"  {label:<46}" + ("" if seconds is None else f"{seconds:7.2f} s")
     if base is not None:
-        left += f"   ÷ {base / seconds:.1f}" if seconds is not None else f"{'':9}   ÷ {base:.1f}"
-    print(left)
+        left += f"   ÷ {base / seconds:5.1f}" if seconds is not None else f"{'':9}   ÷ {base:5.1f}"
+    elif extra:
+        left += " " * 10
+    print(left + extra)
 
 
 def main() -> None:
@@ -167,10 +198,11 @@ def main() -> None:
     files["sweep.yaml"] = yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode()
     with tempfile.TemporaryDirectory() as tmp:
         write_local(os.path.join(tmp, cfg.name), files)
-        bench_status("local folder", tmp, None, cfg, py, a.repeats)
+        bench_status("local folder", tmp, None, cfg, py, a.repeats, None)
     if a.no_s3:
         return
-    server, endpoint = start_moto()
+    log = os.path.join(tempfile.gettempdir(), f"bench_status_moto_{os.getpid()}.log")
+    server, endpoint = start_moto(log)
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
@@ -178,10 +210,11 @@ def main() -> None:
         t0 = time.perf_counter()
         write_s3(endpoint, "nf-bench", "sweeps/big", files)
         print(f"(S3 store: {len(files):,} objects uploaded in {time.perf_counter() - t0:.0f} s, not timed)")
-        bench_status("moto S3 on loopback", "s3://nf-bench/sweeps", endpoint, cfg, py, a.repeats)
+        bench_status("moto S3 on loopback", "s3://nf-bench/sweeps", endpoint, cfg, py, a.repeats, log)
     finally:
         server.kill()
         server.wait()
+        os.remove(log)
 
 
 if __name__ == "__main__":
