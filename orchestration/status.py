@@ -15,9 +15,13 @@ only the items whose files changed since (in practice: the running ones). The in
 a stale entry is never used (its file's size or time differ), deleting it costs one slow call,
 and a storage the caller may not write to just goes without it.
 
-Torn files: in the listing a ``done.json`` of size 0 is "not done". When details are read, a
-``done.json`` that does not parse is "not done" too (never cached), so a truncated file shows
-as the state its ``status.json`` gives.
+States alone (``stage_states``: `nf sweep list`, `nf report`) need no index: the listing, plus
+``status.json`` of the started-but-unfinished items (running or failed; few).
+
+Torn files: in the listing a ``done.json`` of size 0 is "not done", a non-empty one "done"
+(storage writes are whole-file, so only a foreign copy can be cut short). When details are
+read, a ``done.json`` that does not parse is "not done" too (never cached), and the item shows
+the state its ``status.json`` gives.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ class ItemStatus:
     metrics: dict[str, float] | None = None  # last loss / accuracy / RP, by name
     attempts: int = 0
     error: str | None = None
-    updated: float | None = None  # seconds since the epoch: the item's newest file
+    updated: float | None = None  # seconds since the epoch: the item's newest state file
 
 
 def list_items(store: Store) -> dict[tuple[str, str], Files]:

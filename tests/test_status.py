@@ -234,3 +234,17 @@ def test_status_and_list_import_no_torch_ray_mlflow(tmp_path) -> None:
         )
         assert p.returncode == 0, p.stderr
         assert p.stdout.strip().splitlines()[-1] == "[]", p.stdout
+
+
+def test_plan_of_several_configs(tmp_path, capsys) -> None:
+    """`nf sweep plan sweeps/*.yaml`: every config's plan and the programme's total; a bad file is named."""
+    a, b, bad = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "bad.yaml"
+    a.write_text(yaml.safe_dump({**TINY, "name": "a"}))
+    b.write_text(yaml.safe_dump({**TINY, "name": "b", "transfer": False}))
+    bad.write_text(yaml.safe_dump({**TINY, "name": "bad", "width": True}))
+    assert cli_main(["sweep", "plan", str(a), str(b), "--no-data-check"]) == 0
+    out = capsys.readouterr().out
+    assert "sweep 'a'" in out and "sweep 'b'" in out and "2 sweeps, 44 trials in all" in out  # 26 + 18
+    assert cli_main(["sweep", "plan", str(a), str(bad), "--no-data-check"]) == 2
+    captured = capsys.readouterr()
+    assert "bad.yaml" in captured.err and "width" in captured.err and "sweep 'a'" not in captured.out

@@ -1,4 +1,4 @@
-"""`nf demo`, `nf sweep run|resume|status|plan` and `nf ui`: sweeps on Ray Tune, tracked in MLflow."""
+"""`nf demo`, `nf sweep run|resume|status|list|plan` and `nf ui`: sweeps on Ray Tune, tracked in MLflow."""
 
 from __future__ import annotations
 
