@@ -19,8 +19,8 @@ import yaml
 
 from orchestration.config import STAGES, ConfigError, SweepConfig, parse_config
 from orchestration.plan import Item, plan
+from orchestration.status import item_dir, stage_states  # noqa: F401 (stage_states: re-exported)
 from orchestration.storage import Store
-from orchestration.trainables import item_dir
 
 CONFIG_FILE = "sweep.yaml"
 
@@ -105,25 +105,6 @@ def _resources(cfg: SweepConfig, stage: str):
     from orchestration.dataflow import item_resources
 
     return item_resources(cfg)({"item": {"stage": stage}})
-
-
-def stage_states(cfg: SweepConfig, store: Store | None = None) -> dict[str, dict[str, str]]:
-    """Per stage, each item's state: done / running / failed / pending (from storage)."""
-    store = store or sweep_store(cfg)
-    out: dict[str, dict[str, str]] = {}
-    for stage, items in plan(cfg).items():
-        out[stage] = {}
-        for it in items:
-            d = item_dir(stage, it.id)
-            if store.exists(f"{d}/done.json"):
-                state = "done"
-            elif store.exists(f"{d}/status.json"):
-                state = store.read_json(f"{d}/status.json")["state"]
-                state = "running" if state == "done" else state
-            else:
-                state = "pending"
-            out[stage][it.id] = state
-    return out
 
 
 def _init_ray(address: str | None) -> None:

@@ -15,7 +15,6 @@ import tempfile
 from typing import Any
 
 import pyarrow.fs as pafs
-import torch
 
 
 def _s3(endpoint: str | None, region: str | None) -> pafs.S3FileSystem:
@@ -98,11 +97,15 @@ class Store:
         self.write_bytes(rel, json.dumps(obj, indent=2, default=str).encode())
 
     def save_torch(self, rel: str, obj: Any) -> None:
+        import torch  # here, not at the top: `nf sweep status/list` read storage without torch
+
         buf = io.BytesIO()
         torch.save(obj, buf)
         self.write_bytes(rel, buf.getvalue())
 
     def load_torch(self, rel: str, map_location: str = "cpu") -> Any:
+        import torch
+
         # weights_only=False: checkpoints hold configs and RNG states, and are our own files.
         return torch.load(io.BytesIO(self.read_bytes(rel)), map_location=map_location, weights_only=False)
 

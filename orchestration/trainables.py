@@ -36,11 +36,8 @@ from nf_core.names import MEASURED
 from nf_core.train import BaseTrainConfig, GeneratorTrainConfig, train_base, train_generator
 from orchestration.config import SweepConfig
 from orchestration.plan import Item, base_id
+from orchestration.status import item_dir
 from orchestration.storage import Store
-
-
-def item_dir(stage: str, item_id: str) -> str:
-    return f"items/{stage}/{item_id}"
 
 
 class TrialContext:
@@ -147,7 +144,7 @@ def _epoch_reporter(ctx: TrialContext) -> Callable[[int, dict[str, float], dict[
     def on_epoch(epoch: int, metrics: dict[str, float], ckpt: dict[str, Any]) -> None:
         ctx.store.save_torch(f"{ctx.dir}/checkpoint.pt", ckpt)  # before reporting: a kill loses no epoch
         ctx.completed_epoch(epoch)
-        ctx.status("running", epoch=epoch)
+        ctx.status("running", epoch=epoch, metrics=metrics)  # last loss / accuracy for `nf sweep status`
         tune.report({**metrics, "epoch": epoch})
 
     return on_epoch

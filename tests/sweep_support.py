@@ -84,13 +84,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_moto() -> tuple[subprocess.Popen, str]:
-    """moto's S3-compatible server on 127.0.0.1."""
+def start_moto(log: str | None = None) -> tuple[subprocess.Popen, str]:
+    """moto's S3-compatible server on 127.0.0.1 (``log``: a file that gets one line per request)."""
     port = free_port()
+    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 (the server holds it open)
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=out,
+        stderr=out,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60

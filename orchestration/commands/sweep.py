@@ -1,4 +1,4 @@
-"""`nf demo`, `nf sweep run|resume|status|plan` and `nf ui`: sweeps on Ray Tune, tracked in MLflow."""
+"""`nf demo`, `nf sweep run|resume|status|list|plan` and `nf ui`: sweeps on Ray Tune, tracked in MLflow."""
 
 from __future__ import annotations
 
@@ -63,11 +63,27 @@ def _run(
 
 
 def _sweep_status(args: argparse.Namespace) -> int:
-    from orchestration.runner import open_sweep, stage_states
-    from orchestration.views import format_status
+    from orchestration.runner import open_sweep
+    from orchestration.status import states_of, sweep_status
+    from orchestration.storage import Store
+    from orchestration.views import format_items, format_status
 
     cfg = open_sweep(args.name, args.storage, args.s3_endpoint)
-    print(format_status(cfg, stage_states(cfg)))
+    store = Store(args.storage, args.s3_endpoint).sub(args.name)  # the storage given is the one read
+    statuses = sweep_status(cfg, store)
+    print(format_status(cfg, states_of(statuses), store.url()))
+    print()
+    print(format_items(statuses, failed_only=args.failed))
+    return 0
+
+
+def _sweep_list(args: argparse.Namespace) -> int:
+    from orchestration.status import list_sweeps
+    from orchestration.storage import Store
+    from orchestration.views import format_sweep_list
+
+    root = Store(args.storage, args.s3_endpoint)
+    print(format_sweep_list(root.url(), list_sweeps(root)))
     return 0
 
 
@@ -88,15 +104,29 @@ def plan_with_cluster(args: argparse.Namespace, cfg: Any, items: dict[str, list[
 
 
 def _sweep_plan(args: argparse.Namespace) -> int:
-    from orchestration.config import load_config
+    from orchestration.config import ConfigError, load_config
     from orchestration.plan import plan
 
-    cfg = load_config(args.config)
+    paths = args.config if isinstance(args.config, list) else [args.config]
+    cfgs = []
+    for path in paths:  # every file checked before anything is printed
+        try:
+            cfgs.append(load_config(path))
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}" if len(paths) > 1 and path not in str(e) else str(e)) from None
     if not args.no_data_check:
         from orchestration.preflight import check_dataset_roots
 
-        check_dataset_roots(cfg)
-    print(plan_with_cluster(args, cfg, plan(cfg)))
+        for cfg in cfgs:
+            check_dataset_roots(cfg)
+    texts, total = [], 0
+    for cfg in cfgs:
+        items = plan(cfg)
+        total += sum(len(v) for v in items.values())
+        texts.append(plan_with_cluster(args, cfg, items))
+    print("\n\n".join(texts))
+    if len(cfgs) > 1:
+        print(f"\n{len(cfgs)} sweeps, {total:,} trials in all")
     return 0
 
 
@@ -227,13 +257,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _output_args(rs)
     rs.set_defaults(func=_sweep_resume)
 
-    st = sw.add_parser("status", help="per stage: done / running / pending / failed")
+    st = sw.add_parser(
+        "status",
+        help="per stage: done / running / pending / failed; per item: epoch, last metrics, attempts, error",
+    )
     st.add_argument("name", help="the sweep's name")
+    st.add_argument("--failed", action="store_true", help="list only the failed items, with their whole error")
     _storage_args(st)
     st.set_defaults(func=_sweep_status)
 
+    ls = sw.add_parser("list", help="the sweeps in a storage root with their progress")
+    _storage_args(ls)
+    ls.set_defaults(func=_sweep_list)
+
     pl = sw.add_parser("plan", help="print the trials per stage without running anything")
-    pl.add_argument("config", help="sweep config YAML")
+    pl.add_argument("config", nargs="+", help="sweep config YAML (several: a programme, e.g. sweeps/*.yaml)")
     pl.add_argument("-v", "--verbose", action="store_true", help="list every trial")
     pl.add_argument(
         "--no-data-check",
