@@ -37,6 +37,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pa.py
 	$(BIN)/python benchmarks/bench_gpu.py
 	$(BIN)/python benchmarks/bench_beyond.py
+	$(BIN)/python benchmarks/bench_schedule.py
+	$(BIN)/python benchmarks/bench_status.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

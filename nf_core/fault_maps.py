@@ -259,7 +259,7 @@ def evaluate_measured(
     }
     pa, pa_nf = [], []
     for chip in chips:
-        w = measured_weights(base.qw, chip, layout)
+        w = base.weights_from_codes(measured_codes(base.qw, chip, layout))  # folded / channels-last as deployed
         pa.append(_accuracy(lambda x, w=w: base.logits(x, w), clean))
         if fused is not None:
             inputs = fused

@@ -1,10 +1,11 @@
 """How a sweep's trials pack onto a Ray cluster, and what they cost (`nf sweep plan --cluster`).
 
-The model is deliberately simple: stages run one after another (as the runner does); a
-trial's placement-group bundles share one node (Tune packs them); within a stage all trials
-last epochs x epoch_seconds, so they run in waves of the cluster's concurrency; node start-up
-and dataset download are not counted. Eval and transfer trials count one epoch each (one
-evaluation pass), so give their seconds per trial. The cluster comes from
+The per-stage model is deliberately simple: each stage on its own; a trial's placement-group
+bundles share one node (Tune packs them); within a stage all trials last epochs x
+epoch_seconds, so they run in waves of the cluster's concurrency; node start-up and dataset
+download are not counted. The makespan of the whole sweep, where stages overlap (the runner
+has no stage barriers), comes from orchestration.schedule's simulation. Eval and transfer
+trials count one epoch each (one evaluation pass), so give their seconds per trial. The cluster comes from
 orchestration.clusterfile; the printed form from orchestration.views.
 """
 
@@ -169,9 +170,15 @@ def estimate(
         vals = [stages[s].get(key) for s in STAGES if stages[s]["trials"]]
         return sum(vals) if vals and all(v is not None for v in vals) else None
 
+    schedule = None
+    if cluster is not None and seconds:  # makespan with and without stage barriers (orchestration.schedule)
+        from orchestration.schedule import simulate_plan
+
+        schedule = simulate_plan(cfg, items, cluster, seconds)
     return {
         "sweep": cfg.name,
         "cluster": None if cluster is None else asdict(cluster),
+        "schedule": schedule,
         "stages": stages,
         "total": {
             "trials": sum(r["trials"] for r in stages.values()),

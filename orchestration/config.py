@@ -87,6 +87,20 @@ def _number(
     hint: str = "",
 ) -> Any:
     """A float (or int) field: YAML booleans, strings, NaN and out-of-range values are refused."""
+    check = _number_check(integer=integer, gt=gt, ge=ge, lt=lt, le=le, hint=hint)
+    return Annotated[int if integer else float, BeforeValidator(check), Field(gt=gt, ge=ge, lt=lt, le=le)]
+
+
+def _number_check(
+    *,
+    integer: bool = False,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+    hint: str = "",
+) -> Any:
+    """The check of a `_number` field (also used inside other checks)."""
     expected = _range_text(integer, gt, ge, lt, le) + (f" ({hint})" if hint else "")
 
     def check(v: Any) -> Any:
@@ -103,7 +117,7 @@ def _number(
             raise _fail(f"{_show(v)} is out of range; expected {expected}")
         return v if integer else float(v)
 
-    return Annotated[int if integer else float, BeforeValidator(check), Field(gt=gt, ge=ge, lt=lt, le=le)]
+    return check
 
 
 def _choice(what: str, choices: tuple[str, ...]) -> Any:
@@ -139,10 +153,32 @@ def _flag(v: Any) -> Any:
 Flag = Annotated[bool, BeforeValidator(_flag)]
 
 
+def _auto_flag(v: Any) -> Any:
+    if v == "auto" or isinstance(v, bool):
+        return v
+    raise _fail(f"{_show(v)} is not valid; expected auto, true or false")
+
+
+# "auto": on when the trial runs on a CUDA device, off on the CPU (see `resolve_auto`).
+AutoFlag = Annotated[bool | Literal["auto"], BeforeValidator(_auto_flag)]
+
+
+def resolve_auto(value: bool | str, device: str) -> bool:
+    """An ``auto | true | false`` speed option on a trial's device: auto means on with CUDA only."""
+    return device == "cuda" if value == "auto" else bool(value)
+
+
+def _chips_per_pass(v: Any) -> Any:
+    if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+        return v
+    raise _fail(f"{_show(v)} is not valid; expected auto or an integer >= 1 (chips sharing one forward pass)")
+
+
 def _grid(item: Any, example: str, *, min_items: int = 1, unique: bool = True) -> Any:
     """A list of grid values: a YAML list, not a scalar; non-empty; each value once (every value
     makes its own trials, and two trials with one id would write the same item folder).
-    A future form such as ``{range: [lo, hi], log: true}`` expands here, before the item checks."""
+    A ``train_bers`` range ``{range: [lo, hi], log: true}`` is one value (one BER-conditioned
+    generator), not expanded; its repeats are caught with the generator pairing."""
 
     def check(v: Any) -> Any:
         if not isinstance(v, (list, tuple)):
@@ -178,6 +214,48 @@ class _Section(BaseModel):
     """Every section: unknown fields are errors; field docstrings document the schema."""
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=False)
+
+
+_ber_check = _number_check(ge=0.0, le=1.0, hint="fraction of faulty memory cells, e.g. 0.01 for 1%")
+_range_end_check = _number_check(gt=0.0, le=1.0, hint="a BER > 0: the range is sampled log-uniformly")
+_RANGE_EXAMPLE = "{range: [0.001, 0.0125], log: true}"
+
+
+class BerRange(_Section):
+    """Training BERs of a BER-conditioned (``*_BER``) generator: each batch's chips are drawn at one
+    BER from [lo, hi] (nf_core.ber_conditioned.BERRange), so one generator serves every voltage."""
+
+    range: list[float]
+    """[lo, hi], 0 < lo <= hi <= 1."""
+    log: Flag = True
+    """true: each batch's BER is drawn log-uniformly from [lo, hi]; false: uniformly."""
+
+    def tag(self) -> str:
+        """The range in item ids: r<lo>-<hi> plus ``log`` when log-uniform (r0.001-0.0125log)."""
+        lo, hi = self.range
+        return f"r{lo:g}-{hi:g}" + ("log" if self.log else "")
+
+
+def _train_ber(v: Any) -> Any:
+    """A number (the BER of a per-BER generator) or {range: [lo, hi], log: bool} (*_BER generators)."""
+    if not isinstance(v, dict):
+        return _ber_check(v)
+    unknown = sorted(set(v) - {"range", "log"}, key=str)
+    if unknown:
+        raise _fail(f"{_show(v)} has unknown key {unknown[0]!r}; expected a BER or {_RANGE_EXAMPLE}")
+    r = v.get("range")
+    if not isinstance(r, (list, tuple)) or len(r) != 2:
+        raise _fail(f"{_show(v)}: range {_show(r)} is not a list [lo, hi]; expected {_RANGE_EXAMPLE}")
+    lo, hi = (_range_end_check(x) for x in r)
+    if lo > hi:
+        raise _fail(f"{_show(v)}: range [{lo:g}, {hi:g}] is empty; expected lo <= hi")
+    log = v.get("log", True)
+    if not isinstance(log, bool):
+        raise _fail(f"{_show(v)}: log {_show(log)} is not a boolean; expected true (log-uniform) or false (uniform)")
+    return {"range": [lo, hi], "log": log}
+
+
+TrainBer = Annotated[float | BerRange, BeforeValidator(_train_ber)]
 
 
 # ------------------------------------------------------------------ sections
@@ -266,6 +344,29 @@ class GeneratorStage(_Section):
     """Pool actor replicas per base model when access is pool."""
     batching: _choice("batching", names.BATCHING) = "loop"
     """How the N perturbed models of a batch run: loop (one after another) or vmap (batched)."""
+    # Speed options (nf_core.deployed.DeployedModel, nf_core.prefetch); the defaults leave CPU runs
+    # exactly as without them. In-process access only (pool actors build plain models).
+    fold_bn: AutoFlag = "auto"
+    """Fold each BatchNorm of the frozen base models into the conv before it (on the float copy made
+    after the chip's faults; kept only when logits stay within float tolerance). auto: on with CUDA,
+    off on the CPU."""
+    channels_last: AutoFlag = "auto"
+    """Channels-last (NHWC) memory format for the base models' passes. auto: on with CUDA, off on the CPU."""
+    amp: _choice("amp", names.AMP) | None = None
+    """bf16: autocast the base models' passes of EOPM training to bfloat16 (opt-in, meant for GPUs;
+    chips still perturb the stored int8 codes); null: fp32."""
+    prefetch: AutoFlag = "auto"
+    """Draw the chips of step k+1 in a background thread while step k computes (bit-identical chips).
+    auto: on with CUDA, off on the CPU (nf_core's prefetch=None). Not used by *_BER generators,
+    whose chips depend on the batch's sampled BER."""
+
+    def deployed_options(self, device: str) -> dict[str, Any]:
+        """DeployedModel keyword arguments of the base models on ``device``."""
+        return {
+            "fold_bn": resolve_auto(self.fold_bn, device),
+            "channels_last": resolve_auto(self.channels_last, device),
+            "amp": self.amp,
+        }
 
 
 def _pair(v: Any, example: str) -> Any:
@@ -281,8 +382,14 @@ class EvalStage(_Section):
     """BERs to evaluate at, each in [0, 1]."""
     chips: Count = 10
     """Perturbed chips (fault patterns) per BER."""
-    fault_model: FaultModel | None = None
-    """Fault model at evaluation; null: the training fault model."""
+    fault_model: _choice("fault model", (*names.FAULT_MODELS, names.MEASURED)) | None = None
+    """Fault model at evaluation; null: the training fault model. measured: the chips are the measured
+    fault maps of ``fault_maps`` instead of random ones (generators still train on random chips);
+    ``bers`` and ``chips`` are then unused: each map is one chip, at its own measured BER."""
+    fault_maps: _text("a local folder or s3://bucket/prefix of fault maps") | None = None
+    """Folder or s3://bucket/prefix holding measured fault maps, one chip per .npz or .parquet file
+    (format: docs/fault_maps.md); required by, and only with, fault_model measured. Every map is
+    read and validated before Ray starts."""
     layout: Layout | None = None
     """Memory layout at evaluation; null: the training layout."""
     bits: _grid(Bits, "[8, 4]") | None = None
@@ -292,6 +399,48 @@ class EvalStage(_Section):
     """Pool actors scoring the chips (restricted access); 0: the trial's own process."""
     batch_size: Count = 256
     """Evaluation batch size."""
+    chips_per_pass: Annotated[int | Literal["auto"], BeforeValidator(_chips_per_pass)] = "auto"
+    """Random chips sharing one forward pass (vmap over their stacked weights); results are the same
+    for any value. auto: 1 on the CPU (the chip-by-chip loop is faster there), 8 with CUDA
+    (nf_core.evaluate.chips_per_pass_default)."""
+    prefetch: AutoFlag = "auto"
+    """Draw the next group of evaluation chips in a background thread. auto: on with CUDA, off on the CPU."""
+    fold_bn: AutoFlag = "auto"
+    """Fold BatchNorm into the convolutions of the evaluated base models (as generator.fold_bn).
+    auto: on with CUDA, off on the CPU."""
+    channels_last: AutoFlag = "auto"
+    """Channels-last memory format for the evaluated base models. auto: on with CUDA, off on the CPU."""
+
+    @model_validator(mode="after")
+    def _measured(self) -> EvalStage:
+        if self.fault_model == names.MEASURED and self.fault_maps is None:
+            raise _fail(
+                "null is not possible: fault_model measured needs a folder or s3:// prefix of maps", "fault_maps"
+            )
+        if self.fault_maps is not None and self.fault_model != names.MEASURED:
+            raise _fail(
+                f"{self.fault_maps!r} is only used with fault_model measured; set it or remove fault_maps", "fault_maps"
+            )
+        if self.fault_model == names.MEASURED and self.pool_actors:
+            raise _fail(
+                f"{self.pool_actors} is not possible: measured fault maps are evaluated in the trial's process; set 0",
+                "pool_actors",
+            )
+        return self
+
+    def deployed_options(self, device: str) -> dict[str, Any]:
+        """DeployedModel keyword arguments of the evaluated base models on ``device`` (fp32 always)."""
+        return {
+            "fold_bn": resolve_auto(self.fold_bn, device),
+            "channels_last": resolve_auto(self.channels_last, device),
+        }
+
+    def evaluate_options(self) -> dict[str, Any]:
+        """nf_core.evaluate.evaluate keyword arguments (None: nf_core's default for the device)."""
+        return {
+            "chips_per_pass": None if self.chips_per_pass == "auto" else self.chips_per_pass,
+            "prefetch": None if self.prefetch == "auto" else self.prefetch,
+        }
 
 
 class Resources(_Section):
@@ -357,7 +506,11 @@ class SweepConfig(_Section):
     name: _text("a sweep name", _NAME, "letters, digits, '.', '_' or '-' (it becomes a folder name)")
     """The sweep's name: its folder under storage and its MLflow experiment."""
     storage: _text("a local path or s3://bucket/prefix") = "runs/sweeps"
-    """Storage root (local path, file:// or s3://bucket/prefix); the sweep lives in <storage>/<name>."""
+    """Storage root (local path, file:// or s3://bucket/prefix); the sweep lives in <storage>/<name>.
+    A relative local path is relative to the working directory of the command and recorded absolute.
+    Left out: the default root, the same from every directory: $NF_STORAGE, else runs/sweeps in the
+    project checkout (an installed package: ~/.local/share/nf/sweeps). Commands that name an existing
+    sweep use their --storage (same default) and never the root its sweep.yaml recorded."""
     s3_endpoint: _text("an endpoint URL such as http://127.0.0.1:9000") | None = None
     """Endpoint of an S3-compatible store, e.g. http://127.0.0.1:9000; null: AWS (or AWS_ENDPOINT_URL)."""
     s3_region: _text("an S3 region such as us-east-1") | None = None
@@ -380,8 +533,10 @@ class SweepConfig(_Section):
     null: every model and every ensemble. Restricted-access sweeps list only the surrogates."""
     generators: _grid(_choice("generator", names.GENERATORS), "[ConvL, UNetS]") = ["ConvL"]
     """Generator architectures (registered names, nf_core/generators)."""
-    train_bers: _grid(Ber, "[0.01, 0.005]") = [0.01]
-    """BERs the generators are trained at (the p of EOPM), each in [0, 1]."""
+    train_bers: _grid(TrainBer, "[0.01, 0.005]") = [0.01]
+    """BERs the generators are trained at (the p of EOPM), each in [0, 1]; or, for BER-conditioned
+    generators (names ending in _BER), a range {range: [lo, hi], log: true}. A number pairs only
+    with per-BER generators and a range only with *_BER ones (the grid skips other pairs)."""
     lambdas: _grid(_number(ge=0, hint="weight of the perturbed-model loss"), "[1.0, 5.0]") = [5.0]
     """λ of the EOPM loss, each >= 0."""
     ns: _grid(_number(integer=True, ge=1, hint="perturbed models per batch"), "[5, 10]") = [5]
@@ -431,7 +586,61 @@ class SweepConfig(_Section):
             for m in [src] if isinstance(src, str) else src:
                 if m not in self.models:
                     raise _fail(f"model {m!r} is not in models; valid choices: {valid}", f"sources[{i}]")
+        self._check_ber_pairs()
         return self
+
+    def _check_ber_pairs(self) -> None:
+        """Each train_bers entry trains some generator and each generator has a train_bers entry."""
+        conditioned = [g for g in self.generators if names.is_ber_conditioned(g)]
+        plain = [g for g in self.generators if not names.is_ber_conditioned(g)]
+        ranges = [b for b in self.train_bers if isinstance(b, BerRange)]
+        for i, b in enumerate(self.train_bers):
+            if isinstance(b, BerRange):
+                if not conditioned:
+                    raise _fail(
+                        f"{_show(b.model_dump())} is a range, which pairs only with BER-conditioned generators "
+                        f"(names ending in {names.BER_SUFFIX}); generators has none: {', '.join(self.generators)}",
+                        f"train_bers[{i}]",
+                    )
+                if b in self.train_bers[:i]:  # two items with one id would write the same folder
+                    raise _fail(
+                        f"{_show(b.model_dump())} appears more than once; each value may appear once",
+                        f"train_bers[{i}]",
+                    )
+            elif not plain:
+                raise _fail(
+                    f"{b!r} is a single BER, which pairs only with per-BER generators; generators are all "
+                    f"BER-conditioned ({', '.join(conditioned)}): give them a range such as {_RANGE_EXAMPLE}",
+                    f"train_bers[{i}]",
+                )
+        for i, g in enumerate(self.generators):
+            if names.is_ber_conditioned(g) and not ranges:
+                raise _fail(
+                    f"{g!r} is BER-conditioned and trains over a range of BERs; train_bers has none: add "
+                    f"{_RANGE_EXAMPLE}",
+                    f"generators[{i}]",
+                )
+            if not names.is_ber_conditioned(g) and len(ranges) == len(self.train_bers):
+                raise _fail(
+                    f"{g!r} trains at one BER; train_bers has only ranges (for *{names.BER_SUFFIX} generators): "
+                    "add a number such as 0.01",
+                    f"generators[{i}]",
+                )
+        if conditioned and self.generator.access == "pool":
+            raise _fail(
+                f"'pool' is not possible with BER-conditioned generators ({', '.join(conditioned)}); use in_process",
+                "generator.access",
+            )
+
+    def generator_bers(self) -> list[tuple[str, float | BerRange]]:
+        """The (generator, training BER) pairs of the grid: numbers with per-BER generators, ranges
+        with *_BER ones; in the order of ``generators``, then ``train_bers``."""
+        return [
+            (g, b)
+            for g in self.generators
+            for b in self.train_bers
+            if names.is_ber_conditioned(g) == isinstance(b, BerRange)
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, field order as declared (what sweep.yaml stores and trials receive)."""
@@ -507,6 +716,12 @@ def parse_config(raw: dict[str, Any]) -> SweepConfig:
     for d in cfg.datasets:  # trials run in their own working directories: no relative roots
         if d.root and "://" not in d.root:
             d.root = os.path.abspath(d.root)
+    maps = cfg.evaluation.fault_maps
+    if maps and "://" not in maps:
+        cfg.evaluation.fault_maps = os.path.abspath(maps)
+    from orchestration.resume import resolve_storage  # the rule for relative roots (documented there)
+
+    cfg.storage = resolve_storage(cfg.storage if "storage" in cfg.model_fields_set else None)
     return cfg
 
 

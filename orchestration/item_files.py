@@ -50,6 +50,7 @@ _SKEW_S = 120.0
 
 
 def item_dir(stage: str, item_id: str) -> str:
+    """An item's folder in its sweep's storage (the layout trainables.py writes)."""
     return f"items/{stage}/{item_id}"
 
 

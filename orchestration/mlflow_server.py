@@ -15,16 +15,76 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from orchestration.tracking import artifact_uri
+from orchestration.errors import PortInUse, TrackingError
+from orchestration.tracking import artifact_uri, redact_uri
 
 
 def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def check_port_free(port: int, host: str = "127.0.0.1") -> None:
+    """Raise :class:`PortInUse` when something answers on ``host:port`` or holds it bound.
+
+    Checked before a server starts: otherwise the health check would find the *other* server healthy
+    and report it as the new one (serving another sweep's runs). Port 0 (pick one) is always free.
+    """
+    if port == 0:
+        return
+    hint = f"port {port} on {host} is already in use; pick another with --port (e.g. --port {port + 1})"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        if s.connect_ex((host, port)) == 0:
+            raise PortInUse(f"{hint}: something answers there (another `nf ui` or MLflow server?)")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # SO_REUSEADDR as the server sets it: a port with only TIME_WAIT connections is free
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise PortInUse(f"{hint}: {e.strerror or e}") from None
+
+
+def _loopback(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def check_tracking_reachable(tracking_uri: str) -> None:
+    """For an MLflow server URI (http/https): raise :class:`TrackingError` unless it answers at all.
+
+    One request with a short timeout, before Ray starts, instead of MLflow's minutes of retries;
+    database URIs (sqlite:///…) are left to MLflow.
+    """
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    # A loopback server never through HTTP(S)_PROXY; a remote one as MLflow itself would reach it.
+    opener = urllib.request.build_opener(*([urllib.request.ProxyHandler({})] if _loopback(tracking_uri) else []))
+    try:
+        with opener.open(f"{tracking_uri.rstrip('/')}/health", timeout=10):
+            return
+    except urllib.error.HTTPError:
+        return  # it answers (an auth proxy may refuse /health): reachable, MLflow reports the rest
+    except (urllib.error.URLError, OSError):
+        raise TrackingError(
+            f"MLflow tracking server {tracking_uri} does not answer (GET /health); start it, or fix mlflow.tracking_uri"
+        ) from None
+
+
+def server_log_tail(proc: subprocess.Popen, lines: int = 1) -> str:
+    """The last non-empty line(s) of a server's output (why it stopped), or ''."""
+    log_path = getattr(proc, "nf_log_path", None)
+    try:
+        text = Path(log_path).read_text(errors="replace") if log_path else ""
+    except OSError:
+        return ""
+    return " | ".join([ln.strip() for ln in text.splitlines() if ln.strip()][-lines:])
 
 
 def _healthy(url: str) -> bool:
@@ -76,17 +136,22 @@ def start_mlflow_server(
         logf.close()
         proc.nf_log_path = logf.name  # type: ignore[attr-defined]
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and proc.poll() is None:
-            if _healthy(url):
-                return proc, url
-            time.sleep(0.25)
+        try:
+            while time.monotonic() < deadline and proc.poll() is None:
+                if _healthy(url):
+                    return proc, url
+                time.sleep(0.25)
+        except BaseException:  # Ctrl-C / SIGTERM while waiting: leave no server behind
+            stop_mlflow_server(proc)
+            raise
         tail = Path(logf.name).read_text(errors="replace")[-2000:]
         exited = proc.poll() is not None
         stop_mlflow_server(proc)
+        last = " | ".join([ln.strip() for ln in tail.splitlines() if ln.strip()][-3:])  # the cause, one line
         if not exited:
-            raise TimeoutError(f"mlflow server at {url} not healthy after {timeout:.0f} s:\n{tail}")
+            raise TrackingError(f"mlflow server at {url} not healthy after {timeout:.0f} s: {last}")
         if attempt == attempts - 1 or "address already in use" not in tail.lower():
-            raise RuntimeError(f"mlflow server exited with code {proc.returncode}:\n{tail}")
+            raise TrackingError(f"mlflow server at {url} exited with code {proc.returncode}: {last}")
     raise AssertionError("unreachable")
 
 
@@ -140,8 +205,6 @@ def _group_alive(pgid: int) -> bool:
 def ui_command(tracking_uri: str, port: int = 5000) -> str:
     """The shell line that opens the MLflow UI on a sweep's tracking store (light settings)."""
     if tracking_uri.startswith(("http://", "https://")):
-        return f"open {tracking_uri}"  # a server is already the UI
-    return (
-        f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {shlex.quote(tracking_uri)} "
-        f"--port {port} --workers 1"
-    )
+        return f"open {redact_uri(tracking_uri)}"  # a server is already the UI
+    store = shlex.quote(redact_uri(tracking_uri))
+    return f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {store} --port {port} --workers 1"

@@ -6,7 +6,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestration.config import STAGES, SweepConfig
+from orchestration.config import STAGES, BerRange, SweepConfig
 
 
 @dataclass
@@ -34,7 +34,8 @@ def base_id(dataset: str, model: str, bits: int, seed: int) -> str:
 def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
     """Items per stage: base (dataset, model, seed); generator (… × generator × BER × λ × N);
     eval (one per generator, on its source models); transfer (one per generator, on the
-    dataset's other models)."""
+    dataset's other models). A BER-conditioned generator's BER is a range: its params hold
+    ``ber: None`` and ``ber_range`` ({range: [lo, hi], log}), its id ``r<lo>-<hi>log`` for ``p<ber>``."""
     out: dict[str, list[Item]] = {s: [] for s in STAGES}
     sources = cfg.source_list()
     for d, seed in itertools.product(cfg.datasets, cfg.seeds):
@@ -46,17 +47,19 @@ def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
                     {"dataset": d.name, "model": m, "bits": cfg.bits, "seed": seed, "width": cfg.width},
                 )
             )
-        for src, g, ber, lam, n in itertools.product(sources, cfg.generators, cfg.train_bers, cfg.lambdas, cfg.ns):
+        for src, (g, ber), lam, n in itertools.product(sources, cfg.generator_bers(), cfg.lambdas, cfg.ns):
             src_id = "+".join(src)
+            ber_tag = ber.tag() if isinstance(ber, BerRange) else f"p{ber:g}"
             gid = (
-                f"{d.name}.{src_id}.{g}.p{ber:g}.l{lam:g}.n{n}.{cfg.fault_model}.{cfg.layout}.b{bits_tag(cfg)}.s{seed}"
+                f"{d.name}.{src_id}.{g}.{ber_tag}.l{lam:g}.n{n}.{cfg.fault_model}.{cfg.layout}.b{bits_tag(cfg)}.s{seed}"
             )
             needs = [base_id(d.name, m, cfg.bits, seed) for m in src]
             params = {
                 "dataset": d.name,
                 "source": src,
                 "generator": g,
-                "ber": ber,
+                "ber": None if isinstance(ber, BerRange) else ber,
+                **({"ber_range": ber.model_dump()} if isinstance(ber, BerRange) else {}),
                 "lam": lam,
                 "n": n,
                 "fault_model": cfg.fault_model,
@@ -83,3 +86,38 @@ def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
 
 def bits_tag(cfg: SweepConfig) -> str:
     return str(cfg.bits) if cfg.generator.generator_bits is None else f"{cfg.bits}g{cfg.generator.generator_bits}"
+
+
+def dependencies(items: dict[str, list[Item]] | list[Item]) -> dict[str, list[str]]:
+    """Each item's id -> the ids of the items it needs done first (its ``needs``).
+
+    A generator needs its source base model(s) of the same dataset, bits and seed; eval needs
+    its generator (and the source base models it evaluates); transfer needs its generator and
+    the target base models. Every need must be an item of the plan (else ValueError): an item
+    whose need is missing could never start.
+    """
+    flat = [it for stage in items.values() for it in stage] if isinstance(items, dict) else list(items)
+    ids = {it.id for it in flat}
+    out: dict[str, list[str]] = {}
+    for it in flat:
+        missing = [n for n in it.needs if n not in ids]
+        if missing:
+            raise ValueError(f"item {it.id!r} needs {', '.join(missing)}, which the plan does not hold")
+        out[it.id] = list(it.needs)
+    return out
+
+
+def blocked_by(deps: dict[str, list[str]], failed: set[str] | list[str]) -> set[str]:
+    """The ids that can never run because something they (transitively) need failed."""
+    users: dict[str, list[str]] = {}
+    for item, needs in deps.items():
+        for n in needs:
+            users.setdefault(n, []).append(item)
+    out: set[str] = set()
+    todo = list(failed)
+    while todo:
+        for u in users.get(todo.pop(), []):
+            if u not in out:
+                out.add(u)
+                todo.append(u)
+    return out - set(failed)

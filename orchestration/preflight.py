@@ -4,7 +4,9 @@ The schema (orchestration/config.py) checks values; this checks that each datase
 exists and holds the files its loader (nf_core/data.py) will open, locally or on S3, so a
 missing or half-copied dataset is one `nf: error:` line instead of failed trials after Ray
 started and files were written. A few metadata requests per dataset: file checks and, for
-folders of classes, one listing (never a walk over the images).
+folders of classes, one listing (never a walk over the images). Measured fault maps
+(``evaluation.fault_maps``) are read and validated in full: they are small, and a bad map
+must not surface only after every generator has trained.
 """
 
 from __future__ import annotations
@@ -98,9 +100,38 @@ def check_root(name: str, root: str, cfg: SweepConfig, where: str) -> None:
             )
 
 
+def check_fault_maps(cfg: SweepConfig) -> int:
+    """The measured fault maps of ``evaluation.fault_maps`` exist and each one is valid
+    (nf_core.fault_maps: geometry, cells in range, no duplicates, stuck values 0/1); returns
+    how many there are (0 when the sweep evaluates on random chips)."""
+    uri = cfg.evaluation.fault_maps
+    if uri is None:
+        return 0
+    import pyarrow.fs as pafs
+
+    from orchestration.fault_maps_store import load_fault_maps_uri  # torch: only when maps are used
+
+    where = "evaluation.fault_maps"
+    try:
+        fs, base = _filesystem(uri, cfg)
+        if fs.get_file_info(base).type != pafs.FileType.Directory:
+            what = "no object under this prefix" if uri.startswith("s3://") else "is not a folder"
+            raise ConfigError(f"{where}: {uri!r}: {what}; expected .npz or .parquet fault maps there")
+        return len(load_fault_maps_uri(uri, cfg.s3_endpoint, cfg.s3_region))
+    except ConfigError:
+        raise
+    except ValueError as e:  # a bad map, or none there
+        raise ConfigError(f"{where}: {' '.join(str(e).split())}") from None
+    except OSError as e:  # unreachable endpoint, no credentials, no such bucket …
+        raise ConfigError(
+            f"{where}: cannot read {uri!r} (check the path, s3_endpoint and credentials): {' '.join(str(e).split())}"
+        ) from None
+
+
 def check_dataset_roots(cfg: SweepConfig) -> None:
     """Every dataset root of the sweep exists and holds its files (a missing local root is fine
-    with ``download: true``: torchvision fetches it there)."""
+    with ``download: true``: torchvision fetches it there), and the measured fault maps, if the
+    sweep evaluates on them, are there and valid (`check_fault_maps`)."""
     for i, d in enumerate(cfg.datasets):
         if d.root is None or d.download:
             continue
@@ -112,3 +143,4 @@ def check_dataset_roots(cfg: SweepConfig) -> None:
                 f"{where}: cannot read {d.root!r} (check the path, s3_endpoint and credentials): "
                 f"{' '.join(str(e).split())}"
             ) from None
+    check_fault_maps(cfg)

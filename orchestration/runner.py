@@ -1,15 +1,14 @@
-"""Run a sweep: its stages as Ray Tune runs, in dependency order, tracked in MLflow.
+"""Run a sweep: all its items in one Ray Tune run, each as soon as the items it needs are done, tracked in MLflow.
 
 The driver is the only MLflow writer (trials report to Tune; a callback logs). Sweep state
 lives in storage (``done.json`` per item), so `nf sweep resume` after a driver kill starts
-each stage again with only the unfinished items, which continue from their checkpoints;
-MLflow runs are found again by their tags rather than created anew.
+again with only the unfinished items, which continue from their checkpoints; MLflow runs
+are found again by their tags rather than created anew.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import os
 import tempfile
 import time
@@ -21,14 +20,14 @@ import yaml
 from orchestration.config import STAGES, ConfigError, SweepConfig, parse_config
 from orchestration.item_files import item_done, read_done
 from orchestration.plan import Item, plan
+from orchestration.status import item_dir, stage_states  # noqa: F401 (stage_states: re-exported)
 from orchestration.storage import Store
-from orchestration.trainables import TRAINABLES, item_dir
 
 CONFIG_FILE = "sweep.yaml"
 
 
 class SweepError(RuntimeError):
-    """A stage ended with failed trials; later stages were not started."""
+    """Trials failed; the items that need them were not started (blocked), the others ran."""
 
 
 def sweep_store(cfg: SweepConfig) -> Store:
@@ -36,12 +35,14 @@ def sweep_store(cfg: SweepConfig) -> Store:
 
 
 def tracking_uri(cfg: SweepConfig, store: Store) -> str:
-    """Embedded default: a SQLite file beside the sweep (or under ./runs when storage is S3)."""
+    """A given ``mlflow.tracking_uri`` as is; else the sweep's SQLite file: beside the sweep, or
+    for S3 storage a local working copy kept in (and fetched from) the storage
+    (orchestration/tracking_sync.py)."""
     if cfg.mlflow.tracking_uri:
         return cfg.mlflow.tracking_uri
-    local = os.path.join("runs", cfg.name) if store.is_s3 else store.path()
-    os.makedirs(local, exist_ok=True)
-    return f"sqlite:///{os.path.abspath(os.path.join(local, 'mlflow.db'))}"
+    from orchestration.tracking_sync import default_db
+
+    return f"sqlite:///{os.path.abspath(default_db(cfg, store))}"
 
 
 def artifact_location(cfg: SweepConfig, store: Store) -> str:
@@ -49,20 +50,31 @@ def artifact_location(cfg: SweepConfig, store: Store) -> str:
 
 
 def open_sweep(
-    name: str, storage: str = "runs/sweeps", s3_endpoint: str | None = None, s3_region: str | None = None
+    name: str, storage: str | None = None, s3_endpoint: str | None = None, s3_region: str | None = None
 ) -> SweepConfig:
-    """The config of an existing sweep, read back from its storage."""
+    """The config of an existing sweep, read back from its storage.
+
+    ``storage`` is the sweep's identity: the config returned lives there (whatever root its
+    sweep.yaml recorded), so a copied sweep is read and written in the copy only. None: the
+    default root (orchestration/resume.py says how relative roots resolve)."""
+    from orchestration.resume import resolve_storage, with_storage
+
+    storage = resolve_storage(storage)
     store = Store(storage, s3_endpoint, s3_region).sub(name)
     if not store.exists(CONFIG_FILE):
+        left = store.list()
+        if left:  # the sweep is there but its config object is lost: name it, not "no sweep"
+            from orchestration.errors import StorageError
+
+            raise StorageError(
+                f"missing object {store.url(CONFIG_FILE)}: sweep {name!r} has {', '.join(left[:5])} but not its "
+                f"config; restore {CONFIG_FILE}, or run the same config again with `nf sweep run CONFIG`"
+            )
         parent = Store(storage, s3_endpoint, s3_region)
         have = [n for n in parent.list() if parent.exists(f"{n}/{CONFIG_FILE}")]
         raise ConfigError(f"no sweep {name!r} under {parent.url()}; sweeps there: {', '.join(have) or 'none'}")
-    return parse_config(yaml.safe_load(store.read_bytes(CONFIG_FILE)))
-
-
-def _normal(d: dict[str, Any]) -> Any:
-    """A config as plain JSON values (tuples become lists), for comparisons."""
-    return json.loads(json.dumps(d))
+    cfg = with_storage(parse_config(yaml.safe_load(store.read_bytes(CONFIG_FILE))), storage, s3_endpoint)
+    return cfg.model_copy(update={"s3_region": s3_region}) if s3_region else cfg
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -90,66 +102,65 @@ def item_params(cfg: SweepConfig, item: Item) -> dict[str, Any]:
 
 
 def _resources(cfg: SweepConfig, stage: str):
-    from ray import tune
+    """A stage's trial placement group (what orchestration.dataflow.item_resources gives its items)."""
+    from orchestration.dataflow import item_resources
 
-    from orchestration.capacity import trial_bundles
-
-    return tune.PlacementGroupFactory(trial_bundles(cfg, stage))
-
-
-def stage_states(cfg: SweepConfig, store: Store | None = None) -> dict[str, dict[str, str]]:
-    """Per stage, each item's state: done / running / failed / pending (from storage)."""
-    store = store or sweep_store(cfg)
-    out: dict[str, dict[str, str]] = {}
-    for stage, items in plan(cfg).items():
-        out[stage] = {}
-        for it in items:
-            d = item_dir(stage, it.id)
-            if item_done(store, stage, it.id):  # a torn or empty done.json is not done
-                state = "done"
-            elif store.exists(f"{d}/status.json"):
-                try:
-                    state = store.read_json(f"{d}/status.json")["state"]
-                except (ValueError, KeyError, TypeError):  # torn by a writer of an older version
-                    state = "running"
-                state = "running" if state == "done" else state
-            else:
-                state = "pending"
-            out[stage][it.id] = state
-    return out
+    return item_resources(cfg)({"item": {"stage": stage}})
 
 
 def _init_ray(address: str | None) -> None:
     import ray
 
+    from orchestration.credentials import keep_credentials_out_of_ray
+    from orchestration.errors import keep_signal_handlers
+
+    # Before any trial starts: workers find credentials on their own node, never in runtime_env.
+    keep_credentials_out_of_ray()
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
         # "local": always a fresh instance, never a leftover cluster found on this machine
         kw: dict[str, Any] = {"address": address} if address else {"address": "local", "include_dashboard": False}
-        ray.init(log_to_driver=False, **kw)
+        with keep_signal_handlers():  # ray.init's SIGTERM handler would exit before MLflow runs are ended
+            ray.init(log_to_driver=False, **kw)
 
 
 def run_sweep(
     cfg: SweepConfig,
     resume: bool = False,
     ray_address: str | None = None,
-    verbose: int = 1,
+    verbose: int = 0,
     log: Callable[[str], None] = print,
+    progress_interval: float = 30.0,
+    new_config: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run (or continue) every stage of the sweep; returns the evaluation and transfer rows."""
+    """Run (or continue) every item of the sweep, each once the items it needs are done (no stage
+    barriers); returns the evaluation and transfer rows. Raises SweepError after the run if
+    trials failed (the items that need them are reported blocked; all others ran).
+
+    ``verbose`` 0: a compact live view (orchestration/progress.py); 1 or 2: Ray Tune's own output.
+    ``new_config``: ``cfg`` may differ from the stored config if no completed item changes
+    (`nf sweep resume NAME --config FILE`, orchestration/resume.py)."""
     from ray import tune
 
-    from orchestration.tracking import SweepTracker
+    from orchestration.dataflow import ReadyItems, StageClock, TrackingPush, item_resources, priorities, run_item
+    from orchestration.progress import LiveView
+    from orchestration.resume import ConfigChange, adopt_config, forget_runs, same_config
+    from orchestration.tracking import SweepTracker, parent_run_guard, redact_uri
+    from orchestration.tracking_sync import backfill_history, push_tracking
     from orchestration.tune_callback import MlflowTuneCallback
 
     store = sweep_store(cfg)
+    change = ConfigChange()
     if store.exists(CONFIG_FILE):
-        stored = yaml.safe_load(store.read_bytes(CONFIG_FILE))
-        if _normal(parse_config(stored).to_dict()) != _normal(cfg.to_dict()):
-            raise ConfigError(
-                f"sweep {cfg.name!r} already exists in {store.url()} with a different config; "
-                f"continue it with `nf sweep resume {cfg.name}` or give the new sweep another name"
-            )
+        stored = parse_config(yaml.safe_load(store.read_bytes(CONFIG_FILE)))
+        if not same_config(stored, cfg):
+            if not new_config:
+                raise ConfigError(
+                    f"sweep {cfg.name!r} already exists in {store.url()} with a different config; "
+                    f"to go on with this one: `nf sweep resume {cfg.name} --storage {cfg.storage} --config FILE` "
+                    "(accepted when no completed item changes), or give the new sweep another name"
+                )
+            change = adopt_config(stored, cfg, store, log)  # refuses, naming the items it would invalidate
     elif resume:
         raise ConfigError(f"nothing to resume: no sweep {cfg.name!r} in {store.url()}")
     else:
@@ -157,60 +168,96 @@ def run_sweep(
     if store.is_s3 and cfg.s3_endpoint:
         os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", cfg.s3_endpoint)  # MLflow's own S3 client
     items = plan(cfg)
+    live = LiveView(cfg, store, verbose, log, progress_interval)
+    log = live.log
     tracker = SweepTracker(tracking_uri(cfg, store), cfg.mlflow.experiment or cfg.name, artifact_location(cfg, store))
     tracker.ensure_experiment()
     parent = tracker.parent_run(cfg.name, _flat(cfg.to_dict()))
-    log(f"MLflow: {tracker.tracking_uri} (experiment {cfg.mlflow.experiment or cfg.name!r})")
-    _init_ray(ray_address)
-    for stage in STAGES:
-        existing = tracker.child_runs(stage)  # one search, not one per item, on resume
-        runs = {
-            it.id: existing.get(it.id) or tracker.child_run(it.id, stage, item_params(cfg, it)) for it in items[stage]
-        }
-        pending = [it for it in items[stage] if not item_done(store, stage, it.id)]
-        log(f"stage {stage}: {len(items[stage]) - len(pending)} done, {len(pending)} to run")
-        t0 = time.perf_counter()
-        if pending:
-            # A trial's config is its item; the settings every trial shares go once to the object store.
-            trainable = tune.with_parameters(TRAINABLES[stage], cfg=cfg, store=store.spec())
-            tuner = tune.Tuner(
-                tune.with_resources(trainable, _resources(cfg, stage)),
-                param_space={"item": tune.grid_search([it.to_dict() for it in pending])},
-                # reuse_actors: later trials of a stage skip the worker start and imports
-                tune_config=tune.TuneConfig(
-                    max_concurrent_trials=cfg.resources.max_concurrent,
-                    reuse_actors=True,
-                    trial_name_creator=lambda t: t.config["item"]["id"],
-                    trial_dirname_creator=lambda t: t.config["item"]["id"],
-                ),
-                run_config=tune.RunConfig(
-                    name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}",
-                    storage_path=store.path("tune"),
-                    storage_filesystem=store.fs,
-                    failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
-                    callbacks=[MlflowTuneCallback(tracker, runs)],
-                    verbose=verbose,
-                ),
-            )
-            grid = tuner.fit()
-            failed = [r for r in grid if r.error is not None]
-        else:
-            failed = []
-        _log_item_artifacts(tracker, store, stage, items[stage], runs)
-        seconds = time.perf_counter() - t0
-        tracker.log_metrics(parent, {f"stage_seconds.{stage}": seconds}, step=0)
-        log(f"stage {stage}: finished in {seconds:.1f} s")
-        if failed:
-            tracker.finish(parent, "FAILED")
-            ids = [r.config["item"]["id"] for r in failed]
-            raise SweepError(
-                f"stage {stage}: {len(failed)} trial(s) failed: {', '.join(ids)}; "
-                f"see `nf sweep status {cfg.name}`, fix, then `nf sweep resume {cfg.name}`"
-            )
-    rows = collect_rows(cfg, store)
-    _log_sweep_artifacts(tracker, parent, store, cfg, rows)
-    tracker.finish(parent, "FINISHED")
-    return rows
+    try:
+        with parent_run_guard(tracker, parent):  # never left RUNNING: FAILED on error, KILLED on Ctrl-C/SIGTERM
+            forget_runs(tracker, change)
+            log(f"MLflow: {redact_uri(tracker.tracking_uri)} (experiment {cfg.mlflow.experiment or cfg.name!r})")
+            _init_ray(ray_address)
+            # One Tune run for every pending item of every stage: an item starts as soon as the items it
+            # needs are done (orchestration.dataflow.ReadyItems), so no stage waits for the slowest item
+            # of the stage before it; a failure blocks only the items downstream of it.
+            runs: dict[str, str] = {}
+            pending: list[Item] = []
+            for stage in STAGES:
+                existing = tracker.child_runs(stage)  # one search, not one per item, on resume
+                for it in items[stage]:
+                    runs[it.id] = existing.get(it.id) or tracker.child_run(it.id, stage, item_params(cfg, it))
+                todo = [it for it in items[stage] if not item_done(store, stage, it.id)]  # torn done.json: not done
+                log(f"stage {stage}: {len(items[stage]) - len(todo)} done, {len(todo)} to run")
+                pending += todo
+            failed: list[str] = []
+            blocked: list[str] = []
+            if pending:
+                pending_ids = {it.id for it in pending}
+                stage_of = {it.id: it.stage for it in pending}
+                searcher = ReadyItems(
+                    pending,
+                    done={i for it in pending for i in it.needs if i not in pending_ids},
+                    is_done=lambda item_id: item_done(store, stage_of[item_id], item_id),
+                    priority=priorities(cfg, pending),
+                )
+                clock = StageClock()
+                # A trial's config is its item; the settings every trial shares go once to the object store.
+                trainable = tune.with_parameters(run_item, cfg=cfg, store=store.spec())
+                tuner = tune.Tuner(
+                    tune.with_resources(trainable, item_resources(cfg)),  # each item: its stage's bundles
+                    # reuse_actors: later trials skip the worker start and imports (same bundles only)
+                    tune_config=tune.TuneConfig(
+                        search_alg=searcher,
+                        num_samples=len(pending),
+                        # also how many trials Tune keeps pending for a custom searcher (default 1)
+                        max_concurrent_trials=cfg.resources.max_concurrent or len(pending),
+                        reuse_actors=True,
+                        trial_name_creator=lambda t: t.config["item"]["id"],
+                        trial_dirname_creator=lambda t: t.config["item"]["id"],
+                    ),
+                    run_config=tune.RunConfig(
+                        name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
+                        storage_path=store.path("tune"),
+                        storage_filesystem=store.fs,
+                        failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
+                        callbacks=[
+                            MlflowTuneCallback(tracker, runs),
+                            TrackingPush(cfg, store.spec()),
+                            clock,
+                            *live.callbacks,
+                        ],
+                        verbose=live.tune_verbose,
+                    ),
+                )
+                grid = tuner.fit()
+                failed = sorted(searcher.failed | {r.config["item"]["id"] for r in grid if r.error is not None})
+                blocked = searcher.blocked
+                # Per stage: wall time from its first trial's start to its last trial's end (stages overlap).
+                for stage, seconds in clock.seconds().items():
+                    tracker.log_metrics(parent, {f"stage_seconds.{stage}": seconds}, step=0)
+                    log(f"stage {stage}: finished in {seconds:.1f} s (first start to last end)")
+            for stage in STAGES:
+                backfill_history(tracker, store, stage, items[stage], runs)  # epochs a killed driver never logged
+                _log_item_artifacts(tracker, store, stage, items[stage], runs)
+            push_tracking(cfg, store)  # the tracking survives losing this machine
+            for item_id in blocked:  # never started: something it needs failed
+                tracker.set_tag(runs[item_id], "nf.blocked", "1")
+                tracker.finish(runs[item_id], "KILLED")
+            if failed:
+                tracker.finish(parent, "FAILED")
+                raise SweepError(
+                    f"{len(failed)} trial(s) failed: {', '.join(failed)}; {len(blocked)} item(s) blocked by them"
+                    + (f" ({', '.join(blocked[:5])}{', ...' if len(blocked) > 5 else ''})" if blocked else "")
+                    + f"; see `nf sweep status {cfg.name}`; fix the cause, then `nf sweep resume {cfg.name}` "
+                    f"(a corrected config: `nf sweep resume {cfg.name} --config FILE`)"
+                )
+            rows = collect_rows(cfg, store)
+            _log_sweep_artifacts(tracker, parent, store, cfg, rows)
+            tracker.finish(parent, "FINISHED")
+            return rows
+    finally:
+        push_tracking(cfg, store)  # however it ended, the storage copy of the tracking holds it
 
 
 def collect_rows(cfg: SweepConfig, store: Store | None = None) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """Sweep storage on a local path or S3 (pyarrow's filesystems).
 
-Credentials come only from the environment or the instance profile (pyarrow's default
-chain); nothing here accepts or records them. An endpoint override serves S3-compatible
+Credentials come only from the environment, the shared credentials file or the instance
+profile (pyarrow's default chain); nothing here accepts, pickles or records them (see
+orchestration/credentials.py). An endpoint override serves S3-compatible
 stores (MinIO, moto, Ceph …).
 """
 
@@ -16,7 +17,6 @@ import uuid
 from typing import Any
 
 import pyarrow.fs as pafs
-import torch
 
 TMP_SUFFIX = ".tmp"  # local writes in flight: hidden, and left out of list()
 
@@ -40,6 +40,13 @@ def _s3(endpoint: str | None, region: str | None) -> pafs.S3FileSystem:
     kw: dict[str, Any] = {}
     if endpoint:
         scheme, _, host = endpoint.partition("://")
+        if "@" in (host or scheme):  # no host has one; a secret may hold '/', so search it all
+            # user:secret@host would be copied into sweep.yaml, Store.spec(), MLflow params and logs
+            shown = ("" if not host else f"{scheme}://") + "***@" + (host or scheme).rsplit("@", 1)[1]
+            raise ValueError(
+                f"S3 endpoint {shown} carries credentials; give the bare endpoint and the keys through "
+                "the environment, ~/.aws/credentials (0600) or an instance role"
+            )
         kw.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
     region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if region:
@@ -148,11 +155,15 @@ class Store:
         self.write_bytes(rel, json.dumps(obj, indent=2, default=str).encode())
 
     def save_torch(self, rel: str, obj: Any) -> None:
+        import torch  # here, not at the top: `nf sweep status/list` read storage without torch
+
         buf = io.BytesIO()
         torch.save(obj, buf)
         self.write_bytes(rel, buf.getvalue())
 
     def load_torch(self, rel: str, map_location: str = "cpu") -> Any:
+        import torch
+
         # weights_only=False: checkpoints hold configs and RNG states, and are our own files.
         return torch.load(io.BytesIO(self.read_bytes(rel)), map_location=map_location, weights_only=False)
 

@@ -19,7 +19,8 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.entities.lifecycle_stage import LifecycleStage
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+from orchestration.errors import signals_raise
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,18 @@ def is_secret(key: str) -> bool:
     """True for keys that must never reach MLflow (params are permanent and widely readable)."""
     k = key.lower()
     return any(m in k for m in SECRET_MARKERS)
+
+
+_URI_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]+)@")
+
+
+def redact_uri(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` URI replaced by ``***``.
+
+    Database tracking URIs (``postgresql://user:pw@host/db``) carry their password inline; they are
+    printed and recorded as parameters, so the password is dropped wherever they appear.
+    """
+    return _URI_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
@@ -71,7 +86,7 @@ def safe_params(params: Mapping[str, Any]) -> dict[str, str]:
     for k, v in flatten(params).items():
         if is_secret(k):
             continue
-        s = str(v)
+        s = redact_uri(str(v))
         if len(s) > _PARAM_VALUE_MAX:
             log.warning("param %s clipped to %d characters", k, _PARAM_VALUE_MAX)
             s = s[: _PARAM_VALUE_MAX - 3] + "..."
@@ -284,3 +299,35 @@ class SweepTracker:
     def logged_steps(self, run_id: str, key: str) -> set[int]:
         """Steps already logged for metric ``key`` (to backfill what a killed driver missed)."""
         return {m.step for m in self.client.get_metric_history(run_id, key)}
+
+
+@contextmanager
+def parent_run_guard(tracker: SweepTracker, parent: str) -> Iterator[None]:
+    """Never leave a sweep's MLflow runs RUNNING: if the block ends by an exception, the parent run and
+    its children still RUNNING end KILLED for Ctrl-C / SIGTERM / SIGHUP and FAILED for any other error,
+    and the exception goes on. Within the block SIGTERM and SIGHUP raise like Ctrl-C does
+    (``orchestration.errors.signals_raise``)."""
+    try:
+        with signals_raise():
+            yield
+    except BaseException as e:
+        end_open_runs(tracker, parent, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+
+
+def end_open_runs(tracker: SweepTracker, parent: str, status: str) -> None:
+    """End the parent run and its children that are still RUNNING with ``status`` (FAILED or KILLED).
+
+    Best effort: when the tracking store itself is the failure, a warning is logged and the caller's
+    exception (the real cause) is the one the user sees.
+    """
+    try:
+        exp = tracker.ensure_experiment()
+        flt = f"tags.`{PARENT_TAG}` = {_q(parent)} and attributes.status = 'RUNNING'"
+        children = [r.info.run_id for r in tracker.client.search_runs([exp], flt, max_results=50000)]
+        for run_id in [*children, parent]:
+            if run_id == parent and tracker.run_status(parent) != "RUNNING":
+                continue  # already ended (FAILED by the stage that saw failed trials)
+            tracker.finish(run_id, status)
+    except Exception as e:  # noqa: BLE001 (the original error matters more)
+        log.warning("could not mark the sweep's MLflow runs %s: %s", status, " ".join(str(e).split())[:300])

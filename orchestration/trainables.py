@@ -26,7 +26,7 @@ import torch
 from ray import tune
 from torch.utils.data import Subset
 
-from nf_core.ber_conditioned import operating_ber
+from nf_core.ber_conditioned import BERRange, operating_ber, train_ber_conditioned
 from nf_core.chips import ChipConfig
 from nf_core.data import DatasetInfo, load_dataset, make_loader
 from nf_core.deployed import DeployedModel
@@ -34,6 +34,7 @@ from nf_core.eopm import deployed_generator
 from nf_core.evaluate import evaluate, evaluation_chip_seeds
 from nf_core.generators import create_generator
 from nf_core.models import create_model
+from nf_core.names import MEASURED
 from nf_core.train import BaseTrainConfig, GeneratorTrainConfig, train_base, train_generator
 from orchestration.config import SweepConfig
 from orchestration.item_files import (
@@ -103,12 +104,13 @@ class TrialContext:
         attempts[-1]["completed"].append(epoch)
         self.write_json("attempts.json", attempts)
 
-    def save_epoch(self, epoch: int, ckpt: dict[str, Any]) -> None:
-        """An epoch's checkpoint (the previous one kept), its record and the running status."""
+    def save_epoch(self, epoch: int, ckpt: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
+        """An epoch's checkpoint (the previous one kept), its record and the running status (with the
+        epoch's last loss / accuracy for `nf sweep status`)."""
         self.lease.check()
         save_checkpoint(self.store, self.dir, ckpt, self.ident)
         self.completed_epoch(epoch)
-        self.status("running", epoch=epoch)
+        self.status("running", epoch=epoch, metrics=metrics)
 
     def finish(self, final: dict[str, float], extra: dict[str, Any] | None = None) -> None:
         """Mark the item complete (done.json names the attempt that completed it)."""
@@ -144,12 +146,13 @@ class TrialContext:
         p = self.item.params
         return load_item_checkpoint(self.store, "base", base_id(p["dataset"], model, p["bits"], p["seed"]))
 
-    def deployed(self, model: str, bits: int | None = None) -> DeployedModel:
-        """The trained base model quantized to ``bits`` (default: the bits it was trained at)."""
+    def deployed(self, model: str, bits: int | None = None, **options: Any) -> DeployedModel:
+        """The trained base model quantized to ``bits`` (default: the bits it was trained at);
+        ``options``: DeployedModel's speed options (fold_bn, channels_last, amp)."""
         ck = self.base_checkpoint(model)
         module = create_model(**_model_kwargs(ck["spec"]))
         module.load_state_dict(ck["model"])
-        return DeployedModel(module, bits or self.item.params["bits"], self.device)
+        return DeployedModel(module, bits or self.item.params["bits"], self.device, **options)
 
 
 def _model_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -192,7 +195,7 @@ def _guard(fn: Callable[[TrialContext], None]) -> Callable[..., None]:
 
 def _epoch_reporter(ctx: TrialContext) -> Callable[[int, dict[str, float], dict[str, Any]], None]:
     def on_epoch(epoch: int, metrics: dict[str, float], ckpt: dict[str, Any]) -> None:
-        ctx.save_epoch(epoch, ckpt)  # before reporting: a kill loses no epoch
+        ctx.save_epoch(epoch, ckpt, metrics)  # before reporting: a kill loses no epoch
         tune.report({**metrics, "epoch": epoch})
 
     return on_epoch
@@ -233,16 +236,19 @@ def base_trainable(ctx: TrialContext) -> None:
     ca = evaluate(
         base, make_loader(ds.test, ctx.cfg.evaluation.batch_size, shuffle=False), ChipConfig(0.0), chip_seeds=[0]
     )["ca"]
-    _finish(ctx, {"epoch": ck["epoch"], "test_ca": ca, **{k: v for k, v in ck["history"][-1].items() if k != "epoch"}})
+    final = {"epoch": ck["epoch"], "test_ca": ca, **{k: v for k, v in ck["history"][-1].items() if k != "epoch"}}
+    _finish(ctx, final, {"history": ck["history"]})  # history: MLflow's epochs, refilled on resume
 
 
 @_guard
 def generator_trainable(ctx: TrialContext) -> None:
-    """Stage (b): EOPM training of one generator against one base model or an ensemble."""
+    """Stage (b): EOPM training of one generator against one base model or an ensemble; a
+    BER-conditioned generator (``ber_range`` in its params) draws each batch's BER from the range."""
     p, s = ctx.item.params, ctx.cfg.generator
     ds = ctx.dataset(p["dataset"])
+    ber_range = BERRange.parse(p["ber_range"]) if p.get("ber_range") else None
     tc = GeneratorTrainConfig(
-        ber=p["ber"],
+        ber=p["ber"] if ber_range is None else ber_range.hi,  # unused by a ranged run (a valid placeholder)
         lam=p["lam"],
         n_chips=p["n"],
         fault_model=p["fault_model"],
@@ -255,7 +261,9 @@ def generator_trainable(ctx: TrialContext) -> None:
         gamma=s.gamma,
         generator_bits=s.generator_bits,
         batching=s.batching,
+        prefetch=None if s.prefetch == "auto" else s.prefetch,  # None: nf_core's default, on with CUDA
         seed=p["seed"],
+        extra={"ber_range": p["ber_range"]} if ber_range is not None else {},
     )
     torch.manual_seed(p["seed"])
     gen = create_generator(p["generator"], ds.input_size, s.generator_bits).to(ctx.device)
@@ -285,15 +293,28 @@ def generator_trainable(ctx: TrialContext) -> None:
         def step_fn(g, x, y, seeds, opt, sched):  # relaxed access: losses and input gradients only
             return eopm_step_pooled(g, pools, x, y, seeds, tc.chip, tc.lam, opt, sched, tc.generator_bits)
     else:
-        bases = [ctx.deployed(m) for m in p["source"]]
+        bases = [ctx.deployed(m, **s.deployed_options(ctx.device)) for m in p["source"]]
     try:
-        ck = train_generator(
-            gen, bases, ds.train, tc, resume=ctx.checkpoint(), on_epoch=_epoch_reporter(ctx), spec=spec, step_fn=step_fn
-        )
+        if ber_range is not None:  # the schema keeps pool access away from *_BER generators
+            ck = train_ber_conditioned(
+                gen, bases, ds.train, tc, ber_range, resume=ctx.checkpoint(), on_epoch=_epoch_reporter(ctx), spec=spec
+            )
+        else:
+            ck = train_generator(
+                gen,
+                bases,
+                ds.train,
+                tc,
+                resume=ctx.checkpoint(),
+                on_epoch=_epoch_reporter(ctx),
+                spec=spec,
+                step_fn=step_fn,
+            )
     finally:
         for a in actors:
             ray.kill(a)
-    _finish(ctx, {"epoch": ck["epoch"], **{k: v for k, v in ck["history"][-1].items() if k != "epoch"}})
+    final = {"epoch": ck["epoch"], **{k: v for k, v in ck["history"][-1].items() if k != "epoch"}}
+    _finish(ctx, final, {"history": ck["history"]})
 
 
 def trained_generator(ckpt: dict[str, Any], name: str, input_size: int, device: str = "cpu") -> torch.nn.Module:
@@ -308,10 +329,17 @@ def trained_generator(ckpt: dict[str, Any], name: str, input_size: int, device: 
 @_guard
 def evaluation_trainable(ctx: TrialContext) -> None:
     """Stages (c) and (d): CA, PA, CA (NF), PA (NF), RP of one generator on its targets at every
-    evaluation BER — the source models (eval) or every other model of the dataset (transfer)."""
+    evaluation BER — the source models (eval) or every other model of the dataset (transfer).
+    With ``fault_model: measured`` the chips are the measured fault maps instead (one row per
+    target and precision). A BER-conditioned generator runs at each chip's BER."""
     from orchestration.results import results_table, write_parquet
 
     p, e = ctx.item.params, ctx.cfg.evaluation
+    measured = None
+    if e.fault_model == MEASURED:  # validated before Ray started; read again here, in the trial
+        from orchestration.fault_maps_store import load_fault_maps_uri
+
+        measured = load_fault_maps_uri(e.fault_maps, ctx.cfg.s3_endpoint, ctx.cfg.s3_region)
     ds = ctx.dataset(p["dataset"])
     gid = ctx.item.needs[0]
     ctx.record_attempt()
@@ -338,10 +366,20 @@ def evaluation_trainable(ctx: TrialContext) -> None:
             )
             score = lambda chip: evaluate_pooled(pools, loader, chip, gen, seeds)  # noqa: E731, B023 (used in this iteration)
         else:
-            base, pools = ctx.deployed(target, bits), []
-            score = lambda chip: evaluate(base, loader, chip, gen, seeds)  # noqa: E731, B023 (used in this iteration)
+            base, pools = ctx.deployed(target, bits, **e.deployed_options(ctx.device)), []
+            score = lambda chip: evaluate(base, loader, chip, gen, seeds, **e.evaluate_options())  # noqa: E731, B023 (used in this iteration)
         try:
-            for ber in e.bers:
+            if measured is not None:
+                from nf_core.fault_maps import evaluate_measured
+
+                mean_ber = sum(c.ber for c in measured) / len(measured)
+                with operating_ber(gen, mean_ber):  # CA (NF); each chip's PA (NF) runs at that chip's BER
+                    r = evaluate_measured(base, loader, measured, gen, e.layout or p["layout"])
+                rows.append(_row(ctx, p, target, r))
+                tag = f"{target}.measured" + (f".b{bits}" if len(bit_widths) > 1 else "")
+                for k in ("ca", "pa_mean", "ca_nf", "pa_nf_mean", "rp"):
+                    metrics[f"{k}.{tag}"] = r[k]
+            for ber in e.bers if measured is None else []:  # measured maps replace the random chips
                 chip = ChipConfig(ber, e.fault_model or p["fault_model"], e.layout or p["layout"])
                 with operating_ber(gen, ber):  # a BER-conditioned generator deploys at the chip's BER
                     r = score(chip)
@@ -380,6 +418,10 @@ def _row(ctx: TrialContext, p: dict[str, Any], target: str, r: dict[str, Any]) -
         # per-chip accuracies (done.json only, not the Parquet schema): `nf select --percentile`
         "pa_per_chip": r.get("pa_per_chip"),
         "pa_nf_per_chip": r.get("pa_nf_per_chip"),
+        # BER-conditioned generators (train_ber is null) and measured chips (done.json only)
+        "train_ber_range": p.get("ber_range"),
+        "fault_maps": r.get("chip_names"),
+        "fault_map_bers": r.get("chip_bers"),
     }
 
 

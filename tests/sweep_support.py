@@ -84,13 +84,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_moto() -> tuple[subprocess.Popen, str]:
-    """moto's S3-compatible server on 127.0.0.1."""
+def start_moto(log: str | None = None) -> tuple[subprocess.Popen, str]:
+    """moto's S3-compatible server on 127.0.0.1 (``log``: a file that gets one line per request)."""
     port = free_port()
+    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 (the server holds it open)
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=out,
+        stderr=out,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -102,3 +103,56 @@ def start_moto() -> tuple[subprocess.Popen, str]:
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError("moto server did not start")
+
+
+def _files_under(path: str | os.PathLike[str]) -> list[str]:
+    """Regular files at or below ``path`` (sockets, FIFOs and links left out)."""
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        return [path]
+    out = []
+    for root, _, names in os.walk(path):
+        out += [p for n in names if os.path.isfile(p := os.path.join(root, n)) and not os.path.islink(p)]
+    return out
+
+
+def assert_secret_nowhere(
+    secret: str | list[str],
+    *,
+    ray_tmp: str | os.PathLike[str],
+    s3_client: Any,
+    bucket: str,
+    mlflow_paths: list[str | os.PathLike[str]],
+    output: str,
+) -> dict[str, int]:
+    """Fail if any of the ``secret`` strings appears, as raw bytes, in any file under Ray's temp dir
+    (its logs, session files, spilled objects), any object of ``bucket``, any file of ``mlflow_paths``
+    (SQLite files with their -wal/-journal, artifact folders) or the captured ``output``.
+
+    Returns how many files and objects were read, so a test can also check that it grepped something.
+    """
+    needles = [s.encode() for s in ([secret] if isinstance(secret, str) else secret)]
+    hits: list[str] = []
+    counts = {"ray_files": 0, "objects": 0, "mlflow_files": 0}
+
+    def grep(where: str, data: bytes) -> None:  # names the secret by its position, never prints it
+        hits.extend(f"{where}: secret #{i} ({data.count(n)}x)" for i, n in enumerate(needles) if n in data)
+
+    for kind, roots in (("ray_files", [ray_tmp]), ("mlflow_files", mlflow_paths)):
+        for root in roots:
+            for path in _files_under(root):
+                try:
+                    with open(path, "rb") as f:
+                        data = f.read()
+                except FileNotFoundError:  # a Ray file removed while we walked
+                    continue
+                counts[kind] += 1
+                grep(path, data)
+    for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for obj in page.get("Contents", []):
+            counts["objects"] += 1
+            grep(f"s3://{bucket}/{obj['Key']}", s3_client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+    grep("captured output", output.encode())
+    assert not hits, "secret found in:\n  " + "\n  ".join(hits)
+    assert counts["ray_files"] and counts["objects"], f"nothing to grep: {counts}"
+    return counts

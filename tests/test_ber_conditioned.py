@@ -69,9 +69,9 @@ class _Recording(DeployedModel):
 
     seen: list
 
-    def stacked_chip_weights(self, seeds, cfg):
+    def chip_codes(self, seeds, cfg):
         self.seen.append((list(seeds), cfg.ber))
-        return super().stacked_chip_weights(seeds, cfg)
+        return super().chip_codes(seeds, cfg)
 
 
 def test_eopm_step_draws_chips_at_the_sampled_ber():

@@ -31,7 +31,7 @@ def _error(change: dict) -> str:
 
 
 def test_registered_names_equal_the_registries() -> None:
-    from nf_core import deployed, train, validation
+    from nf_core import ber_conditioned, deployed, generators, train, validation
     from nf_core.data import DATASETS
     from nf_core.generators import GENERATORS
     from nf_core.models import MODELS
@@ -44,6 +44,11 @@ def test_registered_names_equal_the_registries() -> None:
     assert (names.MIN_BITS, names.MAX_BITS) == (validation.MIN_BITS, validation.MAX_BITS)
     assert names.OPTIMIZERS == tuple(train.OPTIMIZERS) and names.SCHEDULES == tuple(train.SCHEDULES)
     assert names.BATCHING == tuple(deployed.BATCHING)
+    assert (None, *names.AMP) == tuple(deployed.AMP)
+    assert names.BER_SUFFIX == ber_conditioned.SUFFIX and names.PAPER_GENERATORS == generators.PAPER_GENERATORS
+    assert [g for g in names.GENERATORS if names.is_ber_conditioned(g)] == [
+        g for g in GENERATORS.names() if ber_conditioned.is_ber_conditioned(GENERATORS.create(g))
+    ]
 
 
 def test_stage_defaults_are_nf_core_training_defaults() -> None:
@@ -51,7 +56,8 @@ def test_stage_defaults_are_nf_core_training_defaults() -> None:
 
     for section, tc in ((BaseStage(), BaseTrainConfig), (GeneratorStage(), GeneratorTrainConfig)):
         defaults = {f.name: f.default for f in dataclasses.fields(tc) if f.default is not dataclasses.MISSING}
-        shared = {k: v for k, v in section.model_dump().items() if k in defaults}
+        # "auto" (on with CUDA) is what nf_core spells None (GeneratorTrainConfig.prefetch)
+        shared = {k: None if v == "auto" else v for k, v in section.model_dump().items() if k in defaults}
         assert len(shared) >= 7
         assert {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items() if k in shared} == shared
 
@@ -102,7 +108,7 @@ BAD = [
         {"models": ["resnet34"]},
         (
             r"^models\[0\]: 'resnet34' is not a valid model \(did you mean 'resnet(18|50)'\?\); "
-            r"valid choices: resnet18, resnet50, vgg11, vgg16, vgg19$"
+            r"valid choices: resnet18, resnet50, vgg11, vgg16, vgg19, vit$"
         ),
     ),
     ({"generators": [True]}, r"^generators\[0\]: true is not a valid generator; valid choices: ConvL, ConvS"),

@@ -5,14 +5,20 @@ Each test runs the same tiny sweep (2 models × 2 generators × 2 BERs, transfer
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
+from pathlib import Path
 
 import boto3
 import pyarrow.parquet as pq
@@ -25,7 +31,9 @@ from orchestration.config import parse_config
 from orchestration.mlflow_server import start_mlflow_server, stop_mlflow_server
 from orchestration.results import format_table
 from orchestration.runner import collect_rows, item_done, run_sweep, stage_states, sweep_store, tracking_uri
-from tests.sweep_support import TINY, TRIALS, descendants, kill_tree, nf, start_moto
+from tests.sweep_support import TINY, TRIALS, assert_secret_nowhere, descendants, kill_tree, nf, start_moto
+
+REPO = str(Path(__file__).resolve().parents[1])
 
 
 def _runs(uri: str, experiment: str) -> list:
@@ -61,6 +69,25 @@ def _wait(pred, proc, timeout: float = 400) -> None:
             raise AssertionError(f"sweep ended before the kill point:\n{proc.stdout.read()[-3000:]}")
         time.sleep(0.5)
     raise AssertionError("kill point not reached in time")
+
+
+def _check_compact_progress(out: str, wall: float, interval: float, trials: int) -> None:
+    """The default live view, read from a pipe: plain lines, a status line at most every
+    ``interval`` seconds plus one per finished trial (not a table per epoch), with per-stage
+    counts and ETAs; none of Ray Tune's own tables or Ray's start-up lines."""
+    assert "\x1b[" not in out and "\r" not in out  # no cursor movement in a log file
+    for noise in ("Configuration for experiment", "Trial status", "View detailed results", "Started a local Ray"):
+        assert noise not in out, noise
+    lines = out.split("\n\n")[0].splitlines()  # up to the results table
+    status = [ln for ln in lines if re.match(r"\[\d\d:\d\d:\d\d \+\w+\] ", ln)]
+    done = [ln for ln in lines if ln.startswith("done ")]
+    assert len(done) == trials, lines  # one line per finished trial
+    assert 2 <= len(status) <= wall / interval + 6, (wall, status)  # + one as each Tune run ends
+    assert len(lines) <= len(done) + len(status) + 12, lines  # little else: bounded, whatever the epochs
+    assert re.search(r"\beval 0/8 done, 8 pending\b", status[0]), status[0]
+    assert any(re.search(r"\bgenerator \d/8 done, \d running.*\), ETA ~?\d", ln) for ln in status), status
+    assert any(re.search(r"\| sweep ETA ~?\d", ln) for ln in status[:-1]), status
+    assert re.search(r"base 2/2 done \| generator 8/8 done \| eval 8/8 done \| transfer 8/8 done", status[-1])
 
 
 def _generator_mid_training(store) -> bool:
@@ -252,11 +279,14 @@ def test_chaos_driver_killed_at_random_moments(reference, tmp_path) -> None:
                 kill_tree(proc)
             log.close()
             kills += 1
-        with open(tmp_path / "last.log", "w") as log:
-            last = _driver(["sweep", "resume", "tiny", "--storage", cfg.storage], log)
+        left = sum(v != "done" for st in stage_states(cfg).values() for v in st.values())
+        t0 = time.time()
+        with open(tmp_path / "last.log", "w") as log:  # not a terminal: the compact view's plain lines
+            last = _driver(["sweep", "resume", "tiny", "--storage", cfg.storage, "--progress-interval", "2"], log)
             last.wait(timeout=900)
         out = (tmp_path / "last.log").read_text()
         assert last.returncode == 0, out[-4000:]
+        _check_compact_progress(out, time.time() - t0, 2, left)
     finally:
         for pid, started in orphans:  # any still alive (same process: same start time)
             if started is not None and _start_time(pid) == started:
@@ -299,34 +329,80 @@ def test_chaos_driver_killed_at_random_moments(reference, tmp_path) -> None:
     assert not missing, missing
 
 
+def _sqlite_copy(s3, key: str, dest) -> str:
+    """The MLflow database the sweep keeps in its storage, fetched to ``dest``: a tracking URI."""
+    dest.write_bytes(s3.get_object(Bucket="nf-sweeps", Key=key)["Body"].read())
+    return f"sqlite:///{dest}"
+
+
 def test_sweep_on_s3_with_resume(tmp_path) -> None:
+    """Head-node loss on S3 storage with the default (SQLite) tracking: run part of the sweep from
+    one directory, kill it, delete every local file it made (its working directory, HOME with
+    ~/.cache, Ray's temp dir), resume on a "fresh machine" from another directory, and find one
+    continuous MLflow history recovered from the storage."""
     server, endpoint = start_moto()
-    secret = "nf-test-secret-key-1234"
-    env = {"AWS_ACCESS_KEY_ID": "nf-test-key", "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1"}
+    # Canary credentials: searched for afterwards in every file Ray, the storage and MLflow wrote.
+    key_id, secret = f"NFCANARY{uuid.uuid4().hex[:12].upper()}", f"nf-canary-{uuid.uuid4().hex}"
+    env = {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+
+    def machine(name: str) -> tuple[dict[str, str], list[str]]:
+        """A head node's local disk: its working dir, HOME (~/.cache in it), Ray's temp dir."""
+        cwd, home = tmp_path / name, tmp_path / f"{name}-home"
+        cwd.mkdir()
+        home.mkdir()
+        ray_tmp = tempfile.mkdtemp(prefix="nfray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+        local = {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), "RAY_TMPDIR": ray_tmp}
+        local["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)  # any cwd
+        return {**env, **local}, [str(cwd), str(home), ray_tmp]
+
+    head1_env, head1_disk = machine("head1")
+    head2_env, head2_disk = machine("head2")
     try:
         s3 = boto3.client("s3", endpoint_url=endpoint)
         s3.create_bucket(Bucket="nf-sweeps")
-        raw = {
-            **TINY,
-            "name": "tiny-s3",
-            "storage": "s3://nf-sweeps/team",
-            "s3_endpoint": endpoint,
-            "mlflow": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},
-        }
+        raw = {**TINY, "name": "tiny-s3", "storage": "s3://nf-sweeps/team", "s3_endpoint": endpoint}  # no tracking_uri
         path = tmp_path / "s3.yaml"
         path.write_text(yaml.safe_dump(raw))
         cfg = parse_config(raw)
         store = sweep_store(cfg)
-        first = nf("sweep", "run", str(path), env=env)
+        first = nf("sweep", "run", str(path), env=head1_env, cwd=head1_disk[0])
         try:
             _wait(lambda: _generator_mid_training(store), first)
         finally:
             kill_tree(first)
-        last = nf("sweep", "resume", "tiny-s3", "--storage", "s3://nf-sweeps/team", "--s3-endpoint", endpoint, env=env)
+        # Canary grep of the first head's disk (Ray's logs, the MLflow working copy) before it is lost.
+        grep = {"s3_client": s3, "bucket": "nf-sweeps"}
+        first_out = first.communicate(timeout=60)[0]
+        assert_secret_nowhere(
+            [secret, key_id], **grep, ray_tmp=head1_disk[2], mlflow_paths=[head1_disk[1]], output=first_out
+        )
+
+        # The head node is lost. What the storage kept of the tracking (uploaded at the base stage's end):
+        db_key = "team/tiny-s3/mlflow/mlflow.db"
+        kept = _runs(_sqlite_copy(s3, db_key, tmp_path / "kept.db"), "tiny-s3")
+        kept_ids = {r.data.tags.get("nf.item_id", "parent"): r.info.run_id for r in kept}
+        assert "parent" in kept_ids and {"digits.resnet18.b8.s0", "digits.vgg11.b8.s0"} <= set(kept_ids)
+        assert glob.glob(f"{head1_disk[1]}/.cache/nf/mlflow/*/mlflow.db")  # the working copy was on this disk
+        for d in head1_disk:
+            shutil.rmtree(d)
+        assert not any(os.path.exists(d) for d in head1_disk)
+
+        last = nf(
+            "sweep",
+            "resume",
+            "tiny-s3",
+            "--storage",
+            "s3://nf-sweeps/team",
+            "--s3-endpoint",
+            endpoint,
+            env=head2_env,
+            cwd=head2_disk[0],
+        )
         out, _ = last.communicate(timeout=900)
         assert last.returncode == 0, out[-4000:]
+        assert f"sqlite:///{head2_disk[1]}/.cache/nf/mlflow/" in out, out[-3000:]  # tracked on the new machine
 
         keys = [
             o["Key"]
@@ -344,11 +420,40 @@ def test_sweep_on_s3_with_resume(tmp_path) -> None:
         )
         assert table.num_rows == 32
         assert _check_no_epoch_trained_twice(store, cfg) >= 1
-        runs = _runs(cfg.mlflow.tracking_uri, "tiny-s3")
-        assert len(runs) == 1 + sum(TRIALS.values())
+
+        # One continuous MLflow history, read from the storage copy: the runs made before the loss
+        # go on, one run per item, none duplicated or left RUNNING, every epoch's metrics present.
+        uri = _sqlite_copy(s3, db_key, tmp_path / "final.db")
+        runs = _runs(uri, "tiny-s3")
+        parents = [r for r in runs if r.data.tags.get("nf.role") == "parent"]
+        assert [r.info.run_id for r in parents] == [kept_ids["parent"]]
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == kept_ids["parent"]]
+        item_ids = [r.data.tags["nf.item_id"] for r in children]
+        assert len(runs) == 1 + len(children) and len(item_ids) == len(set(item_ids)) == sum(TRIALS.values())
+        assert all(
+            r.info.run_id == kept_ids[r.data.tags["nf.item_id"]]
+            for r in children
+            if r.data.tags["nf.item_id"] in kept_ids
+        )
+        assert {r.info.status for r in runs} == {"FINISHED"}
+        client = MlflowClient(uri)
+        for r in children:
+            stage, item = r.data.tags["nf.stage"], r.data.tags["nf.item_id"]
+            done = store.read_json(f"items/{stage}/{item}/done.json")
+            for epoch in [*done.get("history", []), done["final"]]:
+                for key in (k for k, v in epoch.items() if k != "epoch" and isinstance(v, float)):
+                    steps = [m.step for m in client.get_metric_history(r.info.run_id, key)]
+                    assert epoch["epoch"] in steps and len(steps) == len(set(steps)), (item, key, steps)
+            if stage != "eval" and stage != "transfer":
+                epochs = cfg.base.epochs if stage == "base" else cfg.generator.epochs
+                steps = [m.step for m in client.get_metric_history(r.info.run_id, "loss")]
+                assert sorted(steps) == list(range(1, epochs + 1)), (item, steps)
         everything = json.dumps([r.data.params for r in runs]) + json.dumps([r.data.tags for r in runs])
-        assert secret not in everything and "nf-test-key" not in everything  # credentials never recorded
-        assert secret not in out
+        assert secret not in everything and key_id not in everything  # credentials never recorded
+        grepped = assert_secret_nowhere(
+            [secret, key_id], **grep, ray_tmp=head2_disk[2], mlflow_paths=[head2_disk[1], tmp_path], output=out
+        )
+        assert glob.glob(f"{head2_disk[2]}/ray/session_*/logs/runtime_env_agent.log"), grepped  # keys once leaked
     finally:
         for k, v in old.items():
             if v is None:
@@ -357,3 +462,88 @@ def test_sweep_on_s3_with_resume(tmp_path) -> None:
                 os.environ[k] = v
         server.kill()
         server.wait()
+        for d in head1_disk + head2_disk:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def test_items_start_when_their_needs_are_done(tmp_path) -> None:
+    """No stage barriers: digits' generator starts while CIFAR-10's (slower) base model still
+    trains, yet no item starts before the items it needs are done; a failure (CIFAR-100's
+    unreadable files) blocks only the items that need it."""
+    import ray
+
+    from orchestration.runner import SweepError, collect_rows
+    from tests.test_data import write_cifar10, write_cifar100
+
+    write_cifar10(tmp_path / "cifar", per_batch=160, n_test=8)  # 800 32x32 images vs 64 8x8 digits
+    write_cifar100(tmp_path / "broken")
+    (tmp_path / "broken" / "cifar-100-python" / "train").write_bytes(b"not a pickle")
+    raw = {
+        "name": "overlap",
+        "storage": str(tmp_path / "sweeps"),
+        "datasets": [
+            {"name": "digits", "train_subset": 64, "test_subset": 30},
+            {"name": "cifar10", "root": str(tmp_path / "cifar")},
+            {"name": "cifar100", "root": str(tmp_path / "broken")},
+        ],
+        "models": ["resnet18"],
+        "width": 0.125,
+        "generators": ["ConvS"],
+        "train_bers": [0.05],
+        "ns": [2],
+        "base": {"epochs": 3, "batch_size": 32, "optimizer": "adam", "lr": 0.01},
+        "generator": {"epochs": 1, "batch_size": 32},
+        "evaluation": {"bers": [0.05], "chips": 2},
+        "transfer": False,
+        "resources": {"cpus": 1, "max_failures": 0},
+    }
+    cfg = parse_config(raw)
+    # Three trial slots: the three base models start together (a barrier-free runner needs no free
+    # slot to be "unfair"; a stage barrier would hold digits' generator back however many there are).
+    ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
+    try:
+        with pytest.raises(SweepError, match=r"1 trial\(s\) failed: cifar100\.resnet18\.b8\.s0; 2 item\(s\) blocked"):
+            run_sweep(cfg, verbose=0, log=lambda _: None)
+    finally:
+        ray.shutdown()
+    store = sweep_store(cfg)
+    states = stage_states(cfg)
+    assert {i.split(".")[0]: s for i, s in states["base"].items()} == {
+        "digits": "done",
+        "cifar10": "done",
+        "cifar100": "failed",
+    }
+    for stage in ("generator", "eval"):  # the failure blocks only its own dataset's items
+        assert {i.removeprefix("eval.").split(".")[0]: s for i, s in states[stage].items()} == {
+            "digits": "done",
+            "cifar10": "done",
+            "cifar100": "pending",
+        }
+    assert {r["dataset"] for r in collect_rows(cfg)} == {"digits", "cifar10"}
+
+    def started(stage: str, item: str) -> float:
+        return store.read_json(f"items/{stage}/{item}/attempts.json")[0]["time"]
+
+    def ended(stage: str, item: str) -> float:
+        status = store.read_json(f"items/{stage}/{item}/status.json")
+        assert status["state"] == "done"
+        return status["time"]
+
+    slow_base = "cifar10.resnet18.b8.s0"
+    fast_gen = next(i for i in store.list("items/generator") if i.startswith("digits."))
+    # The fast dataset's generator started before the slow base model ended (and after it began).
+    assert started("base", slow_base) < started("generator", fast_gen) < ended("base", slow_base)
+    for item in store.list("items/generator"):  # ... yet none started before its base model ended
+        needs = store.read_json(f"items/generator/{item}/done.json")["item"]["needs"]
+        assert needs and all(ended("base", need) <= started("generator", item) for need in needs), item
+    # MLflow: a child run per item (the blocked ones tagged and ended), per-stage wall time on the parent.
+    runs = _runs(tracking_uri(cfg, store), "overlap")
+    children = [r for r in runs if r.data.tags.get("nf.item_id")]
+    assert len(children) == 9
+    blocked = {r.data.tags["nf.item_id"] for r in children if r.data.tags.get("nf.blocked")}
+    assert blocked == {i for s in ("generator", "eval") for i, v in states[s].items() if v == "pending"}
+    done = {i for st in states.values() for i, v in st.items() if v == "done"}
+    assert {r.data.tags["nf.item_id"] for r in children if r.info.status == "FINISHED"} == done
+    parent = next(r for r in runs if r.data.tags.get("nf.role") == "parent")
+    assert parent.info.status == "FAILED"
+    assert {"stage_seconds.base", "stage_seconds.generator", "stage_seconds.eval"} <= set(parent.data.metrics)

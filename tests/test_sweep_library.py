@@ -37,16 +37,16 @@ def test_every_sweep_passes_validation(path: Path) -> None:
 
 def expected_trials(r: dict[str, Any]) -> dict[str, int]:
     """The grid's product, from the YAML alone: datasets x seeds x sources x generators x BERs x lambdas x Ns.
-    Base models: every model (sources' and transfer targets'); transfer: sources with a model outside them."""
+    Base models: every model (sources' and transfer targets'); transfer: sources with a model outside them.
+    A BER range ({range: ...}) trains only *_BER generators, and a single BER only the others."""
     d, s = len(r["datasets"]), len(r.get("seeds", [0]))
     models = r["models"]
     if r.get("sources") is not None:  # each a model name, or a list of models (an ensemble)
         sources = [[x] if isinstance(x, str) else x for x in r["sources"]]
     else:  # absent: every model, and every ensemble
         sources = [[m] for m in models] + r.get("ensembles", [])
-    per_source = (
-        len(r["generators"]) * len(r.get("train_bers", [0.01])) * len(r.get("lambdas", [5.0])) * len(r.get("ns", [5]))
-    )
+    pairs = sum(g.endswith("_BER") == isinstance(b, dict) for g in r["generators"] for b in r.get("train_bers", [0.01]))
+    per_source = pairs * len(r.get("lambdas", [5.0])) * len(r.get("ns", [5]))
     transferable = sum(1 for src in sources if set(models) - set(src))
     return {
         "base": d * s * len(models),
@@ -81,6 +81,8 @@ def test_paper_programme_sizes() -> None:
     # Precision: generators trained once (8 bits), no longer once per bit width.
     assert sizes["ablation_precision"]["generator"] == 2 * 2 * 2  # datasets x models x generators
     assert sizes["ablation_precision_imagenet10"]["generator"] == 2 * 2
+    # One BER-conditioned ConvS_BER per source next to three per-BER ConvS, all evaluated at three BERs.
+    assert sizes["ber_conditioned"]["generator"] == 2 * (3 + 1)
 
 
 # ---------------------------------------------------------------- the paper's hyperparameters

@@ -295,3 +295,16 @@ def test_format_table():
     assert "+37.25" in text and "0.005" in text
     assert len(lines) == 2 + len(_rows())
     assert len({len(l.rstrip()) for l in lines[2:-1]}) == 1  # fixed width
+
+
+def test_passwords_inside_uris_never_reach_params_or_printed_commands() -> None:
+    from orchestration.mlflow_server import ui_command
+    from orchestration.tracking import redact_uri, safe_params
+
+    uri = "postgresql://nf:canary-pw-123@db.internal:5432/mlflow"
+    assert redact_uri(uri) == "postgresql://nf:***@db.internal:5432/mlflow"
+    assert redact_uri("sqlite:////tmp/a:b/mlflow.db") == "sqlite:////tmp/a:b/mlflow.db"  # no user:pw@, unchanged
+    params = safe_params({"mlflow": {"tracking_uri": uri}, "note": f"see {uri} and http://u:p2@h/x"})
+    assert "canary-pw-123" not in str(params) and ":p2@" not in str(params)
+    assert params["mlflow.tracking_uri"] == "postgresql://nf:***@db.internal:5432/mlflow"
+    assert "canary-pw-123" not in ui_command(uri) and "canary-pw-123" not in ui_command("https://u:canary-pw-123@h")

@@ -96,7 +96,9 @@ def add_select_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--figure", default=None, help="write the figure here (default: the sweep's results/)")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.add_argument(
-        "--storage", default="runs/sweeps", help="storage root the sweep lives in (path or s3://bucket/prefix)"
+        "--storage",
+        default=None,
+        help="storage root the sweep lives in (path or s3://bucket/prefix); default: $NF_STORAGE, else runs/sweeps",
     )
     s.add_argument("--s3-endpoint", default=None, help="endpoint of an S3-compatible store")
     s.set_defaults(func=run_select)

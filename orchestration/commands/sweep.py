@@ -1,4 +1,4 @@
-"""`nf demo`, `nf sweep run|resume|status|plan` and `nf ui`: sweeps on Ray Tune, tracked in MLflow."""
+"""`nf demo`, `nf sweep run|resume|status|list|plan` and `nf ui`: sweeps on Ray Tune, tracked in MLflow."""
 
 from __future__ import annotations
 
@@ -14,24 +14,46 @@ def _sweep_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.storage:
         cfg = parse_config({**cfg.to_dict(), "storage": args.storage})
-    return _run(cfg, resume=False, address=args.address)
+    return _run(cfg, resume=False, address=args.address, args=args)
 
 
 def _sweep_resume(args: argparse.Namespace) -> int:
+    from orchestration.config import ConfigError, load_config
+    from orchestration.resume import with_storage
     from orchestration.runner import open_sweep
 
     cfg = open_sweep(args.name, args.storage, args.s3_endpoint)
-    return _run(cfg, resume=True, address=args.address)
+    if args.config is None:
+        return _run(cfg, resume=True, address=args.address, args=args)
+    fixed = load_config(args.config)
+    if fixed.name != cfg.name:
+        raise ConfigError(f"{args.config}: name {fixed.name!r} is not the sweep's name {cfg.name!r}")
+    # The sweep stays where it is (--storage is its identity), whatever the new file says.
+    fixed = with_storage(fixed, cfg.storage, args.s3_endpoint or fixed.s3_endpoint or cfg.s3_endpoint)
+    return _run(fixed, resume=True, address=args.address, args=args, new_config=True)
 
 
-def _run(cfg: Any, resume: bool, address: str | None) -> int:
-    from orchestration.mlflow_server import ui_command
+def _run(
+    cfg: Any, resume: bool, address: str | None, args: argparse.Namespace | None = None, new_config: bool = False
+) -> int:
+    from orchestration.errors import check_storage_writable
+    from orchestration.mlflow_server import check_tracking_reachable, ui_command
     from orchestration.preflight import check_dataset_roots
     from orchestration.results import format_table
     from orchestration.runner import run_sweep, sweep_store, tracking_uri
 
     check_dataset_roots(cfg)  # before Ray starts or anything is written
-    rows = run_sweep(cfg, resume=resume, ray_address=address)
+    check_storage_writable(sweep_store(cfg))  # an unwritable or unreachable storage: one line, before Ray
+    check_tracking_reachable(tracking_uri(cfg, sweep_store(cfg)))  # a server URI that does not answer: the same
+    verbose = getattr(args, "verbose", 0) or 0
+    if not verbose:  # the compact view replaces Tune's tables and Ray's info lines; errors still show
+        from orchestration.progress import quiet_ray_logs
+
+        quiet_ray_logs()
+    interval = getattr(args, "progress_interval", None) or 30.0
+    rows = run_sweep(
+        cfg, resume=resume, ray_address=address, verbose=verbose, progress_interval=interval, new_config=new_config
+    )
     store = sweep_store(cfg)
     print()
     print(format_table(rows))
@@ -41,11 +63,27 @@ def _run(cfg: Any, resume: bool, address: str | None) -> int:
 
 
 def _sweep_status(args: argparse.Namespace) -> int:
-    from orchestration.runner import open_sweep, stage_states
-    from orchestration.views import format_status
+    from orchestration.runner import open_sweep
+    from orchestration.status import states_of, sweep_status
+    from orchestration.storage import Store
+    from orchestration.views import format_items, format_status
 
     cfg = open_sweep(args.name, args.storage, args.s3_endpoint)
-    print(format_status(cfg, stage_states(cfg)))
+    store = Store(args.storage, args.s3_endpoint).sub(args.name)  # the storage given is the one read
+    statuses = sweep_status(cfg, store)
+    print(format_status(cfg, states_of(statuses), store.url()))
+    print()
+    print(format_items(statuses, failed_only=args.failed))
+    return 0
+
+
+def _sweep_list(args: argparse.Namespace) -> int:
+    from orchestration.status import list_sweeps
+    from orchestration.storage import Store
+    from orchestration.views import format_sweep_list
+
+    root = Store(args.storage, args.s3_endpoint)
+    print(format_sweep_list(root.url(), list_sweeps(root)))
     return 0
 
 
@@ -66,15 +104,29 @@ def plan_with_cluster(args: argparse.Namespace, cfg: Any, items: dict[str, list[
 
 
 def _sweep_plan(args: argparse.Namespace) -> int:
-    from orchestration.config import load_config
+    from orchestration.config import ConfigError, load_config
     from orchestration.plan import plan
 
-    cfg = load_config(args.config)
+    paths = args.config if isinstance(args.config, list) else [args.config]
+    cfgs = []
+    for path in paths:  # every file checked before anything is printed
+        try:
+            cfgs.append(load_config(path))
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}" if len(paths) > 1 and path not in str(e) else str(e)) from None
     if not args.no_data_check:
         from orchestration.preflight import check_dataset_roots
 
-        check_dataset_roots(cfg)
-    print(plan_with_cluster(args, cfg, plan(cfg)))
+        for cfg in cfgs:
+            check_dataset_roots(cfg)
+    texts, total = [], 0
+    for cfg in cfgs:
+        items = plan(cfg)
+        total += sum(len(v) for v in items.values())
+        texts.append(plan_with_cluster(args, cfg, items))
+    print("\n\n".join(texts))
+    if len(cfgs) > 1:
+        print(f"\n{len(cfgs)} sweeps, {total:,} trials in all")
     return 0
 
 
@@ -90,7 +142,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.name:
         raw["name"] = args.name
     cfg = parse_config(raw)
-    code = _run(cfg, resume=sweep_store(cfg).exists("sweep.yaml"), address=None)
+    code = _run(cfg, resume=sweep_store(cfg).exists("sweep.yaml"), address=None, args=args)
     from orchestration.report.build import report_sweep
 
     index = report_sweep(cfg.name, cfg.storage, s3_endpoint=cfg.s3_endpoint)
@@ -99,31 +151,59 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    from orchestration.mlflow_server import start_mlflow_server, stop_mlflow_server
+    from orchestration.errors import TrackingError, signals_ignored, signals_raise
+    from orchestration.mlflow_server import check_port_free, server_log_tail, start_mlflow_server, stop_mlflow_server
     from orchestration.runner import open_sweep, sweep_store, tracking_uri
 
+    check_port_free(args.port)  # before anything starts: never report an old server as ours
     cfg = open_sweep(args.name, args.storage, args.s3_endpoint)
     store = sweep_store(cfg)
-    proc, url = start_mlflow_server(tracking_uri(cfg, store), store.url("mlartifacts"), port=args.port)
-    print(f"MLflow UI for sweep {cfg.name!r}: {url}   (Ctrl-C stops it)")
-    try:
-        proc.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop_mlflow_server(proc)
-    return 0
+    with signals_raise():  # SIGTERM / SIGHUP (a closed terminal) stop the server as Ctrl-C does
+        try:
+            proc, url = start_mlflow_server(tracking_uri(cfg, store), store.url("mlartifacts"), port=args.port)
+        except KeyboardInterrupt:
+            return 0  # stopped while starting: start_mlflow_server stopped its server
+        print(f"MLflow UI for sweep {cfg.name!r}: {url}   (Ctrl-C stops it)", flush=True)
+        try:
+            code = proc.wait()
+            tail = server_log_tail(proc)
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            with signals_ignored():  # a second Ctrl-C must not leave the server's workers behind
+                stop_mlflow_server(proc)
+    raise TrackingError(f"the MLflow server for {url} exited by itself with code {code}: {tail}")
 
 
 def _storage_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--storage", default="runs/sweeps", help="storage root the sweep lives in (path or s3://bucket/prefix)"
+        "--storage",
+        default=None,
+        help="storage root the sweep lives in (path or s3://bucket/prefix; the sweep is read and written "
+        "there only); default: $NF_STORAGE, else runs/sweeps in the project checkout",
     )
     p.add_argument("--s3-endpoint", default=None, help="endpoint URL of an S3-compatible store")
 
 
 def _address_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local instance)")
+
+
+def _output_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="Ray Tune's own trial tables instead of the compact progress view (-vv: every result)",
+    )
+    p.add_argument(
+        "--progress-interval",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="when stdout is not a terminal: seconds between status lines (default: 30)",
+    )
 
 
 def add_cluster_args(parser: argparse.ArgumentParser) -> None:
@@ -148,8 +228,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser(
         "demo", help="a small but complete sweep on embedded defaults (local Ray, SQLite MLflow, digits)"
     )
-    d.add_argument("--storage", default=None, help="storage root (default: the demo config's, runs/sweeps)")
+    d.add_argument(
+        "--storage", default=None, help="storage root (default: $NF_STORAGE, else runs/sweeps in the project)"
+    )
     d.add_argument("--name", default=None, help="sweep name (default: demo)")
+    _output_args(d)
     d.set_defaults(func=_demo)
 
     sw = sub.add_parser("sweep", help="run, resume, inspect sweeps").add_subparsers(dest="sweep_command", required=True)
@@ -157,21 +240,38 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("config", help="sweep config YAML (orchestration/config.py documents every field)")
     r.add_argument("--storage", default=None, help="override the config's storage")
     _address_arg(r)
+    _output_args(r)
     r.set_defaults(func=_sweep_run)
 
     rs = sw.add_parser("resume", help="continue a sweep whose driver stopped")
     rs.add_argument("name", help="the sweep's name")
+    rs.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="a corrected sweep config: accepted when no completed item's parameters change "
+        "(completed items are kept; the old config is kept as sweep.<timestamp>.yaml)",
+    )
     _storage_args(rs)
     _address_arg(rs)
+    _output_args(rs)
     rs.set_defaults(func=_sweep_resume)
 
-    st = sw.add_parser("status", help="per stage: done / running / pending / failed")
+    st = sw.add_parser(
+        "status",
+        help="per stage: done / running / pending / failed; per item: epoch, last metrics, attempts, error",
+    )
     st.add_argument("name", help="the sweep's name")
+    st.add_argument("--failed", action="store_true", help="list only the failed items, with their whole error")
     _storage_args(st)
     st.set_defaults(func=_sweep_status)
 
+    ls = sw.add_parser("list", help="the sweeps in a storage root with their progress")
+    _storage_args(ls)
+    ls.set_defaults(func=_sweep_list)
+
     pl = sw.add_parser("plan", help="print the trials per stage without running anything")
-    pl.add_argument("config", help="sweep config YAML")
+    pl.add_argument("config", nargs="+", help="sweep config YAML (several: a programme, e.g. sweeps/*.yaml)")
     pl.add_argument("-v", "--verbose", action="store_true", help="list every trial")
     pl.add_argument(
         "--no-data-check",

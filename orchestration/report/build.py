@@ -237,8 +237,9 @@ def log_to_mlflow(cfg: Any, store: Any, files: list[str], log: Callable[[str], N
 
     uri = cfg.mlflow.tracking_uri
     if uri is None:  # the embedded SQLite default: only if the sweep's driver created it
-        db = os.path.join(os.path.join("runs", cfg.name) if store.is_s3 else store.path(), "mlflow.db")
-        if not os.path.exists(db):
+        from orchestration.tracking_sync import default_db_exists
+
+        if not default_db_exists(cfg, store):
             return None
         uri = tracking_uri(cfg, store)
     from mlflow.tracking import MlflowClient
@@ -263,7 +264,7 @@ def log_to_mlflow(cfg: Any, store: Any, files: list[str], log: Callable[[str], N
 
 def report_sweep(
     name: str,
-    storage: str = "runs/sweeps",
+    storage: str | None = None,
     out: str | None = None,
     s3_endpoint: str | None = None,
     voltage_table: str | None = None,

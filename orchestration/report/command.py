@@ -12,7 +12,9 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("report", help="a sweep's results as an offline HTML page with figures and tables")
     p.add_argument("name", help="the sweep's name")
     p.add_argument(
-        "--storage", default="runs/sweeps", help="storage root the sweep lives in (path or s3://bucket/prefix)"
+        "--storage",
+        default=None,
+        help="storage root the sweep lives in (path or s3://bucket/prefix); default: $NF_STORAGE, else runs/sweeps",
     )
     p.add_argument("--s3-endpoint", default=None, help="endpoint of an S3-compatible store")
     p.add_argument("--out", default=None, help="output folder (default: <storage>/<name>/report/)")

@@ -5,7 +5,7 @@ sweep lacks the data. ``pareto_front`` is the pure part of the energy figure."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pandas as pd
@@ -69,6 +69,16 @@ def variant_label(row: pd.Series | dict, keys: Sequence[str]) -> str:
     return " ".join(parts)
 
 
+def _per_model_over_bers(df: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame]]:
+    """Per (dataset, base model): the rows averaged over seeds per generator variant and evaluation BER,
+    with a ``label`` column naming the variant."""
+    for (ds, model), part in df.groupby(["dataset", "target"], sort=True):
+        keys = [k for k in varying(part) if k != "eval_ber"]
+        avg = average_seeds(part, ["generator", *keys, "eval_ber"])
+        avg["label"] = [variant_label(r, keys) for _, r in avg.iterrows()]
+        yield ds, model, avg
+
+
 def reference_ber(df: pd.DataFrame) -> float:
     """The evaluation BER a one-BER figure uses: the most common training BER when it was evaluated,
     else the highest evaluation BER."""
@@ -92,10 +102,7 @@ def bars(rows: Any, out_dir: str) -> list[str]:
         raise Skip("no evaluated generator yet")
     plt = _plt()
     files = []
-    for (ds, model), part in df.groupby(["dataset", "target"], sort=True):
-        keys = [k for k in varying(part) if k != "eval_ber"]
-        avg = average_seeds(part, ["generator", *keys, "eval_ber"])
-        avg["label"] = [variant_label(r, keys) for _, r in avg.iterrows()]
+    for ds, model, avg in _per_model_over_bers(df):
         bers = sorted(avg["eval_ber"].unique())
         labels = list(dict.fromkeys(avg["label"]))
         width = max(5.0, 1.5 + 1.0 * len(labels))
@@ -140,10 +147,7 @@ def ber_curves(rows: Any, out_dir: str) -> list[str]:
         raise Skip(f"the sweep evaluates at one BER only ({df['eval_ber'].iloc[0]:g}); a curve needs two or more")
     plt = _plt()
     files = []
-    for (ds, model), part in df.groupby(["dataset", "target"], sort=True):
-        keys = [k for k in varying(part) if k != "eval_ber"]
-        avg = average_seeds(part, ["generator", *keys, "eval_ber"])
-        avg["label"] = [variant_label(r, keys) for _, r in avg.iterrows()]
+    for ds, model, avg in _per_model_over_bers(df):
         fig, ax = plt.subplots(figsize=(8.4, 4.4), constrained_layout=True)  # room for the legend beside
         base = avg.groupby("eval_ber")[["pa_mean", "pa_std"]].mean()  # the same base model for every line
         x = base.index.to_numpy(dtype=float)
