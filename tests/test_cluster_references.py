@@ -55,8 +55,9 @@ def test_nf_commands_mentioned_exist(path: Path) -> None:
         except SystemExit:
             pytest.fail(f"{path.name}: `nf {line.strip()}` is not a valid nf command")
         assert hasattr(args, "func"), f"{path.name}: `nf {line.strip()}` names no command"
-        config = getattr(args, "config", None)
-        if config:  # a config given to nf: by repo path, or relative to `--working-dir sweeps`
+        configs = getattr(args, "config", None) or []
+        for config in [configs] if isinstance(configs, str) else configs:  # `nf sweep plan` takes several
+            # a config given to nf: by repo path, or relative to `--working-dir sweeps`
             assert (ROOT / config).exists() or (ROOT / "sweeps" / config).exists(), f"{path.name}: {config}"
 
 
