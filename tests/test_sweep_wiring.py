@@ -201,6 +201,14 @@ def _run(cfg: Any, store: Any, stages: tuple[str, ...], only: str | None = None)
     return done
 
 
+def _forget(store: Any, *stages: str) -> None:
+    """Drop the finished items of ``stages``: a done item is never run again (its done.json wins)."""
+    import shutil
+
+    for stage in stages:
+        shutil.rmtree(store.path(f"items/{stage}"), ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
     """Base models and both generators of TINY, trained once for the tests below."""
@@ -258,6 +266,7 @@ def test_evaluation_on_measured_fault_maps(trained) -> None:
     names = _write_maps(tmp / "maps")
     cfg = parse_config({**_measured(tmp, tmp / "maps"), "storage": str(tmp / "store")})
     check_dataset_roots(cfg)
+    _forget(store, "eval", "transfer")  # evaluated on random chips by the test before: again, on the maps
     done = _run(cfg, store, ("eval", "transfer"))
     rows = [r for d in done.values() for x in d for r in x["rows"]]
     assert len(rows) == 4  # (ConvS, ConvS_BER) x (eval on resnet18, transfer to vgg11): one row each
@@ -329,6 +338,7 @@ def test_speed_options_reach_deployed_model_and_evaluate(trained, monkeypatch: p
     # The same generator evaluated with the defaults (CPU: no folding, one chip per pass): same chips,
     # results equal up to float rounding (an argmax may flip on a near tie: at most one image of 90)
     plain = parse_config({**fast, "evaluation": TINY["evaluation"]})
+    _forget(fstore, "eval")
     rows_plain = _run(plain, fstore, ("eval",))["eval"][0]["rows"]
     assert seen[-1][1] == {"fold_bn": False, "channels_last": False} and calls[-1] == {
         "chips_per_pass": None,
