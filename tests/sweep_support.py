@@ -55,11 +55,12 @@ def kill_tree(proc: subprocess.Popen) -> None:
             pass
     proc.wait(timeout=30)
     deadline = time.time() + 30
-    while time.time() < deadline and any(os.path.exists(f"/proc/{p}") and _alive(p) for p in pids):
+    while time.time() < deadline and any(os.path.exists(f"/proc/{p}") and alive(p) for p in pids):
         time.sleep(0.2)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as gone)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"

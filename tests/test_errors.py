@@ -21,7 +21,7 @@ import yaml
 
 from orchestration import errors
 from orchestration.cli import build_parser
-from tests.sweep_support import descendants, free_port, kill_tree, start_moto
+from tests.sweep_support import alive, descendants, free_port, kill_tree, start_moto
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "torchvision", "ray", "mlflow", "pandas", "pyarrow", "matplotlib", "sklearn")
@@ -370,14 +370,6 @@ def _stop(proc: subprocess.Popen, signum: int) -> tuple[str, int, list[int]]:
     return err, proc.returncode, tree
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_ctrl_c_and_sigterm_end_the_sweep_killed_never_running(tmp_path) -> None:
     storage = tmp_path / "sweeps"
     raw = {**SMALL, "storage": str(storage), "base": {"epochs": 500, "batch_size": 32}}  # never ends by itself
@@ -402,6 +394,6 @@ def test_ctrl_c_and_sigterm_end_the_sweep_killed_never_running(tmp_path) -> None
         assert runs["small"] == "KILLED", runs
         assert "RUNNING" not in runs.values(), runs
         end = time.monotonic() + 60  # Ray's local processes go with the driver
-        while time.monotonic() < end and any(_alive(p) for p in tree):
+        while time.monotonic() < end and any(alive(p) for p in tree):
             time.sleep(0.5)
-        assert not [p for p in tree if _alive(p)]
+        assert not [p for p in tree if alive(p)]

@@ -17,7 +17,7 @@ import yaml
 
 from orchestration.config import parse_config
 from orchestration.runner import CONFIG_FILE, sweep_store
-from tests.sweep_support import TINY, descendants, free_port, kill_tree
+from tests.sweep_support import TINY, alive, descendants, free_port, kill_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,14 +57,6 @@ def _read_until(proc: subprocess.Popen, marker: str, timeout: float = 180) -> st
     raise AssertionError(f"no {marker!r} from nf ui; stdout: {seen!r}; stderr: {proc.stderr.read()[-2000:]!r}")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _answers(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(1)
@@ -79,7 +71,7 @@ def test_ui_stops_its_server_and_workers_on_signals(tmp_path, signum: int) -> No
         out = _read_until(proc, "MLflow UI for sweep")
         assert f"http://127.0.0.1:{port}" in out
         tree = descendants(proc.pid)
-        cmdlines = [Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ") for p in tree if _alive(p)]
+        cmdlines = [Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ") for p in tree if alive(p)]
         assert any(b"mlflow" in c and b"server" in c for c in cmdlines), cmdlines
         assert len(tree) >= 2, cmdlines  # the server and at least its uvicorn worker
         assert _answers(port)
@@ -89,7 +81,7 @@ def test_ui_stops_its_server_and_workers_on_signals(tmp_path, signum: int) -> No
         if proc.poll() is None:
             kill_tree(proc)
     assert proc.returncode == 0, proc.stderr.read()[-2000:]
-    left = [p for p in tree if _alive(p)]  # stop_mlflow_server waited for the whole group already
+    left = [p for p in tree if alive(p)]  # stop_mlflow_server waited for the whole group already
     assert left == [], [Path(f"/proc/{p}/cmdline").read_bytes() for p in left]
     assert not _answers(port)
 
