@@ -101,13 +101,6 @@ def item_params(cfg: SweepConfig, item: Item) -> dict[str, Any]:
     return {k: ("+".join(map(str, v)) if isinstance(v, list) else v) for k, v in params.items()}
 
 
-def _resources(cfg: SweepConfig, stage: str):
-    """A stage's trial placement group (what orchestration.dataflow.item_resources gives its items)."""
-    from orchestration.dataflow import item_resources
-
-    return item_resources(cfg)({"item": {"stage": stage}})
-
-
 def _init_ray(address: str | None) -> None:
     import ray
 
@@ -140,14 +133,10 @@ def run_sweep(
     ``verbose`` 0: a compact live view (orchestration/progress.py); 1 or 2: Ray Tune's own output.
     ``new_config``: ``cfg`` may differ from the stored config if no completed item changes
     (`nf sweep resume NAME --config FILE`, orchestration/resume.py)."""
-    from ray import tune
-
-    from orchestration.dataflow import ReadyItems, StageClock, TrackingPush, item_resources, priorities, run_item
     from orchestration.progress import LiveView
     from orchestration.resume import ConfigChange, adopt_config, forget_runs, same_config
     from orchestration.tracking import SweepTracker, parent_run_guard, redact_uri
     from orchestration.tracking_sync import backfill_history, push_tracking
-    from orchestration.tune_callback import MlflowTuneCallback
 
     store = sweep_store(cfg)
     change = ConfigChange()
@@ -178,9 +167,6 @@ def run_sweep(
             forget_runs(tracker, change)
             log(f"MLflow: {redact_uri(tracker.tracking_uri)} (experiment {cfg.mlflow.experiment or cfg.name!r})")
             _init_ray(ray_address)
-            # One Tune run for every pending item of every stage: an item starts as soon as the items it
-            # needs are done (orchestration.dataflow.ReadyItems), so no stage waits for the slowest item
-            # of the stage before it; a failure blocks only the items downstream of it.
             runs: dict[str, str] = {}
             pending: list[Item] = []
             for stage in STAGES:
@@ -190,62 +176,14 @@ def run_sweep(
                 todo = [it for it in items[stage] if not item_done(store, stage, it.id)]  # torn done.json: not done
                 log(f"stage {stage}: {len(items[stage]) - len(todo)} done, {len(todo)} to run")
                 pending += todo
-            failed: list[str] = []
-            blocked: list[str] = []
-            if pending:
-                pending_ids = {it.id for it in pending}
-                stage_of = {it.id: it.stage for it in pending}
-                searcher = ReadyItems(
-                    pending,
-                    done={i for it in pending for i in it.needs if i not in pending_ids},
-                    is_done=lambda item_id: item_done(store, stage_of[item_id], item_id),
-                    priority=priorities(cfg, pending),
-                )
-                clock = StageClock()
-                # A trial's config is its item; the settings every trial shares go once to the object store.
-                trainable = tune.with_parameters(run_item, cfg=cfg, store=store.spec())
-                tuner = tune.Tuner(
-                    tune.with_resources(trainable, item_resources(cfg)),  # each item: its stage's bundles
-                    # reuse_actors: later trials skip the worker start and imports (same bundles only)
-                    tune_config=tune.TuneConfig(
-                        search_alg=searcher,
-                        num_samples=len(pending),
-                        # also how many trials Tune keeps pending for a custom searcher (default 1)
-                        max_concurrent_trials=cfg.resources.max_concurrent or len(pending),
-                        reuse_actors=True,
-                        trial_name_creator=lambda t: t.config["item"]["id"],
-                        trial_dirname_creator=lambda t: t.config["item"]["id"],
-                    ),
-                    run_config=tune.RunConfig(
-                        name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
-                        storage_path=store.path("tune"),
-                        storage_filesystem=store.fs,
-                        failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
-                        callbacks=[
-                            MlflowTuneCallback(tracker, runs),
-                            TrackingPush(cfg, store.spec()),
-                            clock,
-                            *live.callbacks,
-                        ],
-                        verbose=live.tune_verbose,
-                    ),
-                )
-                grid = tuner.fit()
-                failed = sorted(searcher.failed | {r.config["item"]["id"] for r in grid if r.error is not None})
-                blocked = searcher.blocked
-                # Per stage: wall time from its first trial's start to its last trial's end (stages overlap).
-                for stage, seconds in clock.seconds().items():
-                    tracker.log_metrics(parent, {f"stage_seconds.{stage}": seconds}, step=0)
-                    log(f"stage {stage}: finished in {seconds:.1f} s (first start to last end)")
+            failed, blocked = _run_items(cfg, store, pending, tracker, parent, runs, live, log)
             for stage in STAGES:
                 backfill_history(tracker, store, stage, items[stage], runs)  # epochs a killed driver never logged
                 _log_item_artifacts(tracker, store, stage, items[stage], runs)
-            push_tracking(cfg, store)  # the tracking survives losing this machine
             for item_id in blocked:  # never started: something it needs failed
                 tracker.set_tag(runs[item_id], "nf.blocked", "1")
                 tracker.finish(runs[item_id], "KILLED")
-            if failed:
-                tracker.finish(parent, "FAILED")
+            if failed:  # the guard ends the parent run FAILED
                 raise SweepError(
                     f"{len(failed)} trial(s) failed: {', '.join(failed)}; {len(blocked)} item(s) blocked by them"
                     + (f" ({', '.join(blocked[:5])}{', ...' if len(blocked) > 5 else ''})" if blocked else "")
@@ -258,6 +196,69 @@ def run_sweep(
             return rows
     finally:
         push_tracking(cfg, store)  # however it ended, the storage copy of the tracking holds it
+
+
+def _run_items(
+    cfg: SweepConfig,
+    store: Store,
+    pending: list[Item],
+    tracker: Any,
+    parent: str,
+    runs: dict[str, str],
+    live: Any,
+    log: Callable[[str], None],
+) -> tuple[list[str], list[str]]:
+    """One Tune run for every pending item of every stage; returns the failed and the blocked item ids.
+
+    An item starts as soon as the items it needs are done (orchestration.dataflow.ReadyItems), so no
+    stage waits for the slowest item of the stage before it; a failure blocks only the items downstream
+    of it."""
+    if not pending:
+        return [], []
+    from ray import tune
+
+    from orchestration.dataflow import ReadyItems, StageClock, TrackingPush, item_resources, priorities, run_item
+    from orchestration.tune_callback import MlflowTuneCallback
+
+    pending_ids = {it.id for it in pending}
+    stage_of = {it.id: it.stage for it in pending}
+    searcher = ReadyItems(
+        pending,
+        done={i for it in pending for i in it.needs if i not in pending_ids},
+        is_done=lambda item_id: item_done(store, stage_of[item_id], item_id),
+        priority=priorities(cfg, pending),
+    )
+    clock = StageClock()
+    # A trial's config is its item; the settings every trial shares go once to the object store.
+    trainable = tune.with_parameters(run_item, cfg=cfg, store=store.spec())
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, item_resources(cfg)),  # each item: its stage's bundles
+        # reuse_actors: later trials skip the worker start and imports (same bundles only)
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            num_samples=len(pending),
+            # also how many trials Tune keeps pending for a custom searcher (default 1)
+            max_concurrent_trials=cfg.resources.max_concurrent or len(pending),
+            reuse_actors=True,
+            trial_name_creator=lambda t: t.config["item"]["id"],
+            trial_dirname_creator=lambda t: t.config["item"]["id"],
+        ),
+        run_config=tune.RunConfig(
+            name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=store.path("tune"),
+            storage_filesystem=store.fs,
+            failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
+            callbacks=[MlflowTuneCallback(tracker, runs), TrackingPush(cfg, store.spec()), clock, *live.callbacks],
+            verbose=live.tune_verbose,
+        ),
+    )
+    grid = tuner.fit()
+    # Per stage: wall time from its first trial's start to its last trial's end (stages overlap).
+    for stage, seconds in clock.seconds().items():
+        tracker.log_metrics(parent, {f"stage_seconds.{stage}": seconds}, step=0)
+        log(f"stage {stage}: finished in {seconds:.1f} s (first start to last end)")
+    failed = sorted(searcher.failed | {r.config["item"]["id"] for r in grid if r.error is not None})
+    return failed, searcher.blocked
 
 
 def collect_rows(cfg: SweepConfig, store: Store | None = None) -> list[dict[str, Any]]:

@@ -327,7 +327,7 @@ def end_open_runs(tracker: SweepTracker, parent: str, status: str) -> None:
         children = [r.info.run_id for r in tracker.client.search_runs([exp], flt, max_results=50000)]
         for run_id in [*children, parent]:
             if run_id == parent and tracker.run_status(parent) != "RUNNING":
-                continue  # already ended (FAILED by the stage that saw failed trials)
+                continue  # already ended
             tracker.finish(run_id, status)
     except Exception as e:  # noqa: BLE001 (the original error matters more)
         log.warning("could not mark the sweep's MLflow runs %s: %s", status, " ".join(str(e).split())[:300])

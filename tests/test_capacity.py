@@ -118,7 +118,7 @@ def test_max_concurrent_and_global_bounds() -> None:
 
 def test_trial_bundles() -> None:
     """What a trial asks Ray for (the runner requests exactly these): its own share, then a pool actor each."""
-    from orchestration.runner import _resources
+    from orchestration.dataflow import item_resources
 
     base = {"name": "b", "models": ["resnet18", "vgg11"], "resources": {"cpus": 2, "gpus": 0.5}}
     plain = parse_config(base)
@@ -131,7 +131,7 @@ def test_trial_bundles() -> None:
     assert trial_bundles(pooled, "base") == [{"CPU": 2, "GPU": 0.5}]
     ev = parse_config({**base, "evaluation": {"pool_actors": 3}, "resources": {"cpus": 1, "pool_actor_gpus": 0.25}})
     assert trial_bundles(ev, "transfer") == [{"CPU": 1}] + [{"CPU": 0.5, "GPU": 0.25}] * 3
-    assert _resources(pooled, "generator").bundles == trial_bundles(pooled, "generator")
+    assert item_resources(pooled)({"item": {"stage": "generator"}}).bundles == trial_bundles(pooled, "generator")
 
 
 def test_epoch_seconds_parsing() -> None:

@@ -187,19 +187,15 @@ def test_unreachable_tracking_server_is_one_line_before_ray(tmp_path) -> None:
 @pytest.fixture(scope="module")
 def moto_s3():
     proc, url = start_moto()
-    old = {k: os.environ.get(k) for k in S3_ENV}
-    os.environ.update(S3_ENV)
     try:
-        import boto3
+        with pytest.MonkeyPatch.context() as mp:  # module-scoped: restored when the module's tests end
+            for k, v in S3_ENV.items():
+                mp.setenv(k, v)
+            import boto3
 
-        boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket="nf-errors")
-        yield url
+            boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket="nf-errors")
+            yield url
     finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         proc.terminate()
         proc.wait(timeout=30)
 

@@ -335,7 +335,7 @@ def _sqlite_copy(s3, key: str, dest) -> str:
     return f"sqlite:///{dest}"
 
 
-def test_sweep_on_s3_with_resume(tmp_path) -> None:
+def test_sweep_on_s3_with_resume(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Head-node loss on S3 storage with the default (SQLite) tracking: run part of the sweep from
     one directory, kill it, delete every local file it made (its working directory, HOME with
     ~/.cache, Ray's temp dir), resume on a "fresh machine" from another directory, and find one
@@ -344,8 +344,8 @@ def test_sweep_on_s3_with_resume(tmp_path) -> None:
     # Canary credentials: searched for afterwards in every file Ray, the storage and MLflow wrote.
     key_id, secret = f"NFCANARY{uuid.uuid4().hex[:12].upper()}", f"nf-canary-{uuid.uuid4().hex}"
     env = {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    for k, v in env.items():  # this process too (boto3 below); restored by monkeypatch
+        monkeypatch.setenv(k, v)
 
     def machine(name: str) -> tuple[dict[str, str], list[str]]:
         """A head node's local disk: its working dir, HOME (~/.cache in it), Ray's temp dir."""
@@ -455,11 +455,6 @@ def test_sweep_on_s3_with_resume(tmp_path) -> None:
         )
         assert glob.glob(f"{head2_disk[2]}/ray/session_*/logs/runtime_env_agent.log"), grepped  # keys once leaked
     finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         server.kill()
         server.wait()
         for d in head1_disk + head2_disk:
