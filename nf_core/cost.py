@@ -49,22 +49,42 @@ Linear layers count every token as an output position (TWMA: ceil(T/32) folds pe
 its attention matmuls have no stored weights, so they add MACs (2·T²·dim per block) but no TWMA
 (nf_core/models/vit.py). Models are
 built on the meta device, so even the 139M-parameter ImageNet VGG19 is profiled in milliseconds.
+
+Counts of registered networks depend only on the architecture, the dataset's shape (classes, input
+size) and the width multiplier, so they are cached: in memory, and in a shipped table
+(nf_core/data/cost_counts.json, every registered model × dataset shape × TABLE_WIDTHS and every
+generator × input size) that is used only while the fingerprint of the files defining the networks
+and this count (COUNT_SOURCES, plus ptflops' version) equals the one it was written with. That
+keeps `nf profile`, `nf select` and `nf report` free of torch imports and model builds for the usual
+networks; any other network or width is counted as above. Regenerate the table with
+`python -m nf_core.cost` after changing an architecture (tests/test_cost.py checks it is current).
+
+Energy convention: a saving is priced on networks of one width, printed beside it
+(``energy_convention``): by default the sweep's own networks (its ``width``), or the paper's
+full-size networks (width 1) on request. ``network_saving`` is the one pricing used by
+`nf profile`, the report's energy section and `nf select`.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import io
+import json
 import math
 from contextlib import redirect_stdout
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn as nn
-
+from nf_core import names
 from nf_core.validation import check_choice
 from nf_core.voltage import VoltageTable, load_voltage_table
+
+if TYPE_CHECKING:  # torch is imported only when a network must really be counted (a cache miss)
+    import torch
+    import torch.nn as nn
 
 ARRAY_ROWS = 32  # the 32×32 array's rows: output pixels per fold in the os dataflow
 READS_PER_ACCESS = 8  # 8-bit weights per 64-bit SRAM word: paper TWMA = SCALE-SIM reads / 8
@@ -115,6 +135,8 @@ def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
 
 
 def _layer_row(name: str, mod: nn.Module, inp: torch.Tensor, out: torch.Tensor, min_padding: int = 0) -> Layer:
+    import torch.nn as nn
+
     if isinstance(mod, nn.Linear):
         positions = inp.numel() // (inp.shape[0] * mod.in_features)  # 1 for (B, F) inputs
         return Layer(name, 1, positions, 1, 1, mod.in_features, mod.out_features, 1)
@@ -136,6 +158,8 @@ def _layer_row(name: str, mod: nn.Module, inp: torch.Tensor, out: torch.Tensor, 
 
 
 def _probe_input(module: nn.Module, input_size: int) -> torch.Tensor:
+    import torch
+
     tensor = next(iter(module.parameters()), None)
     if tensor is None:
         tensor = next(iter(module.buffers()), None)
@@ -149,11 +173,14 @@ def scalesim_layers(module: nn.Module, input_size: int, min_padding: int = 0) ->
     Every conv row's input is padded by at least 2·``min_padding`` (GENERATOR_PADDING for generators).
     Works on meta-device modules (shapes only). The module's train/eval modes are restored.
     """
+    import torch
+    import torch.nn as nn
+
     rows: list[Layer] = []
-    names = {m: n for n, m in module.named_modules()}
+    named = {m: n for n, m in module.named_modules()}
 
     def hook(mod: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        rows.append(_layer_row(names[mod] or type(mod).__name__, mod, inputs[0], output, min_padding))
+        rows.append(_layer_row(named[mod] or type(mod).__name__, mod, inputs[0], output, min_padding))
 
     kinds = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
     handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, kinds)]
@@ -186,6 +213,7 @@ def _conv_transpose_macs(module: nn.ConvTranspose2d, inputs: tuple, output: torc
 
 def count_params_macs(module: nn.Module, input_size: int) -> tuple[int, int]:
     """(parameters, MACs) at batch 1; MACs by ptflops on a copy of ``module``."""
+    import torch.nn as nn
     from ptflops import get_model_complexity_info  # imported here: only profiling needs it
 
     from nf_core.models.vit import SelfAttention, attention_macs
@@ -220,34 +248,119 @@ def dataset_shape(dataset: str) -> tuple[int, int]:
     return DATASET_SHAPES[dataset]
 
 
+TABLE_WIDTHS = (1.0, 0.5, 0.25, 0.125)  # widths the shipped counts table holds for every model and dataset shape
+COUNTS_TABLE = Path(__file__).with_name("data") / "cost_counts.json"
+# What a registered network's counts depend on besides (name, shape, width): its definition and this count.
+COUNT_SOURCES = ("cost.py", "generators.py", "ber_conditioned.py", "registry.py", "models")
+
+
+def counts_fingerprint() -> str:
+    """A hash of COUNT_SOURCES' files and ptflops' version: the shipped table is trusted only while it matches."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    here = Path(__file__).parent
+    h = hashlib.sha256()
+    for rel in COUNT_SOURCES:
+        p = here / rel
+        for f in sorted(p.glob("*.py")) if p.is_dir() else [p]:
+            h.update(f.relative_to(here).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    try:
+        h.update(f"ptflops {version('ptflops')}".encode())
+    except PackageNotFoundError:
+        h.update(b"ptflops missing")
+    return h.hexdigest()[:16]
+
+
+def counts_key(kind: str, name: str, num_classes: int, input_size: int, width: float = 1.0) -> str:
+    """The cache key of a registered network's counts (generators: only the input size matters)."""
+    if kind == "generator":
+        return f"generator/{name}/{input_size}"
+    return f"model/{name}/{num_classes}x{input_size}/w{width:g}"
+
+
 @functools.cache
-def _profile_registered(kind: str, name: str, dataset: str) -> tuple[tuple[str, int], ...]:
+def _shipped_counts() -> dict[str, dict[str, int]]:
+    try:
+        data = json.loads(COUNTS_TABLE.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data.get("counts", {}) if data.get("fingerprint") == counts_fingerprint() else {}
+
+
+@functools.cache
+def _count_registered(kind: str, name: str, num_classes: int, input_size: int, width: float) -> tuple:
+    import torch
+
     from nf_core.generators import create_generator
     from nf_core.models import create_model
 
-    num_classes, input_size = dataset_shape(dataset)
     with torch.device("meta"):  # shapes only: no allocation, no weight init
         if kind == "model":
-            module = create_model(name, num_classes=num_classes, input_size=input_size)
+            module = create_model(name, num_classes=num_classes, input_size=input_size, width=width)
         else:  # the float architecture: the quantized UNets' ConvT p1 variant has the same weights and count
             module = create_generator(name, input_size=input_size)
     return tuple(profile_module(module, input_size, GENERATOR_PADDING if kind == "generator" else 0).items())
 
 
-def profile_model(name: str, dataset: str) -> dict[str, int]:
-    """``{"params", "macs", "twma"}`` of a registered base model built for ``dataset``."""
-    from nf_core.models import MODELS
+def registered_counts(kind: str, name: str, num_classes: int, input_size: int, width: float = 1.0) -> dict[str, int]:
+    """``{"params", "macs", "twma"}`` of a registered model (at ``width``) or generator: from the
+    shipped table when it holds the network, else counted once per process on the meta device."""
+    if kind == "generator":
+        width = 1.0  # generators have no width multiplier
+    hit = _shipped_counts().get(counts_key(kind, name, num_classes, input_size, width))
+    return dict(hit) if hit is not None else dict(_count_registered(kind, name, num_classes, input_size, width))
 
-    MODELS.get(name)  # unknown names fail with the list of valid ones
-    return dict(_profile_registered("model", name, dataset))
+
+def _check_width(width: float) -> float:
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
+        raise ValueError(f"width {width!r} must be > 0 (the channel multiplier; 1 = the paper's networks)")
+    return float(width)
+
+
+def profile_model(name: str, dataset: str, width: float = 1.0) -> dict[str, int]:
+    """``{"params", "macs", "twma"}`` of a registered base model built for ``dataset`` at ``width``."""
+    check_choice("model", name, names.MODELS)  # unknown names fail with the list of valid ones (torch-free)
+    num_classes, input_size = dataset_shape(dataset)
+    return registered_counts("model", name, num_classes, input_size, _check_width(width))
 
 
 def profile_generator(name: str, dataset: str) -> dict[str, int]:
     """``{"params", "macs", "twma"}`` of a registered generator at ``dataset``'s input size."""
-    from nf_core.generators import GENERATORS
+    check_choice("generator", name, names.GENERATORS)
+    num_classes, input_size = dataset_shape(dataset)
+    return registered_counts("generator", name, num_classes, input_size)
 
-    GENERATORS.get(name)
-    return dict(_profile_registered("generator", name, dataset))
+
+def counts_table() -> dict:
+    """The shipped table's content, counted afresh: every registered model × dataset shape × TABLE_WIDTHS,
+    every generator × input size, and the fingerprint they were counted under."""
+    counts: dict[str, dict[str, int]] = {}
+    for num_classes, size in sorted(set(DATASET_SHAPES.values())):
+        for m in names.MODELS:
+            for w in TABLE_WIDTHS:
+                counts[counts_key("model", m, num_classes, size, w)] = dict(
+                    _count_registered("model", m, num_classes, size, w)
+                )
+        for g in names.GENERATORS:
+            counts[counts_key("generator", g, num_classes, size)] = dict(
+                _count_registered("generator", g, num_classes, size, 1.0)
+            )
+    return {"fingerprint": counts_fingerprint(), "counts": dict(sorted(counts.items()))}
+
+
+def write_counts_table(path: str | Path = COUNTS_TABLE) -> Path:
+    """Write ``counts_table()`` to ``path`` (default: the shipped table)."""
+    path, table = Path(path), counts_table()
+    lines = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in table["counts"].items()]  # one network a line
+    head = f'{{"fingerprint": {json.dumps(table["fingerprint"])}, "counts": {{\n'
+    path.write_text(head + ",\n".join(lines) + "\n}}\n")
+    _shipped_counts.cache_clear()
+    return path
+
+
+def energy_convention(width: float) -> str:
+    """The networks a saving is priced on, printed beside every saving."""
+    return "paper full-size networks (width 1)" if width == 1.0 else f"width {width:g} networks"
 
 
 def energy_saving(twma_base: int, twma_gen: int, energy_ratio: float) -> float:
@@ -267,15 +380,30 @@ def mac_energy_saving(macs_base: int, macs_gen: int, energy_ratio: float) -> flo
     return energy_saving(macs_base, macs_gen, energy_ratio)
 
 
+def network_saving(model: str, generator: str | None, dataset: str, energy_ratio: float, width: float = 1.0) -> float:
+    """ES (%) of base ``model`` (built at ``width``) at a voltage with e_LV/e_NV ``energy_ratio``, behind
+    ``generator`` at nominal voltage (None: the model alone). The one pricing of `nf profile`, the
+    report's energy section and `nf select` (see ``energy_convention``)."""
+    base = profile_model(model, dataset, width)["twma"]
+    gen = 0 if generator is None else profile_generator(generator, dataset)["twma"]
+    return energy_saving(base, gen, energy_ratio)
+
+
 def profile_pair(
-    model: str, generator: str, dataset: str, ber: float | None = None, voltage_table: VoltageTable | None = None
+    model: str,
+    generator: str,
+    dataset: str,
+    ber: float | None = None,
+    voltage_table: VoltageTable | None = None,
+    width: float = 1.0,
 ) -> dict:
-    """``{"model": {...}, "generator": {...}}``, plus ``energy_saving`` and ``mac_energy_saving``
-    (percent) when ``ber`` is given; the energy ratio comes from ``voltage_table`` (default: shipped)."""
-    out: dict = {"model": profile_model(model, dataset), "generator": profile_generator(generator, dataset)}
+    """``{"model": {...}, "generator": {...}}`` (the model at ``width``), plus ``energy_saving`` and
+    ``mac_energy_saving`` (percent) when ``ber`` is given; the energy ratio comes from ``voltage_table``
+    (default: shipped)."""
+    out: dict = {"model": profile_model(model, dataset, width), "generator": profile_generator(generator, dataset)}
     if ber is not None:
         ratio = (voltage_table or load_voltage_table()).energy_ratio(ber)
-        out["energy_saving"] = energy_saving(out["model"]["twma"], out["generator"]["twma"], ratio)
+        out["energy_saving"] = network_saving(model, generator, dataset, ratio, width)
         out["mac_energy_saving"] = mac_energy_saving(out["model"]["macs"], out["generator"]["macs"], ratio)
     return out
 
@@ -286,19 +414,18 @@ def profile_table(
     voltage_table: VoltageTable | None = None,
     models: list[str] | None = None,
     generators: list[str] | None = None,
+    width: float = 1.0,
 ) -> list[dict]:
     """One flat row per base model × generator (default: every registered model × the paper's six
-    generators): the paper's Tables 2, 6, 7 and 8 in long form. Energy columns are None without ``ber``."""
-    from nf_core.generators import PAPER_GENERATORS
-    from nf_core.models import MODELS
-
+    generators; models at ``width``): the paper's Tables 2, 6, 7 and 8 in long form. Energy columns
+    are None without ``ber``."""
     table = (voltage_table or load_voltage_table()) if ber is not None else None
     ratio = table.energy_ratio(ber) if table is not None else None
     rows = []
-    for m in models or MODELS.names():
-        for g in generators or PAPER_GENERATORS:
-            pair = profile_pair(m, g, dataset, ber, table)
-            row: dict = {"dataset": dataset, "model": m, "generator": g}
+    for m in models or names.MODELS:
+        for g in generators or names.PAPER_GENERATORS:
+            pair = profile_pair(m, g, dataset, ber, table, width)
+            row: dict = {"dataset": dataset, "model": m, "generator": g, "width": width}
             row.update({f"model_{k}": v for k, v in pair["model"].items()})
             row.update({f"generator_{k}": v for k, v in pair["generator"].items()})
             row.update(
@@ -325,9 +452,18 @@ __all__ = [
     "dataset_shape",
     "profile_model",
     "profile_generator",
+    "registered_counts",
+    "counts_table",
+    "write_counts_table",
+    "energy_convention",
+    "network_saving",
     "energy_saving",
     "mac_energy_saving",
     "profile_pair",
     "profile_table",
     "load_voltage_table",
 ]
+
+
+if __name__ == "__main__":  # python -m nf_core.cost: regenerate the shipped counts table
+    print(f"wrote {write_counts_table()}")

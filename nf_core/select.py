@@ -1,9 +1,15 @@
 """Operating-point selection: at which voltage to run a base model, with which generator.
 
 Input: evaluation rows (one per generator × target model × evaluation BER, as the sweeps
-write them: ``target``, ``generator`` (None: no NeuralFuse), ``eval_ber``, ``ca``, ``pa_mean``,
-``pa_nf_mean`` and, for percentiles, the per-chip lists ``pa_per_chip`` / ``pa_nf_per_chip``),
-an accuracy floor A, a voltage table, and the TWMA of every model and generator.
+write them: ``source``, ``target``, ``generator`` (None: no NeuralFuse), ``train_ber``, ``eval_ber``,
+``ca``, ``pa_mean``, ``pa_nf_mean`` and, for percentiles, the per-chip lists ``pa_per_chip`` /
+``pa_nf_per_chip``), an accuracy floor A, a voltage table, and the TWMA of every model and
+generator (keyed by name, or by (dataset, name) when datasets differ in shape).
+
+A candidate with NeuralFuse is one generator: its source (the model(s) it was trained on), its
+name, its training BER, on one target at one evaluation BER. A generator transferred from another
+model is a candidate of its own, labelled with its source (``candidate_label``), never averaged with
+the target's own generator of the same name; only repeated rows of one candidate (seeds) are averaged.
 
 For each (dataset, target model, fault model) the answer is the candidate whose accuracy
 statistic is ≥ A and whose total energy saving is largest (ES formula of the cost model, the
@@ -39,6 +45,7 @@ class Candidate:
     fault_model: str | None
     bits: int | None  # weight precision: 8- and 4-bit copies of a model are separate deployments
     generator: str | None  # None: the base model alone
+    source: str | None  # what the generator was trained on (the model itself, another model, an ensemble)
     train_ber: float | None
     ber: float
     voltage: float | None
@@ -62,6 +69,24 @@ def _missing(x: Any) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
+def candidate_label(c: Mapping[str, Any] | Candidate) -> str:
+    """The generator's name, with its source when it was trained on another model ("ConvS from vgg11")."""
+    c = asdict(c) if isinstance(c, Candidate) else c
+    if c["generator"] is None:
+        return "-"
+    own = c.get("source") in (None, c["model"])
+    return c["generator"] if own else f"{c['generator']} from {c['source']}"
+
+
+def _twma(twma: Mapping[Any, int], dataset: str | None, name: str, what: str) -> int:
+    if (dataset, name) in twma:
+        return twma[(dataset, name)]
+    if name in twma:
+        return twma[name]
+    have = sorted({k[1] if isinstance(k, tuple) else k for k in twma})
+    raise ValueError(f"no TWMA for {what} {name!r}; have: {', '.join(have)}")
+
+
 def operating_candidates(
     rows: Iterable[Mapping[str, Any]],
     min_accuracy: float,
@@ -81,22 +106,20 @@ def operating_candidates(
     for r in rows:
         dataset, model = r.get("dataset"), r.get("target") or r.get("source")
         fm, bits, ber = r.get("fault_model"), r.get("bits"), float(r["eval_ber"])
-        if model not in twma:
-            raise ValueError(f"no TWMA for base model {model!r}; have: {', '.join(sorted(twma))}")
+        base_twma = _twma(twma, dataset, model, "base model")
         try:
             point = table.point(ber, interpolate=interpolate)
         except ValueError as e:
             notes.add(f"BER {ber:g} skipped: {e}")
             continue
-        base_twma = twma[model]
         # Without NeuralFuse: every row carries the base model's PA at its BER (same chips).
         stat = accuracy_statistic(r.get("pa_mean"), r.get("pa_per_chip"), percentile)
         if stat is not None:
-            key = (dataset, model, fm, bits, None, None, ber)
+            key = (dataset, model, fm, bits, None, None, None, ber)
             cands.setdefault(key, []).append(stat)
             meta[key] = (point, energy_saving(base_twma, 0, point.energy_ratio))
         if not _missing(r.get("ca")):
-            key = (dataset, model, fm, bits, None, None, 0.0)
+            key = (dataset, model, fm, bits, None, None, None, 0.0)
             cands.setdefault(key, []).append(float(r["ca"]))
             meta[key] = (table.point(0.0) if 0.0 in table.bers() else None, 0.0)
         gen = r.get("generator")
@@ -106,14 +129,13 @@ def operating_candidates(
         if stat is None:
             notes.add(f"{model}/{gen} at BER {ber:g}: no per-chip PA (NF) list for the percentile; row skipped")
             continue
-        if gen not in twma:
-            raise ValueError(f"no TWMA for generator {gen!r}; have: {', '.join(sorted(twma))}")
-        key = (dataset, model, fm, bits, gen, r.get("train_ber"), ber)
+        gen_twma = _twma(twma, dataset, gen, "generator")
+        key = (dataset, model, fm, bits, gen, r.get("source") or model, r.get("train_ber"), ber)
         cands.setdefault(key, []).append(stat)
-        meta[key] = (point, energy_saving(base_twma, twma[gen], point.energy_ratio))
+        meta[key] = (point, energy_saving(base_twma, gen_twma, point.energy_ratio))
     out = []
     for key, stats in cands.items():
-        dataset, model, fm, bits, gen, train_ber, ber = key
+        dataset, model, fm, bits, gen, source, train_ber, ber = key
         point, es = meta[key]
         acc = float(np.mean(stats))  # repeated rows (seeds, several items) are averaged
         out.append(
@@ -123,6 +145,7 @@ def operating_candidates(
                 fm,
                 bits,
                 gen,
+                source,
                 train_ber,
                 ber,
                 point.voltage if point else 1.0,
@@ -132,7 +155,18 @@ def operating_candidates(
                 acc >= min_accuracy,
             )
         )
-    out.sort(key=lambda c: (c.dataset or "", c.model, c.fault_model or "", c.bits or 0, c.ber, c.generator or ""))
+    out.sort(
+        key=lambda c: (
+            c.dataset or "",
+            c.model,
+            c.fault_model or "",
+            c.bits or 0,
+            c.ber,
+            c.generator or "",
+            c.source or "",
+            -1 if c.train_ber is None else c.train_ber,
+        )
+    )
     return out, sorted(notes)
 
 
@@ -151,9 +185,22 @@ def select_operating_points(
     twma: Mapping[str, int],
     percentile: float | None = None,
     interpolate: bool = False,
+    energy_convention: str | None = None,
 ) -> dict[str, Any]:
-    """Per base model: the chosen point with NeuralFuse, without it, and the gain (see module doc)."""
+    """Per base model: the chosen point with NeuralFuse, without it, and the gain (see module doc).
+    ``energy_convention`` names the networks the TWMA was counted on (nf_core.cost.energy_convention).
+
+    No scorable row at all (no evaluation BER has a voltage-table row) is a ValueError saying so."""
+    rows = list(rows)
     cands, notes = operating_candidates(rows, min_accuracy, table, twma, percentile, interpolate)
+    if not cands and rows:
+        bers = ", ".join(f"{b:g}" for b in sorted({float(r["eval_ber"]) for r in rows}))
+        have = ", ".join(f"{b:g}" for b in table.bers())
+        how = "" if interpolate else ", or --interpolate between its rows"
+        raise ValueError(
+            f"no evaluation BER of the sweep ({bers}) has a row in voltage table {table.source} (BERs there: "
+            f"{have}): nothing can be priced; pass --voltage-table with rows for them{how}"
+        )
     statistic = "mean over chips" if percentile is None else f"{percentile:g}th percentile over chips"
     groups: dict[tuple, list[Candidate]] = {}
     for c in cands:
@@ -162,14 +209,23 @@ def select_operating_points(
     for (dataset, model, fm, bits), cs in groups.items():
         with_nf = _best(cs)  # nominal voltage and bare-model points compete too: NF is chosen only if it wins
         without = _best([c for c in cs if c.generator is None])
+        meeting = [c for c in cs if c.meets and c.ber > 0]
         if with_nf is None:
             msg = f"no operating point meets the floor {min_accuracy:g}% ({statistic}), not even nominal voltage"
+        elif with_nf.ber == 0 and meeting:
+            best = max(meeting, key=lambda c: (c.energy_saving, c.ber, c.accuracy))
+            what = candidate_label(best) if best.generator else "no NeuralFuse"
+            msg = (
+                f"{len(meeting)} lower-voltage point(s) meet the floor but none saves energy (best: {what} at "
+                f"evaluation BER {best.ber:g}, ES {best.energy_saving:+.2f}%): nominal voltage is the answer"
+            )
         elif with_nf.ber == 0:
             msg = "only nominal voltage meets the floor: no energy saving"
         elif with_nf.generator is None:
-            msg = f"BER {with_nf.ber:g} without NeuralFuse; no generator saves more energy at this floor"
+            msg = f"evaluation BER {with_nf.ber:g} without NeuralFuse; no generator saves more energy at this floor"
         else:
-            msg = f"BER {with_nf.ber:g} with {with_nf.generator}"
+            trained = "a BER range" if with_nf.train_ber is None else f"BER {with_nf.train_ber:g}"
+            msg = f"evaluation BER {with_nf.ber:g} with {candidate_label(with_nf)} (trained at {trained})"
         gain = None if with_nf is None or without is None else with_nf.energy_saving - without.energy_saving
         models.append(
             {
@@ -188,6 +244,7 @@ def select_operating_points(
         "statistic": statistic,
         "percentile": percentile,
         "voltage_table": table.source,
+        "energy_convention": energy_convention,
         "models": models,
         "candidates": [asdict(c) for c in cands],
         "notes": notes,
@@ -207,11 +264,12 @@ def format_selection(sel: Mapping[str, Any]) -> str:
         "model",
         "bits",
         "generator",
-        "BER",
+        "training BER",
+        "evaluation BER",
         "V (Vmin)",
         "acc",
         "ES %",
-        "| no NF: BER",
+        "| no NF: evaluation BER",
         "V",
         "acc",
         "ES %",
@@ -225,7 +283,8 @@ def format_selection(sel: Mapping[str, Any]) -> str:
                 m["dataset"] or "-",
                 m["model"],
                 str(m["bits"] or "-"),
-                (w or {}).get("generator") or "-",
+                candidate_label(w) if w else "-",
+                _cell(w, "train_ber", "g"),
                 _cell(w, "ber", "g"),
                 _cell(w, "voltage", ".4f"),
                 _cell(w, "accuracy", ".2f"),
@@ -240,7 +299,9 @@ def format_selection(sel: Mapping[str, Any]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in [head] + body]
     lines.insert(1, "-" * len(lines[0]))
-    lines.append(f"floor {sel['min_accuracy']:g}% on the {sel['statistic']}; voltage table {sel['voltage_table']}")
+    energy = f"; energy: {sel['energy_convention']}" if sel.get("energy_convention") else ""
+    table = f"voltage table {sel['voltage_table']}"
+    lines.append(f"floor {sel['min_accuracy']:g}% on the {sel['statistic']}; {table}{energy}")
     for m in sel["models"]:
         bits = "" if m["bits"] in (None, 8) else f" ({m['bits']}-bit)"
         lines.append(f"  {m['model']}{bits}: {m['message']}")
@@ -266,13 +327,16 @@ def selection_figure(sel: Mapping[str, Any], path: str) -> str:
             if (c["dataset"], c["model"], c["fault_model"], c["bits"])
             == (m["dataset"], m["model"], m["fault_model"], m["bits"])
         ]
-        for gen in sorted({c["generator"] or "" for c in cs}):
-            pts = sorted((c for c in cs if (c["generator"] or "") == gen), key=lambda c: c["energy_saving"])
+        series: dict[tuple, list] = {}  # one line per generator (source, training BER apart)
+        for c in cs:
+            series.setdefault((c["generator"] or "", c["source"] or "", c["train_ber"] or 0.0), []).append(c)
+        for (gen, _, train_ber), group in sorted(series.items()):
+            pts = sorted(group, key=lambda c: c["energy_saving"])
             ax.plot(
                 [c["energy_saving"] for c in pts],
                 [c["accuracy"] for c in pts],
                 "o-" if gen else "s--",
-                label=gen or "no NeuralFuse",
+                label=f"{candidate_label(pts[0])}, training BER {train_ber:g}" if gen else "no NeuralFuse",
                 color=None if gen else "gray",
                 ms=4,
             )
@@ -282,7 +346,8 @@ def selection_figure(sel: Mapping[str, Any], path: str) -> str:
                 ax.plot([c["energy_saving"]], [c["accuracy"]], marker, ms=16, mfc="none", mec="red", mew=2, label=label)
         ax.axhline(sel["min_accuracy"], color="red", lw=0.8, ls=":")
         ax.set_title(f"{m['model']} ({m['dataset']}, {m['bits'] or '-'}-bit)", fontsize=10)
-        ax.set_xlabel("energy saving % (weight-memory accesses, generator included)")
+        energy = f", {sel['energy_convention']}" if sel.get("energy_convention") else ""
+        ax.set_xlabel(f"energy saving % (weight-memory accesses, generator included{energy})")
         ax.set_ylabel(f"accuracy % ({sel['statistic']})")
         ax.legend(fontsize=7)
     fig.savefig(path, dpi=110)
@@ -293,6 +358,7 @@ def selection_figure(sel: Mapping[str, Any], path: str) -> str:
 __all__ = [
     "Candidate",
     "accuracy_statistic",
+    "candidate_label",
     "format_selection",
     "operating_candidates",
     "select_operating_points",

@@ -1,11 +1,13 @@
 """`nf profile`: parameters, MACs, TWMA and energy saving of base models and generators.
 
-    nf profile --model NAME --dataset DATASET [--generator NAME] [--ber P] [--json]
+    nf profile --model NAME --dataset DATASET [--generator NAME] [--ber P] [--width W] [--json]
     nf profile --generator NAME --dataset DATASET [--json]
-    nf profile --all --dataset DATASET [--ber P] [--out FILE.csv|FILE.parquet] [--json]
+    nf profile --all --dataset DATASET [--ber P] [--width W] [--out FILE.csv|FILE.parquet] [--json]
 
-The figures come from nf_core.cost; torch is imported only when the command runs, so building
-the parser stays cheap. `python -m orchestration.commands.profile ARGS` runs the same command standalone.
+The figures come from nf_core.cost (its shipped counts table answers without importing torch);
+base models are the paper's full-size networks unless --width gives a sweep's channel multiplier,
+and every saving is printed with the networks it was priced on.
+`python -m orchestration.commands.profile ARGS` runs the same command standalone.
 """
 
 from __future__ import annotations
@@ -42,6 +44,13 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="CSV with columns voltage,ber,energy_ratio (default: the paper's point, BER 0.01 -> 0.694)",
     )
+    p.add_argument(
+        "--width",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="channel multiplier of the base models, as a sweep's `width` (default 1: the paper's full-size networks)",
+    )
     p.add_argument("--all", action="store_true", help="every base model x the paper's six generators")
     p.add_argument("--out", metavar="FILE", help="with --all: also write the table as .csv or .parquet")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -60,6 +69,10 @@ def add_profile_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _check_combination(args: argparse.Namespace) -> None:
+    if not args.width > 0:
+        raise ValueError(f"--width {args.width:g} must be > 0 (channel multiplier; 1 = the paper's networks)")
+    if args.width != 1.0 and not (args.model or args.all):
+        raise ValueError("--width scales base models; add --model NAME or --all (generators have no width)")
     if args.all and (args.model or args.generator):
         raise ValueError("--all profiles every model and generator; drop --model/--generator")
     if not args.all and not (args.model or args.generator):
@@ -88,23 +101,27 @@ def _counts(named: list[tuple[str, dict]]) -> str:
     )
 
 
-def _title(dataset: str) -> str:
+def _title(dataset: str, width: float = 1.0) -> str:
     from nf_core.cost import dataset_shape
 
     classes, size = dataset_shape(dataset)
-    return f"{dataset} ({size}x{size} input, {classes} classes)"
+    scaled = "" if width == 1.0 else f", base models at width {width:g}"
+    return f"{dataset} ({size}x{size} input, {classes} classes{scaled})"
 
 
 def _single_text(args: argparse.Namespace, result: dict, ratio: float | None) -> str:
+    from nf_core.cost import energy_convention
+
     if not (args.model and args.generator):
         name = args.model or args.generator
-        return f"{name} on {_title(args.dataset)}\n{_counts([(name, result)])}"
-    text = f"{args.model} + {args.generator} on {_title(args.dataset)}\n"
+        return f"{name} on {_title(args.dataset, args.width)}\n{_counts([(name, result)])}"
+    text = f"{args.model} + {args.generator} on {_title(args.dataset, args.width)}\n"
     text += _counts([(args.model, result["model"]), (args.generator, result["generator"])])
     if ratio is not None:
         text += (
             f"\nenergy saving at BER {args.ber:g} (e_LV/e_NV = {ratio:g}): "
             f"{result['energy_saving']:.1f}% by TWMA, {result['mac_energy_saving']:.1f}% by MACs"
+            f"  (energy: {energy_convention(args.width)})"
         )
     return text
 
@@ -116,14 +133,17 @@ def _pivot(rows: list[dict], key: str) -> str:
     return _grid(["", *gens], [[m, *(f"{cell[m, g]:.1f}" for g in gens)] for m in models])
 
 
-def _table_text(dataset: str, rows: list[dict]) -> str:
+def _table_text(dataset: str, rows: list[dict], width: float = 1.0) -> str:
+    from nf_core.cost import energy_convention
+
     counts: dict[str, dict] = {}  # each model, then each generator, once, in table order
     for role in ("model", "generator"):
         for r in rows:
             counts.setdefault(r[role], {k: r[f"{role}_{k}"] for k in ("params", "macs", "twma")})
-    parts = [f"{_title(dataset)}: parameters, MACs, TWMA (paper Tables 6, 7)", _counts(list(counts.items()))]
+    parts = [f"{_title(dataset, width)}: parameters, MACs, TWMA (paper Tables 6, 7)", _counts(list(counts.items()))]
     if rows and rows[0]["energy_ratio"] is not None:
         where = f"at BER {rows[0]['ber']:g}, e_LV/e_NV = {rows[0]['energy_ratio']:g}"
+        where += f"; energy: {energy_convention(width)}"
         parts += [
             "",
             f"Energy saving (%) by TWMA {where} (paper Table 2)",
@@ -162,17 +182,19 @@ def _run(args: argparse.Namespace) -> int:
     cost.dataset_shape(args.dataset)  # unknown dataset fails before any work
     table = cost.load_voltage_table(args.voltage_table) if (args.ber is not None or args.voltage_table) else None
     if args.all:
-        rows = cost.profile_table(args.dataset, args.ber, table)
+        rows = cost.profile_table(args.dataset, args.ber, table, width=args.width)
         if args.out:
             write_table(rows, args.out)
-        print(json.dumps(rows, indent=2) if args.json else _table_text(args.dataset, rows))
+        print(json.dumps(rows, indent=2) if args.json else _table_text(args.dataset, rows, args.width))
         if args.out:
             print(f"wrote {len(rows)} rows to {args.out}", file=sys.stderr)
         return 0
     if args.model and args.generator:
-        result = cost.profile_pair(args.model, args.generator, args.dataset, args.ber, table)
+        result = cost.profile_pair(args.model, args.generator, args.dataset, args.ber, table, args.width)
+        if args.ber is not None:
+            result["energy_convention"] = cost.energy_convention(args.width)
     elif args.model:
-        result = cost.profile_model(args.model, args.dataset)
+        result = cost.profile_model(args.model, args.dataset, args.width)
     else:
         result = cost.profile_generator(args.generator, args.dataset)
     ratio = table.energy_ratio(args.ber) if args.ber is not None else None
@@ -181,12 +203,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def run_profile(args: argparse.Namespace) -> int:
-    """Run `nf profile`; returns the exit code (2 with a message on stderr for bad input)."""
+    """Run `nf profile`; returns the exit code (2 with one `nf: error: …` line on stderr for bad input)."""
+    from orchestration.errors import EXIT_USAGE
+
     try:
         return _run(args)
     except (ValueError, FileNotFoundError, NotImplementedError) as e:
-        print(f"nf profile: error: {e}", file=sys.stderr)
-        return 2
+        print(f"nf: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:

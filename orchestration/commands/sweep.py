@@ -68,8 +68,8 @@ def _sweep_status(args: argparse.Namespace) -> int:
     from orchestration.storage import Store
     from orchestration.views import format_items, format_status
 
-    cfg = open_sweep(args.name, args.storage, args.s3_endpoint)
-    store = Store(args.storage, args.s3_endpoint).sub(args.name)  # the storage given is the one read
+    cfg = open_sweep(args.name, args.storage, args.s3_endpoint)  # resolves the root as `nf sweep run` does
+    store = Store(cfg.storage, args.s3_endpoint).sub(args.name)  # the storage given (or the default) is the one read
     statuses = sweep_status(cfg, store)
     print(format_status(cfg, states_of(statuses), store.url()))
     print()
@@ -78,11 +78,12 @@ def _sweep_status(args: argparse.Namespace) -> int:
 
 
 def _sweep_list(args: argparse.Namespace) -> int:
+    from orchestration.resume import resolve_storage
     from orchestration.status import list_sweeps
     from orchestration.storage import Store
     from orchestration.views import format_sweep_list
 
-    root = Store(args.storage, args.s3_endpoint)
+    root = Store(resolve_storage(args.storage), args.s3_endpoint)  # the default root of `nf sweep run`
     print(format_sweep_list(root.url(), list_sweeps(root)))
     return 0
 

@@ -39,7 +39,9 @@ def _cols(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     return df[[c for c in df.columns if c not in T._METRICS and c != "runs"] + metrics + ["runs"]]
 
 
-def build_sections(rows: Any, out_dir: str, energy: F.EnergyFn | None = None) -> list[Section]:
+def build_sections(
+    rows: Any, out_dir: str, energy: F.EnergyFn | None = None, energy_convention: str | None = None
+) -> list[Section]:
     """Every section's figures and tables written under ``out_dir`` (figures/, tables/)."""
     from orchestration.results import results_table, transfer_matrix
 
@@ -87,17 +89,19 @@ def build_sections(rows: Any, out_dir: str, energy: F.EnergyFn | None = None) ->
             _table(s, transfer_matrix(table, ds).to_pandas(), out_dir, f"transfer_{ds}", f"Transfer matrix, {ds}")
     out.append(s)
 
+    # the networks the saving is priced on (nf_core.cost.energy_convention), printed beside every saving
+    convention = energy_convention or "paper full-size networks (width 1)"
     s = Section(
         "energy",
         "d. Energy saving versus recovery",
-        "Energy saving from `nf profile`'s cost model (SRAM accesses of the paper-sized networks, generator "
+        f"Energy saving from `nf profile`'s cost model (energy: {convention}; SRAM accesses, generator "
         "at nominal voltage, base model at the evaluation BER's voltage) against RP; ringed points and the "
         "line: the Pareto front, the generators no other beats on both.",
     )
     pts, why = F.energy_points(df, energy or F.cost_model_saving)
     if not pts.empty or not why:
-        if _figures(s, lambda d: F.energy_figures(pts, d), out_dir):
-            _table(s, pts, out_dir, "energy", "Energy saving (%) and RP (pp); pareto: on the front")
+        if _figures(s, lambda d: F.energy_figures(pts, d, convention), out_dir):
+            _table(s, pts, out_dir, "energy", f"Energy saving (%, {convention}) and RP (pp); pareto: on the front")
     else:
         s.skipped = "no energy saving could be computed: " + "; ".join(why)
     s.notes += [f"Some points left out: {w}" for w in why] if not s.skipped else []
@@ -190,6 +194,7 @@ def build_report(
     missing: list[str] | None = None,
     title: str = "NeuralFuse sweep report",
     energy: F.EnergyFn | None = None,
+    energy_convention: str | None = None,
 ) -> dict[str, Any]:
     """Write index.html, figures/ (PNG + SVG) and tables/ (CSV, LaTeX, Markdown) under ``out_dir``.
 
@@ -199,7 +204,7 @@ def build_report(
     os.makedirs(out_dir, exist_ok=True)
     if isinstance(rows, pd.DataFrame):
         rows = rows.to_dict("records")
-    sections = build_sections(rows, out_dir, energy)
+    sections = build_sections(rows, out_dir, energy, energy_convention)
     n = len(T.frame(rows))
     sub = f"{n} result rows · built {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by nf report"
     index = os.path.join(out_dir, "index.html")
@@ -270,8 +275,11 @@ def report_sweep(
     voltage_table: str | None = None,
     track: bool = True,
     log: Callable[[str], None] = print,
+    full_size: bool = False,
 ) -> str:
-    """Build the report of a stored sweep (complete or partial); returns the index.html path."""
+    """Build the report of a stored sweep (complete or partial); returns the index.html path. The energy
+    section prices the sweep's own networks (its ``width``), or the paper's with ``full_size``."""
+    from nf_core.cost import energy_convention
     from orchestration.runner import collect_rows, open_sweep, stage_states, sweep_store
 
     cfg = open_sweep(name, storage, s3_endpoint)
@@ -282,10 +290,14 @@ def report_sweep(
     if out is None:
         out = tempfile.mkdtemp(prefix="nf-report-") if upload else store.path("report")
 
-    def energy(model: str, gen: str, ds: str, ber: float) -> float:
-        return F.cost_model_saving(model, gen, ds, ber, voltage_table)
+    width = 1.0 if full_size else float(cfg.width)  # the convention `nf select` uses (commands/select.py)
 
-    res = build_report(rows, out, cfg.to_dict(), missing, f"NeuralFuse sweep {cfg.name!r}", energy)
+    def energy(model: str, gen: str, ds: str, ber: float) -> float:
+        return F.cost_model_saving(model, gen, ds, ber, voltage_table, width)
+
+    res = build_report(
+        rows, out, cfg.to_dict(), missing, f"NeuralFuse sweep {cfg.name!r}", energy, energy_convention(width)
+    )
     if upload:  # S3 storage: the report goes beside the sweep's results
         for root, _, names in os.walk(out):
             for n in names:

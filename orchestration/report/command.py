@@ -23,6 +23,11 @@ def add_parser(sub: Any) -> None:
         default=None,
         help="CSV voltage,ber,energy_ratio for the energy figure (default: the shipped paper table)",
     )
+    p.add_argument(
+        "--full-size",
+        action="store_true",
+        help="price the energy section on the paper's full-size networks (width 1) instead of the sweep's own",
+    )
     p.add_argument("--open", action="store_true", help="open the page in a web browser")
     p.set_defaults(func=main)
 
@@ -31,7 +36,9 @@ def main(args: argparse.Namespace) -> int:
     """The body of `nf report`: build the page, print its path, optionally open it."""
     from orchestration.report.build import report_sweep
 
-    index = report_sweep(args.name, args.storage, args.out, args.s3_endpoint, args.voltage_table)
+    index = report_sweep(
+        args.name, args.storage, args.out, args.s3_endpoint, args.voltage_table, full_size=args.full_size
+    )
     print(f"report: {os.path.abspath(index)}")
     if args.open:
         import pathlib

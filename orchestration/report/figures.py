@@ -216,13 +216,14 @@ EnergyFn = Callable[[str, str, str, float], float]
 
 
 def cost_model_saving(
-    model: str, generator: str, dataset: str, ber: float, voltage_table_path: str | None = None
+    model: str, generator: str, dataset: str, ber: float, voltage_table_path: str | None = None, width: float = 1.0
 ) -> float:
-    """Energy saving (%) of ``model`` behind ``generator`` at ``ber``: `nf profile`'s cost model."""
-    from nf_core.cost import profile_pair
+    """Energy saving (%) of ``model`` (at ``width``) behind ``generator`` at ``ber``: `nf profile`'s cost model
+    (nf_core.cost.network_saving, the pricing `nf select` uses too)."""
+    from nf_core.cost import network_saving
     from nf_core.voltage import load_voltage_table
 
-    return profile_pair(model, generator, dataset, ber, load_voltage_table(voltage_table_path))["energy_saving"]
+    return network_saving(model, generator, dataset, load_voltage_table(voltage_table_path).energy_ratio(ber), width)
 
 
 def energy_points(rows: Any, energy: EnergyFn = cost_model_saving) -> tuple[pd.DataFrame, list[str]]:
@@ -250,7 +251,9 @@ def energy_points(rows: Any, energy: EnergyFn = cost_model_saving) -> tuple[pd.D
     return pts.rename(columns={"target": "model"}), why
 
 
-def energy_figures(points: pd.DataFrame, out_dir: str) -> list[str]:
+def energy_figures(
+    points: pd.DataFrame, out_dir: str, convention: str = "paper full-size networks (width 1)"
+) -> list[str]:
     """Energy saving vs RP, one figure per dataset × eval BER; the Pareto front joined by a line."""
     if points.empty:
         raise Skip("no point has both an RP and an energy saving")
@@ -280,7 +283,7 @@ def energy_figures(points: pd.DataFrame, out_dir: str) -> list[str]:
             )
         front = grp[grp["pareto"]].sort_values("energy_saving")
         ax.plot(front["energy_saving"], front["rp"], "k-", lw=1, alpha=0.6, label="Pareto front", zorder=2)
-        ax.set_xlabel("energy saving (%)  — cost model, generator at nominal voltage")
+        ax.set_xlabel(f"energy saving (%)  — cost model, {convention}, generator at nominal voltage")
         ax.set_ylabel("RP (pp)")
         ax.set_title(f"{ds} · eval BER {ber:g}: recovery vs energy saving")
         ax.grid(alpha=0.3)
