@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from nf_core import cost
 from nf_core.cost import Layer, layer_filter_reads, scalesim_layers
-from nf_core.generators import PAPER_GENERATORS, create_generator
+from nf_core.generators import GENERATORS, PAPER_GENERATORS, create_generator
 from nf_core.models import MODELS, create_model
 from nf_core.voltage import load_voltage_table, parse_voltage_table
 from orchestration.commands.profile import add_profile_parser, main, run_profile
@@ -215,7 +215,8 @@ def test_json_model_with_generator(capsys):
         ["--model", "resnet18", "--generator", "ConvL", "--dataset", "cifar10", "--ber", "0.01", "--json"], capsys
     )
     result = json.loads(out)
-    assert set(result) == {"model", "generator", "energy_saving", "mac_energy_saving"}
+    assert set(result) == {"model", "generator", "energy_saving", "mac_energy_saving", "energy_convention"}
+    assert result["energy_convention"] == "paper full-size networks (width 1)"
     assert round(result["energy_saving"], 1) == 19.0 and isinstance(result["mac_energy_saving"], float)
 
 
@@ -243,7 +244,7 @@ def test_standalone_main(capsys):
 )
 def test_errors_list_what_exists(argv, listed, capsys):
     code, out, err = _nf(argv, capsys)
-    assert code == 2 and out == "" and err.startswith("nf profile: error:") and listed in err
+    assert code == 2 and out == "" and err.startswith("nf: error:") and listed in err
 
 
 def test_bad_flag_combinations(capsys):
@@ -252,9 +253,11 @@ def test_bad_flag_combinations(capsys):
         ["--model", "resnet18", "--dataset", "cifar10", "--ber", "0.01"],
         ["--all", "--model", "resnet18", "--dataset", "cifar10"],
         ["--all", "--dataset", "cifar10", "--out", "table.txt"],
+        ["--model", "resnet18", "--dataset", "cifar10", "--width", "0"],
+        ["--generator", "ConvS", "--dataset", "cifar10", "--width", "0.5"],
     ):
         code, _, err = _nf(argv, capsys)
-        assert code == 2 and "nf profile: error:" in err
+        assert code == 2 and err.startswith("nf: error:")
 
 
 def test_all_table_and_csv(tmp_path, capsys):
@@ -286,3 +289,53 @@ def test_parquet_without_pyarrow_is_a_clear_error(tmp_path, capsys, monkeypatch)
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     code, _, err = _nf(["--all", "--dataset", "cifar10", "--out", str(tmp_path / "t.parquet")], capsys)
     assert code == 2 and "needs pyarrow" in err and "write a .csv file" in err
+
+
+# ---------------------------------------------------------------- widths and the counts table
+def test_width_profiles_the_scaled_network(capsys):
+    # --width W counts the network a sweep with `width: W` trains: the real module, built at that width
+    module = create_model("resnet18", num_classes=10, input_size=32, width=0.125)
+    counted = cost.profile_module(module, 32)
+    assert cost.profile_model("resnet18", "digits", 0.125) == counted
+    assert counted["twma"] < cost.profile_model("resnet18", "digits")["twma"] // 10
+    code, out, _ = _nf(["--model", "resnet18", "--generator", "ConvS", "--dataset", "digits", "--width", "0.125",
+                        "--ber", "0.01", "--json"], capsys)  # fmt: skip
+    result = json.loads(out)
+    ratio = load_voltage_table().energy_ratio(0.01)
+    expect = 100 * (1 - (counted["twma"] * ratio + PAPER_TWMA["ConvS"]) / counted["twma"])
+    assert code == 0 and result["energy_saving"] == pytest.approx(expect) and result["model"] == counted
+    assert result["energy_convention"] == "width 0.125 networks"
+    code, out, _ = _nf(["--model", "resnet18", "--generator", "ConvS", "--dataset", "digits", "--width", "0.125",
+                        "--ber", "0.01"], capsys)  # fmt: skip
+    assert code == 0 and f"{expect:.1f}% by TWMA" in out and "(energy: width 0.125 networks)" in out
+
+
+def test_shipped_counts_table_is_current():
+    # The table is a cache of what the meta-device count gives; it is used only under its fingerprint.
+    import json as _json
+
+    data = _json.loads(cost.COUNTS_TABLE.read_text())
+    assert data["fingerprint"] == cost.counts_fingerprint(), "regenerate it: python -m nf_core.cost"
+    shapes = sorted(set(cost.DATASET_SHAPES.values()))
+    sizes = {size for _, size in shapes}  # generators depend on the input size only
+    models, generators = len(MODELS.names()) * len(cost.TABLE_WIDTHS), len(GENERATORS.names())
+    assert len(data["counts"]) == len(shapes) * models + len(sizes) * generators
+    sample = [("model", "resnet18", 10, 32, 0.125), ("model", "vgg11", 10, 32, 0.125), ("model", "vit", 100, 32, 0.5),
+              ("generator", "UNetS", 10, 32, 1.0), ("generator", "ConvS_BER", 10, 32, 1.0)]  # fmt: skip
+    for kind, name, classes, size, width in sample:
+        counted = dict(cost._count_registered(kind, name, classes, size, width))  # counted afresh, not looked up
+        assert data["counts"][cost.counts_key(kind, name, classes, size, width)] == counted
+
+
+def test_profile_answers_without_torch(tmp_path):
+    # The CLI's profile of a registered network reads the counts table: torch is never imported.
+    import subprocess
+
+    code = (
+        "import sys; from orchestration.cli import main; "
+        "rc = main(['profile', '--model', 'resnet18', '--generator', 'ConvS', '--dataset', 'digits', '--ber', '0.01', "
+        "'--width', '0.125']); assert rc == 0; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "width 0.125 networks" in proc.stdout

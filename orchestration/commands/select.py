@@ -44,11 +44,7 @@ def _no_answer(sel: dict[str, Any]) -> str | None:
     """Why no base model has an operating point (None when one has)."""
     if any(m["with_nf"] is not None for m in sel["models"]):
         return None
-    best = max(
-        (c for c in sel["candidates"]),
-        key=lambda c: c["accuracy"],
-        default=None,
-    )
+    best = max(sel["candidates"], key=lambda c: c["accuracy"], default=None)
     top = "" if best is None else f"; the most accurate point is {best['model']} at {best['accuracy']:.2f}%"
     return (
         f"no operating point of any base model meets the floor --min-accuracy {sel['min_accuracy']:g} "
@@ -92,7 +88,10 @@ def run_select(args: argparse.Namespace) -> int:
 
 
 def _write_figure(sel: dict[str, Any], args: argparse.Namespace, store: Any) -> str:
-    """The figure at --figure, else with the answer's JSON in the sweep's results/; returns where."""
+    """The figure at --figure, else with the answer's JSON in the sweep's results/; returns where.
+
+    The figure is drawn once per answer: when results/ already holds this very answer (its JSON equal,
+    byte for byte) and its figure, they are kept (matplotlib costs more than the rest of the command)."""
     from nf_core.select import selection_figure
 
     if args.figure:
@@ -101,12 +100,15 @@ def _write_figure(sel: dict[str, Any], args: argparse.Namespace, store: Any) -> 
 
     tag = f"select_{args.min_accuracy:g}" + ("" if args.percentile is None else f"_p{args.percentile:g}")
     tag += "_full_size" if args.full_size else ""
+    png, answer = f"results/{tag}.png", json.dumps(sel, indent=1).encode()
+    if store.exists(png) and store.exists(f"results/{tag}.json") and store.read_bytes(f"results/{tag}.json") == answer:
+        return store.url(png)
     with tempfile.TemporaryDirectory() as tmp:
         local = selection_figure(sel, f"{tmp}/{tag}.png")
         with open(local, "rb") as f:
-            store.write_bytes(f"results/{tag}.png", f.read())
-    store.write_bytes(f"results/{tag}.json", json.dumps(sel, indent=1).encode())
-    return store.url(f"results/{tag}.png")
+            store.write_bytes(png, f.read())
+    store.write_bytes(f"results/{tag}.json", answer)  # after the figure: a kill in between redraws next time
+    return store.url(png)
 
 
 def add_select_parser(sub: argparse._SubParsersAction) -> None:
