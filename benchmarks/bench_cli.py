@@ -1,33 +1,54 @@
-"""Start-up time of the `nf` command: `nf --help` and `nf sweep plan sweeps/smoke.yaml`.
+"""Start-up time of the `nf` command, and the reading commands against the previous commit.
 
-Each command runs in a fresh interpreter (as a user types it), several times; the median wall
-time is printed next to baselines measured in the same run: an empty interpreter (the floor),
-`import torch`, and `import nf_core.pipeline`, which is what `nf --help` imported before the
-CLI moved out of nf_core (~7 s cold). Goal: both commands under 1.5 s.
-Run: .venv/bin/python benchmarks/bench_cli.py [--repeats 7]
+Start-up: `nf --help` and `nf sweep plan sweeps/smoke.yaml`, next to baselines measured in the
+same run: an empty interpreter (the floor), `import torch`, and `import nf_core.pipeline`, which is
+what `nf --help` imported before the CLI moved out of nf_core (~7 s cold). Goal: both under 1.5 s.
+
+Reading commands (issue 16), on a finished demo-size sweep (orchestration/demo.yaml's grid, written
+by tests/cli_support.py without training) and a voltage table holding its BERs: `nf sweep status`
+(goal ≤ 1 s), `nf select` (≤ 2 s; "first answer": its figure drawn, "again": the same answer, the
+figure kept) and `nf profile` of one model + generator (≤ 2 s), each also run from a copy of the
+commit BASE (default e3cccbe, exported with `git archive`, nothing checked out in the repository) on
+its own copy of the sweep, in the same run; the ratio is old / new.
+
+Each command runs in a fresh interpreter (as a user types it) from a folder outside the checkout,
+after one untimed warm-up run (the OS file cache); the median wall time is printed.
+Run: .venv/bin/python benchmarks/bench_cli.py [--repeats 7] [--base e3cccbe] [--no-startup]
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_S = 1.5
 
 
-def wall(argv: list[str], repeats: int) -> float:
-    """Median seconds of ``argv`` from start to exit (after one untimed warm-up run: the OS file cache)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+def wall(
+    argv: list[str],
+    repeats: int,
+    code: Path = ROOT,
+    cwd: Path = ROOT,
+    before: Callable[[], None] | None = None,
+) -> float:
+    """Median seconds of ``argv`` from start to exit (after one untimed warm-up run: the OS file cache),
+    with the package at ``code`` first on the path, run from ``cwd``; ``before`` runs untimed before each."""
+    env = {**os.environ, "PYTHONPATH": str(code) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     times = []
     for i in range(repeats + 1):
+        if before is not None:
+            before()
         t0 = time.perf_counter()
-        proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+        proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
         dt = time.perf_counter() - t0
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(argv)} failed:\n{proc.stderr}")
@@ -36,10 +57,72 @@ def wall(argv: list[str], repeats: int) -> float:
     return statistics.median(times)
 
 
+BASE = "e3cccbe"  # the commit before issue 16's reading-command work
+READING_GOALS = {"nf sweep status demo": 1.0, "nf select demo (first answer)": 2.0, "nf select demo (again)": 2.0}
+PROFILE = ["profile", "--model", "resnet18", "--generator", "ConvS", "--dataset", "digits", "--ber", "0.01"]
+
+
+def export_commit(commit: str, dest: Path) -> Path:
+    """The tree of ``commit`` under ``dest`` (git archive: the repository's worktrees and index untouched)."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def reading_commands(repeats: int, base: str) -> None:
+    """The reading commands now and at ``base``, each on its own copy of a demo-size sweep, in one run."""
+    sys.path.insert(0, str(ROOT))
+    from tests.cli_support import DEMO_VOLTAGE_TABLE, write_demo_sweep
+
+    py = sys.executable
+    with tempfile.TemporaryDirectory(prefix="nf-bench-cli-") as tmp:
+        t = Path(tmp)
+        old_code = export_commit(base, t / "base")
+        vt = t / "vt.csv"
+        vt.write_text(DEMO_VOLTAGE_TABLE)
+        roots = {"new": t / "new-sweeps", "old": t / "old-sweeps"}
+        for r in roots.values():
+            write_demo_sweep(str(r))
+        elsewhere = t / "elsewhere"  # not the checkout: the commands as a user types them anywhere
+        elsewhere.mkdir()
+
+        def forget_answers(root: Path) -> Callable[[], None]:
+            return lambda: [os.remove(p) for p in glob.glob(str(root / "demo" / "results" / "select_*"))]
+
+        def cases(which: str) -> list[tuple[str, list[str], Callable[[], None] | None]]:
+            store = ["--storage", str(roots[which])]
+            select = [py, "-m", "orchestration.cli", "select", "demo", "--min-accuracy", "60", "--voltage-table"]
+            return [
+                ("nf sweep status demo", [py, "-m", "orchestration.cli", "sweep", "status", "demo", *store], None),
+                ("nf select demo (first answer)", [*select, str(vt), *store], forget_answers(roots[which])),
+                ("nf select demo (again)", [*select, str(vt), *store], None),
+                ("nf profile resnet18 + ConvS", [py, "-m", "orchestration.cli", *PROFILE], None),
+            ]
+
+        print(f"\nreading commands on a demo-size sweep: now vs {base} (median of {repeats} runs, from {elsewhere})")
+        print(f"{'command':<34}{'old s':>8}{'new s':>8}{'old/new':>9}  goal")
+        for (label, new_argv, new_before), (_, old_argv, old_before) in zip(cases("new"), cases("old")):
+            old = wall(old_argv, repeats, old_code, elsewhere, old_before)
+            new = wall(new_argv, repeats, ROOT, elsewhere, new_before)
+            goal = READING_GOALS.get(label, 2.0)
+            verdict = f"≤ {goal:g} s " + ("met" if new <= goal else "NOT met")
+            print(f"{label:<34}{old:>8.2f}{new:>8.2f}{old / new:>9.1f}  {verdict}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=7, help="timed runs per command (median reported)")
+    ap.add_argument("--base", default=BASE, help=f"the commit to compare the reading commands with (default {BASE})")
+    ap.add_argument("--no-startup", action="store_true", help="only the reading commands")
     a = ap.parse_args()
+    if not a.no_startup:
+        startup(a.repeats)
+    reading_commands(a.repeats, a.base)
+
+
+def startup(repeats: int) -> None:
+    """`nf --help` and `nf sweep plan` against the interpreter floor and `import torch`."""
     py = sys.executable
     cases = [
         ("python -c pass (interpreter floor)", [py, "-c", "pass"], False),
@@ -52,11 +135,11 @@ def main() -> None:
             True,
         ),
     ]
-    print(f"median of {a.repeats} runs each, fresh interpreter per run, {os.cpu_count()} CPUs")
+    print(f"median of {repeats} runs each, fresh interpreter per run, {os.cpu_count()} CPUs")
     print(f"{'command':<42}{'s':>7}{'÷ import torch':>16}  goal < {GOAL_S} s")
     results = {}
     for label, argv, goal in cases:
-        results[label] = s = wall(argv, a.repeats)
+        results[label] = s = wall(argv, repeats)
         torch_s = results.get("python -c 'import torch' (baseline)")
         ratio = f"{s / torch_s:.2f}" if torch_s else ""
         verdict = ("met" if s < GOAL_S else "NOT met") if goal else ""
