@@ -140,16 +140,20 @@ def _table_text(dataset: str, rows: list[dict], width: float = 1.0) -> str:
     for role in ("model", "generator"):
         for r in rows:
             counts.setdefault(r[role], {k: r[f"{role}_{k}"] for k in ("params", "macs", "twma")})
-    parts = [f"{_title(dataset, width)}: parameters, MACs, TWMA (paper Tables 6, 7)", _counts(list(counts.items()))]
+
+    def paper(tables: str) -> str:  # the paper's tables hold the full-size networks only
+        return f" (paper {tables})" if width == 1.0 else ""
+
+    parts = [f"{_title(dataset, width)}: parameters, MACs, TWMA{paper('Tables 6, 7')}", _counts(list(counts.items()))]
     if rows and rows[0]["energy_ratio"] is not None:
         where = f"at BER {rows[0]['ber']:g}, e_LV/e_NV = {rows[0]['energy_ratio']:g}"
         where += f"; energy: {energy_convention(width)}"
         parts += [
             "",
-            f"Energy saving (%) by TWMA {where} (paper Table 2)",
+            f"Energy saving (%) by TWMA {where}{paper('Table 2')}",
             _pivot(rows, "energy_saving"),
             "",
-            f"Energy saving (%) by MACs {where} (paper Table 8)",
+            f"Energy saving (%) by MACs {where}{paper('Table 8')}",
             _pivot(rows, "mac_energy_saving"),
         ]
     return "\n".join(parts)
