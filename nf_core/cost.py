@@ -254,6 +254,7 @@ COUNTS_TABLE = Path(__file__).with_name("data") / "cost_counts.json"
 COUNT_SOURCES = ("cost.py", "generators.py", "ber_conditioned.py", "registry.py", "models")
 
 
+@functools.cache
 def counts_fingerprint() -> str:
     """A hash of COUNT_SOURCES' files and ptflops' version: the shipped table is trusted only while it matches."""
     from importlib.metadata import PackageNotFoundError, version
@@ -302,13 +303,34 @@ def _count_registered(kind: str, name: str, num_classes: int, input_size: int, w
     return tuple(profile_module(module, input_size, GENERATOR_PADDING if kind == "generator" else 0).items())
 
 
+_extra_counts: dict[str, dict[str, int]] = {}  # counted in this process, or loaded from a caller's cache
+
+
 def registered_counts(kind: str, name: str, num_classes: int, input_size: int, width: float = 1.0) -> dict[str, int]:
     """``{"params", "macs", "twma"}`` of a registered model (at ``width``) or generator: from the
-    shipped table when it holds the network, else counted once per process on the meta device."""
+    shipped table or a loaded cache (``load_counts``) when one holds the network, else counted on the
+    meta device (once per process; ``extra_counts`` hands such counts to a caller's cache)."""
     if kind == "generator":
         width = 1.0  # generators have no width multiplier
-    hit = _shipped_counts().get(counts_key(kind, name, num_classes, input_size, width))
-    return dict(hit) if hit is not None else dict(_count_registered(kind, name, num_classes, input_size, width))
+    key = counts_key(kind, name, num_classes, input_size, width)
+    hit = _shipped_counts().get(key) or _extra_counts.get(key)
+    if hit is None:
+        hit = _extra_counts[key] = dict(_count_registered(kind, name, num_classes, input_size, width))
+    return dict(hit)
+
+
+def load_counts(data: dict) -> bool:
+    """Use the counts of a cache written from ``extra_counts()`` (e.g. one kept beside a sweep) when its
+    fingerprint is current; returns whether it was used."""
+    if not isinstance(data, dict) or data.get("fingerprint") != counts_fingerprint():
+        return False
+    _extra_counts.update({k: dict(v) for k, v in data.get("counts", {}).items() if k not in _extra_counts})
+    return True
+
+
+def extra_counts() -> dict:
+    """The counts this process holds beyond the shipped table, with their fingerprint (a cache's content)."""
+    return {"fingerprint": counts_fingerprint(), "counts": dict(sorted(_extra_counts.items()))}
 
 
 def _check_width(width: float) -> float:
@@ -354,6 +376,7 @@ def write_counts_table(path: str | Path = COUNTS_TABLE) -> Path:
     lines = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in table["counts"].items()]  # one network a line
     head = f'{{"fingerprint": {json.dumps(table["fingerprint"])}, "counts": {{\n'
     path.write_text(head + ",\n".join(lines) + "\n}}\n")
+    counts_fingerprint.cache_clear()
     _shipped_counts.cache_clear()
     return path
 
@@ -453,6 +476,8 @@ __all__ = [
     "profile_model",
     "profile_generator",
     "registered_counts",
+    "load_counts",
+    "extra_counts",
     "counts_table",
     "write_counts_table",
     "energy_convention",

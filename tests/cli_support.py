@@ -74,11 +74,12 @@ def eval_rows(item: Any, chips: int) -> list[dict[str, Any]]:
     return rows
 
 
-def write_demo_sweep(root: str, name: str = "demo") -> None:
-    """A finished demo-size sweep ``root/name`` (sweep.yaml as `nf sweep run` writes it, every item done)."""
+def write_demo_sweep(root: str, name: str = "demo", **changes: Any) -> None:
+    """A finished demo-size sweep ``root/name`` (sweep.yaml as `nf sweep run` writes it, every item done);
+    ``changes`` override fields of the demo config (e.g. ``width``)."""
     from orchestration.config import parse_config
 
-    cfg = parse_config(demo_raw(name, root))
+    cfg = parse_config({**demo_raw(name, root), **changes})
     files: dict[str, bytes] = {"sweep.yaml": yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode()}
     for stage, items in plan(cfg).items():
         for it in items:

@@ -117,3 +117,28 @@ def test_energy_convention_is_one_across_profile_report_select(swept):
     assert float(r["energy_saving"]) == prof[0.125]["energy_saving"]
     html = (root / "demo" / "report" / "index.html").read_text()
     assert "energy: width 0.125 networks" in html
+
+
+def test_counts_of_an_unusual_width_are_cached_beside_the_sweep(tmp_path):
+    """A width the shipped counts table lacks is counted once (torch imported), then read from the sweep."""
+    from nf_core import cost
+
+    write_demo_sweep(str(tmp_path), "thin", width=0.0625)
+    assert 0.0625 not in cost.TABLE_WIDTHS
+    vt = tmp_path / "vt.csv"
+    vt.write_text(DEMO_VOLTAGE_TABLE)
+    code = (
+        "import sys; from orchestration.cli import main; "
+        f"rc = main(['select', 'thin', '--min-accuracy', '0', '--voltage-table', {str(vt)!r}, '--json']); "
+        "assert rc == 0; print('torch' in sys.modules, file=sys.stderr)"
+    )
+    env = {**os.environ, "NF_STORAGE": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=600, check=False) for _ in range(2)]  # fmt: skip
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr + runs[1].stderr
+    assert [r.stderr.strip().splitlines()[-1] for r in runs] == ["True", "False"]  # counted, then cached
+    cache = json.loads((tmp_path / "thin" / "cost_counts.json").read_text())
+    assert cache["fingerprint"] == cost.counts_fingerprint()
+    assert "model/resnet18/10x32/w0.0625" in cache["counts"] and "model/vgg11/10x32/w0.0625" in cache["counts"]
+    assert json.loads(runs[0].stdout)["candidates"] == json.loads(runs[1].stdout)["candidates"]
+    assert json.loads(runs[1].stdout)["energy_convention"] == "width 0.0625 networks"

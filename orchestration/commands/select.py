@@ -9,8 +9,10 @@ answer as a table (or JSON), writing the energy-vs-accuracy figure beside the sw
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 EPILOG = """\
@@ -33,6 +35,29 @@ def sweep_twma(rows: list[dict[str, Any]], width: float) -> dict[tuple[str, str]
         if gen is not None and (ds, gen) not in out:
             out[ds, gen] = profile_generator(gen, ds)["twma"]
     return out
+
+
+COUNTS_CACHE = "cost_counts.json"  # beside the sweep: counts of networks the shipped table lacks (other widths)
+
+
+@contextlib.contextmanager
+def sweep_counts(store: Any) -> Iterator[None]:
+    """Within the block, nf_core.cost also answers from the sweep's counts cache; networks counted
+    afresh in it (a width the shipped table lacks) are added to the cache afterwards. A storage that
+    cannot be written just goes without (the counts are recomputed next time)."""
+    from nf_core import cost
+
+    if store.exists(COUNTS_CACHE):
+        try:
+            cost.load_counts(json.loads(store.read_bytes(COUNTS_CACHE)))
+        except ValueError:  # a torn or foreign file: counted again, then replaced
+            pass
+    before = cost.extra_counts()
+    yield
+    after = cost.extra_counts()
+    if after["counts"] != before["counts"]:
+        with contextlib.suppress(OSError):
+            store.write_bytes(COUNTS_CACHE, json.dumps(after, indent=0).encode())
 
 
 def energy_width(cfg: Any, full_size: bool) -> float:
@@ -65,14 +90,10 @@ def run_select(args: argparse.Namespace) -> int:
     if not rows:
         raise ValueError(f"sweep {args.name!r} has no finished evaluation rows yet (see `nf sweep status {args.name}`)")
     width = energy_width(cfg, args.full_size)
+    with sweep_counts(store):
+        twma = sweep_twma(rows, width)
     sel = select_operating_points(
-        rows,
-        args.min_accuracy,
-        table,
-        sweep_twma(rows, width),
-        args.percentile,
-        args.interpolate,
-        energy_convention(width),
+        rows, args.min_accuracy, table, twma, args.percentile, args.interpolate, energy_convention(width)
     )
     why = _no_answer(sel)
     if why:

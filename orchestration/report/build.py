@@ -295,9 +295,12 @@ def report_sweep(
     def energy(model: str, gen: str, ds: str, ber: float) -> float:
         return F.cost_model_saving(model, gen, ds, ber, voltage_table, width)
 
-    res = build_report(
-        rows, out, cfg.to_dict(), missing, f"NeuralFuse sweep {cfg.name!r}", energy, energy_convention(width)
-    )
+    from orchestration.commands.select import sweep_counts  # the sweep's counts cache, as `nf select` uses it
+
+    with sweep_counts(store):
+        res = build_report(
+            rows, out, cfg.to_dict(), missing, f"NeuralFuse sweep {cfg.name!r}", energy, energy_convention(width)
+        )
     if upload:  # S3 storage: the report goes beside the sweep's results
         for root, _, names in os.walk(out):
             for n in names:
