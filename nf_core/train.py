@@ -14,16 +14,15 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from torch.func import functional_call
 from torch.utils.data import Dataset
 
+from nf_core.base_modes import BASE_MODES
 from nf_core.checkpoint import rng_state, set_rng_state
 from nf_core.chips import ChipConfig
 from nf_core.data import epoch_seed, make_loader
 from nf_core.deployed import BATCHING, DeployedModel
 from nf_core.eopm import eopm_step, training_chip_seeds, training_chips
-from nf_core.quant import fake_quant_params
+from nf_core.protect import CURRICULUM_THRESHOLD, PERTURBED_GRAD_CLIP, RANDBET_BER, WMAX, check_wmax
 from nf_core.validation import check_bits, check_choice, check_lambda, check_n_chips
 
 OPTIMIZERS = ("sgd", "adam")
@@ -47,11 +46,23 @@ class BaseTrainConfig:
     schedule: str = "none"
     bits: int = 8
     seed: int = 0
+    training: str = "standard"  # base-training mode, one of nf_core.base_modes.BASE_MODES
+    # clip / randbet (nf_core.protect; Stutz et al. 2021's defaults). fault_model and layout are the
+    # evaluation chips' so RandBET trains against the faults it is evaluated on.
+    wmax: float = WMAX
+    randbet_ber: float = RANDBET_BER
+    fault_model: str = "stuck_at"
+    layout: str = "wrap"
+    randbet_grad_clip: float = PERTURBED_GRAD_CLIP
+    randbet_threshold: float | None = CURRICULUM_THRESHOLD
 
     def __post_init__(self) -> None:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_bits(self.bits)
+        check_choice("base training", self.training, BASE_MODES)
+        check_wmax(self.wmax)
+        ChipConfig(self.randbet_ber, self.fault_model, self.layout)  # validates BER, fault model, layout
 
 
 @dataclass
@@ -132,7 +143,8 @@ def train_base(
     on_epoch: EpochCallback | None = None,
     spec: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Quantization-aware training: forward with fake-quantized b-bit weights, STE gradients.
+    """Quantization-aware training: forward with fake-quantized b-bit weights, STE gradients;
+    ``cfg.training`` picks how each update is made (nf_core.base_modes: standard, clip, randbet).
 
     ``spec`` (model name, classes, input size, width …) is stored in the checkpoint so the
     model can be rebuilt from it. Returns the final checkpoint.
@@ -146,26 +158,27 @@ def train_base(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs) if cfg.schedule == "cosine" else None
     start, step, history = _resume(resume, model, opt, sched)
     ckpt = resume
+    update = BASE_MODES[cfg.training]
     for epoch in range(start, cfg.epochs):
         model.train()
-        t0, seen, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
+        t0, seen, correct, loss_sum, n, extra = time.perf_counter(), 0, 0, 0.0, 0, {}
         for x, y in _epoch_loader(train_set, cfg.batch_size, cfg.seed, epoch):
             x, y = x.to(device), y.to(device)
-            logits = functional_call(model, fake_quant_params(model, cfg.bits), (x,))
-            loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            logits, loss, m = update(model, x, y, opt, step, cfg)  # one optimizer step of the mode
             step += 1
+            n += 1
             seen += len(y)
             correct += (logits.argmax(1) == y).sum().item()
             loss_sum += loss.item() * len(y)
+            for k, v in m.items():
+                extra[k] = extra.get(k, 0.0) + v
         if sched is not None:
             sched.step()
         metrics = {
             "epoch": epoch + 1,
             "loss": loss_sum / seen,
             "train_acc": 100.0 * correct / seen,
+            **{k: v / n for k, v in extra.items()},
             "seconds": time.perf_counter() - t0,
         }
         history.append(metrics)

@@ -11,7 +11,7 @@ import os
 import sys
 
 from orchestration import errors
-from orchestration.commands import listing, profile, select, single, sweep
+from orchestration.commands import export, listing, profile, select, single, sweep
 from orchestration.report import command as report
 
 
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_parser(sub)  # nf report NAME: the results as an offline page
     select.add_select_parser(sub)  # nf select NAME --min-accuracy A: the operating voltage
     listing.add_parser(sub)  # nf list models|generators|datasets
+    export.add_parser(sub)  # nf export NAME ITEM --onnx OUT: a generator as ONNX, checked with onnxruntime
     return p
 
 
