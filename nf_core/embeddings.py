@@ -24,6 +24,7 @@ DEFAULT_SAMPLE = 1000  # test images in the shared sample (the t-SNE of each pan
 DEFAULT_SAMPLE_SEED = 0
 DEFAULT_CHIP_SEED = 0  # the one perturbed chip of the "perturbed" panels
 DEFAULT_TSNE_SEED = 0
+EXACT_TSNE_MAX = 500  # samples up to this size use t-SNE's exact method
 
 
 def shared_sample(
@@ -75,7 +76,9 @@ def tsne_2d(features: np.ndarray, seed: int = DEFAULT_TSNE_SEED, perplexity: flo
     if n < 3:
         raise ValueError(f"t-SNE needs at least 3 points, got {n}")
     perp = min(perplexity, max(1.0, (n - 1) / 3))  # sklearn requires perplexity < n
-    tsne = TSNE(n_components=2, random_state=seed, perplexity=perp, init="pca", learning_rate="auto")
+    # Exact gradients for small samples: faster there than Barnes-Hut's tree (and O(n²) memory is small).
+    method = "exact" if n <= EXACT_TSNE_MAX else "barnes_hut"
+    tsne = TSNE(n_components=2, random_state=seed, perplexity=perp, init="pca", learning_rate="auto", method=method)
     return tsne.fit_transform(np.asarray(features, dtype=np.float64)).astype(np.float32)
 
 

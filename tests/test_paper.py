@@ -148,3 +148,42 @@ def test_unit_falls_back_to_ours_when_paper_std_is_zero() -> None:
     rows = [_row(bits=2, eval_ber=0.005, generator=None, pa_mean=12.0, pa_std=2.0)]
     r = _one(paper.match(rows), table="22", metric="PA")
     assert r["std_from"] == "ours" and r["z"] == pytest.approx(1.0)
+
+
+def test_paper_section_figure_and_tables(tmp_path) -> None:
+    from orchestration.report.html import section_html
+    from orchestration.report.paper import paper_section
+    from orchestration.results import results_table
+
+    rows = [_row(ca=92.0, pa_mean=40.0, pa_std=10.0, ca_nf=89.0, pa_nf_mean=86.1, pa_nf_std=2.0, rp=46.1)]
+    s = paper_section(results_table(rows), tmp_path)  # an Arrow results table, as build.py holds it
+    assert s.skipped is None and s.figures == ["figures/paper_scatter.png"]
+    assert (tmp_path / "figures" / "paper_scatter.png").read_bytes()[:4] == b"\x89PNG"
+    (card_head, card_body, files), (head, body, _) = s.tables
+    assert card_body[-1][0] == "total" and card_body[-1][-1] == "5"  # CA, PA, CA (NF), PA (NF), RP
+    assert (tmp_path / files["csv"]).exists()
+    pa_nf = next(r for r in body if r[0] == "12" and r[8] == "PA (NF)")
+    assert pa_nf[9] == "87.8 ± 1.7" and pa_nf[12] == "-1.70" and pa_nf[13] == "-1.00"
+    assert "paper_scatter.png" in section_html(s)
+    assert "no result row" in paper_section([_row(dataset="digits", pa_nf_mean=1.0)], tmp_path).skipped
+
+
+def test_latency_section_puts_paper_ms_beside(tmp_path) -> None:
+    from orchestration.report.paper import latency_section
+
+    res = {
+        "model": "resnet18",
+        "dataset": "cifar10",
+        "device": "cpu (test CPU, 2 torch threads)",
+        "runs": 10,
+        "rows": [
+            {"generator": None, "median_ms": 4.0, "p90_ms": 5.0, "added_ms": None},
+            {"generator": "ConvL", "median_ms": 7.5, "p90_ms": 8.0, "added_ms": 3.5},
+        ],
+    }
+    s = latency_section([res], tmp_path)
+    (_, body, _) = s.tables[0]
+    # Table 9: ResNet18 (CIFAR-10) 5.84 ms alone, 9.37 ms with ConvL
+    assert [r[2] for r in body] == ["-", "ConvL"] and [r[6] for r in body] == ["5.84", "9.37"]
+    assert body[1][5] == "+3.50" and body[0][8].startswith("cpu (")
+    assert latency_section([], tmp_path).skipped
