@@ -37,6 +37,11 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def default_device() -> str:
+    """Where a deployed model would run here: the first CUDA device when there is one, else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def device_description(device: torch.device | str) -> str:
     """One line naming where the timing ran: 'cuda:0 (NVIDIA H100 …)' or 'cpu (AMD EPYC …, 2 torch threads)'."""
     dev = torch.device(device)
@@ -128,13 +133,14 @@ def latency_table(
     generators: Sequence[str],
     runs: int = DEFAULT_RUNS,
     warmup: int = DEFAULT_WARMUP,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     width: float = 1.0,
 ) -> dict[str, Any]:
     """Table 9 for one registered base model on ``dataset``'s input size: alone and with each generator.
 
-    Weights are freshly initialised (latency does not depend on their values); the result adds
-    "model", "dataset" and "width" to measure_latency's."""
+    Weights are freshly initialised (latency does not depend on their values); ``device`` None: the GPU
+    when there is one (the paper timed on a GPU), else the CPU. The result adds "model", "dataset" and
+    "width" to measure_latency's."""
     from nf_core.cost import dataset_shape
     from nf_core.generators import create_generator
     from nf_core.models import create_model
@@ -143,5 +149,5 @@ def latency_table(
     torch.manual_seed(0)
     base = create_model(model, num_classes=num_classes, input_size=size, width=width)
     gens = {g: create_generator(g, input_size=size) for g in generators}
-    out = measure_latency(base, gens, size, runs, warmup, device)
+    out = measure_latency(base, gens, size, runs, warmup, default_device() if device is None else device)
     return {"model": model, "dataset": dataset, "width": width, **out}

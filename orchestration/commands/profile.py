@@ -52,7 +52,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
         const=100,
         metavar="RUNS",
         help="with --model: also time batch-1 inference of the model alone and with --generator (default: "
-        "the paper's six), median and p90 over RUNS timed runs (default 100) on this machine (paper Table 9)",
+        "the paper's six), median and p90 over RUNS timed runs (default 100) on this machine, its GPU if it "
+        "has one (paper Table 9)",
     )
 
 
