@@ -54,6 +54,16 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true", help="every base model x the paper's six generators")
     p.add_argument("--out", metavar="FILE", help="with --all: also write the table as .csv or .parquet")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--latency",
+        type=int,
+        nargs="?",
+        const=100,
+        metavar="RUNS",
+        help="with --model: also time batch-1 inference of the model alone and with --generator (default: "
+        "the paper's six), median and p90 over RUNS timed runs (default 100) on this machine, its GPU if it "
+        "has one (paper Table 9)",
+    )
 
 
 def add_profile_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -82,6 +92,8 @@ def _check_combination(args: argparse.Namespace) -> None:
             "--ber needs --model and --generator (or --all): energy saving compares a base model "
             "at low voltage plus its generator at nominal voltage with the base model at nominal"
         )
+    if args.latency is not None and args.all:
+        raise ValueError("--latency times one base model; use --model NAME instead of --all")
     if args.out and not args.all:
         raise ValueError("--out writes the --all table; add --all")
     if args.out and Path(args.out).suffix.lower() not in OUT_SUFFIXES:
@@ -202,8 +214,42 @@ def _run(args: argparse.Namespace) -> int:
     else:
         result = cost.profile_generator(args.generator, args.dataset)
     ratio = table.energy_ratio(args.ber) if args.ber is not None else None
-    print(json.dumps(result) if args.json else _single_text(args, result, ratio))
+    text = _single_text(args, result, ratio)
+    lat = _latency(args) if args.latency is not None else None
+    if lat is not None:  # JSON: the counts as before, under "latency" the timings
+        result = {**(result if args.generator else {"model": result}), "latency": lat}
+    print(json.dumps(result) if args.json else text + _latency_text(lat))
     return 0
+
+
+def _latency(args: argparse.Namespace) -> dict:
+    """Table 9: measured batch-1 latency (nf_core.latency) of --model alone and with the generator(s)."""
+    from nf_core.latency import latency_table
+    from nf_core.names import PAPER_GENERATORS
+
+    if not args.model:
+        raise ValueError("--latency times a base model; add --model NAME")
+    if args.latency < 1:
+        raise ValueError(f"--latency {args.latency}: the number of timed runs must be >= 1")
+    gens = [args.generator] if args.generator else list(PAPER_GENERATORS)
+    return latency_table(args.model, args.dataset, gens, runs=args.latency, width=getattr(args, "width", None) or 1.0)
+
+
+def _latency_text(lat: dict | None) -> str:
+    if lat is None:
+        return ""
+    rows = [
+        [
+            lat["model"] + (f" + {r['generator']}" if r["generator"] else ""),
+            f"{r['median_ms']:.2f}",
+            f"{r['p90_ms']:.2f}",
+            "" if r["added_ms"] is None else f"{r['added_ms']:+.2f}",
+        ]
+        for r in lat["rows"]
+    ]
+    head = f"\n\nlatency at batch size 1 (paper Table 9), {lat['runs']} runs after {lat['warmup']} warm-up"
+    head += f", on {lat['device']}"
+    return head + "\n" + _grid(["", "median ms", "p90 ms", "added ms"], rows)
 
 
 def run_profile(args: argparse.Namespace) -> int:
