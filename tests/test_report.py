@@ -220,8 +220,54 @@ def test_report_from_storage_partial_and_logged_to_mlflow(tmp_path, capsys):
     assert "Partial sweep" in page and f"eval: 1 of 4 not done (1 pending): {missing}" in page
     csv = pd.read_csv(index.parent / "tables" / "main.csv")
     assert len(csv) == 3 and sorted(csv["pa_nf_mean"]) == [60.0, 61.0, 62.0]
-    logged = {a.path for a in tracker.client.list_artifacts(parent, "report")}
-    assert "report/bars_digits_resnet18.png" in logged and "report/bars_digits_resnet18.svg" in logged
+    logged = _artifacts(tracker.client, parent)
+    assert {"report/figures/bars_digits_resnet18.png", "report/figures/bars_digits_resnet18.svg"} <= logged
+    assert "report/index.html" in logged and "report/tables/main.csv" in logged
+
+
+def _artifacts(client, run_id: str, path: str = "") -> set[str]:
+    """Every artifact file of a run (recursively)."""
+    out = set()
+    for a in client.list_artifacts(run_id, path or None):
+        out |= _artifacts(client, run_id, a.path) if a.is_dir else {a.path}
+    return out
+
+
+def _files(root) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def test_report_out_leaves_mlflow_alone_and_own_reports_replace_one_set(tmp_path, capsys):
+    """`--out DIR` writes files only; the sweep's own report replaces the parent run's report/ artifacts
+    (and its own folder) as one set, so nothing of an earlier report stays."""
+    from orchestration import cli
+
+    sweeps = tmp_path / "sweeps"
+    _, _, tracker, parent = _stored_sweep(sweeps, tmp_path, done_evals=4)
+    client = tracker.client
+    assert _artifacts(client, parent) == set()
+    assert cli.main(["report", "rep", "--storage", str(sweeps), "--out", str(tmp_path / "elsewhere")]) == 0
+    assert "MLflow" not in capsys.readouterr().out
+    assert (tmp_path / "elsewhere" / "index.html").exists()
+    assert _artifacts(client, parent) == set() and "nf.report" not in client.get_run(parent).data.tags
+
+    assert cli.main(["report", "rep", "--storage", str(sweeps)]) == 0
+    own = sweeps / "rep" / "report"
+    first = _artifacts(client, parent)
+    assert first == {f"report/{f}" for f in _files(own)} and "report/index.html" in first
+    # an earlier report's leftovers (a figure no longer drawn) in the run and in the folder
+    stale = tmp_path / "ber_digits_old.png"
+    stale.write_bytes(b"old")
+    client.log_artifact(parent, str(stale), "report/figures")
+    (own / "figures" / "ber_digits_old.png").write_bytes(b"old")
+    assert "report/figures/ber_digits_old.png" in _artifacts(client, parent)
+
+    assert cli.main(["report", "rep", "--storage", str(sweeps)]) == 0
+    second = _artifacts(client, parent)
+    assert second == first == {f"report/{f}" for f in _files(own)}  # exactly one set, the current one
+    assert client.get_run(parent).data.tags["nf.report"] == "report"
+    assert cli.main(["report", "rep", "--storage", str(sweeps), "--out", str(tmp_path / "again")]) == 0
+    assert _artifacts(client, parent) == second
 
 
 def test_report_of_unknown_sweep_is_a_clear_error(tmp_path, capsys):
@@ -258,6 +304,7 @@ def test_report_of_a_sweep_on_s3(tmp_path, monkeypatch, capsys):
             s3_endpoint=endpoint,
             mlflow={"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},
         )
+        s3.put_object(Bucket="nf-sweeps", Key="team/rep/report/figures/old.png", Body=b"an earlier report's")
         assert cli.main(["report", "rep", "--storage", "s3://nf-sweeps/team", "--s3-endpoint", endpoint]) == 0
         assert "report uploaded to s3://nf-sweeps/team/rep/report/index.html" in capsys.readouterr().out
         keys = {o["Key"] for o in s3.list_objects_v2(Bucket="nf-sweeps", Prefix="team/rep/report/")["Contents"]}
@@ -266,8 +313,9 @@ def test_report_of_a_sweep_on_s3(tmp_path, monkeypatch, capsys):
             "team/rep/report/tables/main.csv",
             "team/rep/report/figures/bars_digits_vgg11.png",
         } <= keys
+        assert "team/rep/report/figures/old.png" not in keys
         page = s3.get_object(Bucket="nf-sweeps", Key="team/rep/report/index.html")["Body"].read().decode()
         assert "Partial sweep" not in page  # every eval item done (base/generator markers too)
-        assert "report/bars_digits_vgg11.png" in {a.path for a in tracker.client.list_artifacts(parent, "report")}
+        assert "report/figures/bars_digits_vgg11.png" in _artifacts(tracker.client, parent)
     finally:
         kill_tree(server)
