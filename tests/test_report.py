@@ -46,16 +46,20 @@ def test_main_table_numbers_by_hand(plain):
     assert cell["pa_nf_mean"] == pytest.approx((60 + 62) / 2)
     assert cell["pa_std"] == pytest.approx(4.5)
     assert cell["rp"] == pytest.approx(61 - 40.5)
+    # RP's paired per-chip std: chips (PA, PA (NF)) = (36, 57), (44, 63) → RP 21, 19 → std 1 (seed 0);
+    # (36, 59), (46, 65) → RP 23, 19 → std 2 (seed 1); averaged over seeds like PA's std
+    assert cell["rp_std"] == pytest.approx(1.5)
     assert cell["runs"] == 2
     # vgg11 + UNetL: PA (NF) 60 + 10 + 5 (+ 2 for seed 1) → 76; the transfer row (source resnet18) is not in it
     vgg = csv[(csv["model"] == "vgg11") & (csv["generator"] == "UNetL")].iloc[0]
     assert vgg["pa_nf_mean"] == pytest.approx(76.0)
     assert len(csv) == 4 and "source" not in csv  # every source is its own base model: not a column
     md = (out / "tables" / "main.md").read_text()
-    assert "| 40.50 ± 4.50 |" in md and "| +20.50 |" in md
+    assert "| 40.50 ± 4.50 |" in md and "| +20.50 ± 1.50 |" in md
+    assert "RP" in md.splitlines()[0] and "rp_std" not in md  # RP's std shown beside it, not as a column
     tex = (out / "tables" / "main.tex").read_text()
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
-    assert r"40.50 $\pm$ 4.50" in tex and tex.isascii()  # compiles without inputenc
+    assert r"40.50 $\pm$ 4.50" in tex and r"+20.50 $\pm$ 1.50" in tex and tex.isascii()  # compiles without inputenc
 
 
 def test_plain_sweep_files_and_reasons(plain):
@@ -73,7 +77,7 @@ def test_plain_sweep_files_and_reasons(plain):
     assert not list(out.glob("figures/ablation_*")) and not list(out.glob("tables/ablation_*"))
     page = (out / "index.html").read_text()
     assert "Left out: the sweep does not vary λ" in page
-    assert "Left out: the sweep evaluates at one BER only (0.01)" in page
+    assert "Left out: the sweep evaluates at one evaluation BER only (0.01)" in page
     assert "Partial sweep" not in page
     assert "<dt>base models</dt><dd>resnet18, vgg11</dd>" in page
     assert res["index"] == os.path.join(out, "index.html")

@@ -106,13 +106,13 @@ def build_sections(rows: Any, out_dir: str, energy: F.EnergyFn | None = None) ->
     for key, title in (("lam", "e. Ablation: RP versus λ"), ("n", "e. Ablation: RP versus N")):
         s = Section(f"ablation_{key}", title)
         if _figures(s, lambda d, k=key: F.ablation(df, d, k), out_dir):
-            _table(s, _cols(T.main_table(df, key), ["rp"]), out_dir, f"ablation_{key}", title)
+            _table(s, _cols(T.main_table(df, key), ["rp", "rp_std"]), out_dir, f"ablation_{key}", title)
         out.append(s)
     s = Section("precision", "e. Precision: PA and PA (NF) versus bits")
     if _figures(s, lambda d: F.precision(df, d), out_dir):
         _table(
             s,
-            _cols(T.main_table(df, "bits"), ["pa_mean", "pa_std", "pa_nf_mean", "pa_nf_std", "rp"]),
+            _cols(T.main_table(df, "bits"), ["pa_mean", "pa_std", "pa_nf_mean", "pa_nf_std", "rp", "rp_std"]),
             out_dir,
             "precision",
             "PA and PA (NF) versus weight precision",
@@ -124,7 +124,9 @@ def build_sections(rows: Any, out_dir: str, energy: F.EnergyFn | None = None) ->
         "UIP (a universal input perturbation, grey hatched) against the trained generators.",
     )
     if _figures(s, lambda d: F.uip(df, d), out_dir):
-        _table(s, _cols(main, ["ca_nf", "pa_nf_mean", "pa_nf_std", "rp"]), out_dir, "uip", "UIP and generators")
+        _table(
+            s, _cols(main, ["ca_nf", "pa_nf_mean", "pa_nf_std", "rp", "rp_std"]), out_dir, "uip", "UIP and generators"
+        )
     out.append(s)
 
     s = Section(
@@ -138,7 +140,18 @@ def build_sections(rows: Any, out_dir: str, energy: F.EnergyFn | None = None) ->
         _table(
             s,
             T.average_seeds(gen, ["dataset", "generator", "source", "target", "eval_ber"])[
-                ["dataset", "generator", "source", "target", "eval_ber", "pa_mean", "pa_nf_mean", "rp", "runs"]
+                [
+                    "dataset",
+                    "generator",
+                    "source",
+                    "target",
+                    "eval_ber",
+                    "pa_mean",
+                    "pa_nf_mean",
+                    "rp",
+                    "rp_std",
+                    "runs",
+                ]
             ],
             out_dir,
             "ensembles",
