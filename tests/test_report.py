@@ -4,6 +4,7 @@ and the whole path from a sweep's storage (done.json files) to the page and the 
 from __future__ import annotations
 
 import os
+import re
 
 import pandas as pd
 import pytest
@@ -142,6 +143,18 @@ def test_rich_sweep_has_every_section(rich):
     assert any("0.02" in n for n in s["energy"].notes)
     page = (out / "index.html").read_text()
     assert "Partial sweep" in page and "eval: 2 of 9 not done (2 pending): a, b" in page
+    # every section link reads differently; the two ablations keep their full titles
+    nav = re.search(r'<p class="files">Sections: (.*?)</p>', page).group(1)
+    links = re.findall(r">([^<]+)</a>", nav)
+    assert len(links) == len(s) and len(set(links)) == len(links)
+    assert "e. Ablation: RP versus λ" in links and "e. Ablation: RP versus N" in links
+    assert "a. Main result" in links
+
+
+def test_config_summary_spells_booleans_as_yaml():
+    summary = dict(build.config_summary({"transfer": True, "models": ["resnet18"], "width": 0.125}))
+    assert summary["transfer"] == "true" and summary["width"] == "0.125"
+    assert dict(build.config_summary({"transfer": False}))["transfer"] == "false"
 
 
 def test_ablation_table_numbers(rich):

@@ -165,6 +165,8 @@ def config_summary(cfg: dict[str, Any]) -> list[tuple[str, str]]:
     """The config fields a reader needs to interpret the numbers, as (label, value) pairs."""
 
     def j(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"  # as the sweep's YAML spells it, not Python's True
         if isinstance(v, (list, tuple)):
             return ", ".join(j(x) for x in v)
         if isinstance(v, dict):
