@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from orchestration.cli import build_parser
-from orchestration.progress import ProgressCallback, SweepProgress, duration
+from orchestration.progress import ProgressCallback, SweepProgress, compact_tune_output, duration, error_line
 
 
 class Clock:
@@ -144,7 +144,8 @@ def test_tune_callback_feeds_the_view() -> None:
 
     def trial(item: str, stage: str, error: str = "") -> SimpleNamespace:
         return SimpleNamespace(
-            config={"item": {"id": item, "stage": stage}}, get_error=lambda: RuntimeError(error) if error else None
+            config={"item": {"id": item, "stage": stage}},
+            get_error=lambda: error or None,  # Tune: error.txt's text
         )
 
     cb = ProgressCallback(v)
@@ -186,3 +187,61 @@ def test_the_callback_pickles_with_any_stream() -> None:
     v.started("b1")
     copy = pickle.loads(pickle.dumps(ProgressCallback(v)))
     assert copy.view.counts("base")["running"] == 1
+
+
+def test_error_line_is_type_and_first_line() -> None:
+    text = (
+        "Failure # 1 (occurred at 2026-01-01)\nray::ImplicitFunc.train() (pid=1, ip=127.0.0.1)\n"
+        '  File "x.py", line 3, in f\n    raise ValueError("old")\nValueError: old\n'
+        "Failure # 2 (occurred at 2026-01-01)\nray::ImplicitFunc.train() (pid=2, ip=127.0.0.1)\n"
+        '  File "x.py", line 3, in f\n    raise OSError(msg)\nOSError: AWS Error NETWORK_CONNECTION\ncurlCode: 28\n'
+    )
+    assert error_line(text) == "OSError: AWS Error NETWORK_CONNECTION"  # the latest failure, not its tail line
+    assert error_line(TimeoutError("read timed out\nretries: 3")) == "TimeoutError: read timed out"
+
+
+def test_a_transient_failure_prints_one_retry_line_and_no_traceback(tmp_path, capfd, monkeypatch) -> None:
+    """Real Ray Tune: a trainable whose first attempt hits an S3 timeout is retried; the progress output has
+    one `retry <item>: <Type>: <first line>` line and no traceback, which stays in Tune's error file."""
+    import ray
+    from ray import tune
+
+    for k in ("RAY_AIR_NEW_OUTPUT", "TUNE_PRINT_ALL_TRIAL_ERRORS"):
+        monkeypatch.setenv(k, "1")  # pytest restores them; compact_tune_output sets them as a sweep does
+    compact_tune_output()
+    marker = tmp_path / "failed_once"
+
+    def flaky(config: dict) -> None:
+        if not marker.exists():
+            marker.write_text("1")
+            raise OSError("When reading s3://nf/x: AWS Error NETWORK_CONNECTION: Timeout was reached\ncurlCode: 28")
+        tune.report({"epoch": 1, "done": 1.0})
+
+    v, out, _ = _view()
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        grid = tune.Tuner(
+            flaky,
+            param_space={"item": {"id": "g1", "stage": "generator"}},
+            run_config=tune.RunConfig(
+                storage_path=str(tmp_path / "tune"),
+                failure_config=tune.FailureConfig(max_failures=1),
+                callbacks=[ProgressCallback(v)],
+                verbose=0,
+            ),
+        ).fit()
+    finally:
+        ray.shutdown()
+    assert grid[0].error is None and v.trials["g1"].state == "done"
+    lines = out.getvalue().splitlines()
+    retry = [ln for ln in lines if ln.startswith("retry")]
+    assert retry == [
+        "retry   generator g1: OSError: When reading s3://nf/x: AWS Error NETWORK_CONNECTION: Timeout was reached"
+    ]
+    printed = out.getvalue() + "".join(capfd.readouterr())
+    assert "Traceback" not in printed and 'File "' not in printed and "curlCode" not in printed
+    errors = list((tmp_path / "tune").rglob("error.txt"))
+    kept = errors[0].read_text() if errors else ""
+    assert (
+        'File "' in kept and "in flaky" in kept and "curlCode: 28" in kept
+    )  # the whole traceback, in the trial's files
