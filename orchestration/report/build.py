@@ -350,7 +350,12 @@ def report_sweep(
         out = tempfile.mkdtemp(prefix="nf-report-") if upload else store.path("report")
         _clear_own(out)
 
+    from nf_core.voltage import load_voltage_table
+
+    table = load_voltage_table(voltage_table)  # read once (no torch): a BER it lacks skips the cost model
+
     def energy(model: str, gen: str, ds: str, ber: float) -> float:
+        table.energy_ratio(ber)  # ValueError naming the BER, before the cost model (torch) is loaded
         return F.cost_model_saving(model, gen, ds, ber, voltage_table)
 
     res = build_report(rows, out, cfg.to_dict(), missing, f"NeuralFuse sweep {cfg.name!r}", energy)
