@@ -54,8 +54,8 @@ def build_sections(rows: Any, out_dir: str, energy: F.EnergyFn | None = None) ->
         "a. Main result: CA, PA, CA (NF), PA (NF) per generator",
         "Per dataset × base model, each generator's accuracies; error bars: PA's std over the evaluation "
         "chips. CA/PA without NeuralFuse are the base model's; (NF) with the generator in front. "
-        "Numbers are averaged over seeds; RP = PA (NF) − PA in percentage points."
-        + (f" Shown at {held}; the ablations below vary them." if held else ""),
+        "Numbers are averaged over seeds; RP = PA (NF) − PA in percentage points, ± the std over chips of "
+        "each chip's PA (NF) − PA." + (f" Shown at {held}; the ablations below vary them." if held else ""),
     )
     if _figures(s, lambda d: F.bars(df, d), out_dir):
         _table(s, main, out_dir, "main", "Base model × generator: CA, PA, CA (NF), PA (NF), RP, efficiency ratio")
@@ -64,7 +64,8 @@ def build_sections(rows: Any, out_dir: str, energy: F.EnergyFn | None = None) ->
     s = Section(
         "ber",
         "b. Perturbed accuracy versus evaluation BER",
-        "Dashed: the base model without NeuralFuse; solid: with each generator. Bands: ± std over chips.",
+        "One panel per generator: solid, PA with that generator in front; dashed, the base model without "
+        "NeuralFuse (the same in every panel). Bands: ± std over chips.",
     )
     if _figures(s, lambda d: F.ber_curves(df, d), out_dir):
         _table(

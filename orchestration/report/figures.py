@@ -170,7 +170,7 @@ def ber_curves(rows: Any, out_dir: str) -> list[str]:
     files = []
     for ds, model, avg in _per_model_over_bers(df):
         labels = list(dict.fromkeys(avg["label"]))
-        ncols = min(len(labels), 3)
+        ncols = len(labels) if len(labels) <= 3 else 2 if len(labels) == 4 else 3
         nrows = -(-len(labels) // ncols)
         fig, axes = plt.subplots(
             nrows,
@@ -195,7 +195,7 @@ def ber_curves(rows: Any, out_dir: str) -> list[str]:
                 line["pa_nf_mean"],
                 line["pa_nf_std"],
                 color=colors[i % len(colors)],
-                label="PA (NF)",
+                label="PA (NF), the panel's generator",
             )
             ax.set_title(labels[i], fontsize=10)
             ax.set_xticks(x, [f"{b:g}" for b in x])  # the BERs evaluated, not a continuum
@@ -203,10 +203,11 @@ def ber_curves(rows: Any, out_dir: str) -> list[str]:
             ax.grid(alpha=0.3)
             if i % ncols == 0:
                 ax.set_ylabel("perturbed accuracy (%)")
-            if i // ncols == nrows - 1 or i + ncols >= len(labels):
+            if i + ncols >= len(labels):  # the lowest panel of its column: its BERs (sharex hides the others')
                 ax.set_xlabel("evaluation BER")
+                ax.xaxis.set_tick_params(labelbottom=True)
         handles, names = axes[0][0].get_legend_handles_labels()
-        fig.legend(handles, names, loc="outside upper right", ncols=2, fontsize=9)
+        fig.legend(handles, names, loc="outside lower center", ncols=2, fontsize=9)  # below: never on the title
         fig.suptitle(f"{ds} · {model}: PA vs evaluation BER (bands: ± std over chips)", fontsize=11, x=0.02, ha="left")
         files.append(_save(fig, out_dir, _slug("ber", ds, model)))
     return files
