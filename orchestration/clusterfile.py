@@ -113,12 +113,21 @@ def read_cluster(path: str) -> Cluster:
 
 
 def _read_launcher(path: str, raw: dict[str, Any]) -> Cluster:
+    import logging
+
     from ray.autoscaler._private.util import prepare_config
 
+    # prepare_config logs its defaults at INFO ("setting max workers for head node type to 0"): noise in
+    # `nf sweep plan --cluster`'s output; its warnings still show.
+    quiet = logging.getLogger("ray.autoscaler._private.util")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
     try:
         cfg = prepare_config(copy.deepcopy(raw))
     except Exception as e:  # the local provider aborts through click on unsupported fields
         raise ValueError(f"{path}: Ray rejects this cluster config: {e}") from None
+    finally:
+        quiet.setLevel(level)
     provider = cfg["provider"]["type"]
     types = []
     for name, spec in cfg["available_node_types"].items():

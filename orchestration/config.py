@@ -725,6 +725,34 @@ def parse_config(raw: dict[str, Any]) -> SweepConfig:
     return cfg
 
 
+IMPLAUSIBLE_BER = 0.5  # half the cells faulty or more: almost surely a percentage typed as a fraction
+
+
+def implausible_bers(cfg: SweepConfig) -> list[str]:
+    """One line per BER ≥ 0.5 in the config (valid, but a BER is a fraction: ``train_bers: [1]`` is 100 %
+    faulty cells, likely meant 1 % = 0.01), naming the field and the value. Warnings, not errors."""
+    found: list[tuple[str, float]] = []
+    for i, b in enumerate(cfg.train_bers):
+        if isinstance(b, BerRange):
+            found += [(f"train_bers[{i}].range[{j}]", x) for j, x in enumerate(b.range) if x >= IMPLAUSIBLE_BER]
+        elif b >= IMPLAUSIBLE_BER:
+            found.append((f"train_bers[{i}]", b))
+    found += [(f"evaluation.bers[{i}]", b) for i, b in enumerate(cfg.evaluation.bers) if b >= IMPLAUSIBLE_BER]
+    return [
+        f"{field}: {v:g} is a BER of {100 * v:g} % (half or more of the memory cells faulty); "
+        f"a BER is a fraction: did you mean {v / 100:g} ({v:g} %)?"
+        for field, v in found
+    ]
+
+
+def warn_implausible(cfg: SweepConfig, err: Any = None) -> None:
+    """Print :func:`implausible_bers` as ``nf: warning: …`` lines on stderr (`nf sweep plan` and `run`)."""
+    import sys
+
+    for line in implausible_bers(cfg):
+        print(f"nf: warning: {line}", file=err or sys.stderr)
+
+
 def load_config(path: str) -> SweepConfig:
     """Read and validate a sweep YAML file."""
     try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -346,17 +347,40 @@ def _item(trial: Any) -> tuple[str | None, str | None]:
     return item.get("id"), item.get("stage")
 
 
+_EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*: ")  # "OSError: …" at the start of a line (frames are indented)
+
+
+def error_line(err: Any) -> str:
+    """``ExceptionType: first line of its message`` of an exception, or of a traceback's text (the line
+    after the last frame of its last ``Failure #`` block, as Tune's error.txt holds them). One line, ≤ 300 chars."""
+    if isinstance(err, BaseException):
+        cause = getattr(err, "cause", None)  # RayTaskError wraps the trainable's own exception
+        exc = cause if isinstance(cause, BaseException) else err
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+        return f"{type(exc).__name__}: {first}"[:300] if first else type(exc).__name__
+    text = str(err or "").rsplit("Failure # ", 1)[-1]
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    # the exception line follows the last (indented) frame; the message's own further lines follow it
+    after = max((i for i, ln in enumerate(lines) if ln[0].isspace()), default=-1) + 1
+    exc = next((ln for ln in lines[after:] if _EXC_LINE.match(ln)), None)
+    line = exc or (lines[-1] if lines else "")
+    return line.strip()[:300]
+
+
 def _error_text(trial: Any) -> str:
-    """The first line of a failed trial's error (the full traceback stays in Tune's files)."""
+    """The one-line reason of a trial's latest failure; its full traceback stays in the item's
+    status.json (``traceback``) and Tune's error.txt, never in the progress output.
+
+    Read from the trial's local error.txt first: Tune writes it just before the recover/error
+    callbacks, while the copy ``get_error`` reads from the storage path is synced only later."""
+    path = getattr(trial, "error_file", None)
     try:
-        err = trial.get_error()
+        if isinstance(path, str) and os.path.exists(path):
+            with open(path, encoding="utf-8", errors="replace") as f:
+                return error_line(f.read())
+        return error_line(trial.get_error())
     except Exception:  # noqa: BLE001 - the error file may be gone: the line just says less
         return ""
-    if err is None:
-        return ""
-    text = str(getattr(err, "cause", None) or err).strip()
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else ""
 
 
 try:
@@ -427,9 +451,17 @@ class LiveView:
         self.callbacks: list[Any] = [self.view.callback()] if self.view else []
         self.tune_verbose = 0 if self.view else verbose
         if self.view:
-            # Tune's new output engine prints an experiment table and a results path at every
-            # fit even when silent; its legacy engine at verbosity 0 prints nothing.
-            os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+            compact_tune_output()
+
+
+def compact_tune_output() -> None:
+    """Tune's own output off while the compact view prints (read by Tune when a run starts)."""
+    # Tune's new output engine prints an experiment table and a results path at every
+    # fit even when silent; its legacy engine at verbosity 0 prints nothing.
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    # Tune logs every trial failure with its whole traceback; the view prints one line
+    # (`retry …: Type: reason` / `FAILED …`) and the traceback stays in the item's files.
+    os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "0"
 
 
 def quiet_ray_logs() -> None:

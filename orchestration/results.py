@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any
 
 import pandas as pd
@@ -40,6 +40,7 @@ SCHEMA = pa.schema(
         ("pa_nf_mean", pa.float64()),
         ("pa_nf_std", pa.float64()),
         ("rp", pa.float64()),
+        ("rp_std", pa.float64()),  # std over chips of the paired per-chip RP (PA (NF)_chip − PA_chip)
         ("efficiency", pa.float64()),
     ]
 )
@@ -47,6 +48,16 @@ REQUIRED = ("dataset", "source", "eval_ber")
 COLUMNS = tuple(SCHEMA.names)
 
 Rows = Iterable[Mapping[str, Any]] | pa.Table
+
+
+def recovery_std(pa_per_chip: Sequence[float] | None, pa_nf_per_chip: Sequence[float] | None) -> float | None:
+    """RP's spread: the population std (ddof 0, as nf_core.evaluate's PA std) over chips of the paired
+    per-chip recovery PA (NF)_chip − PA_chip; None without two equally long per-chip lists."""
+    if not pa_per_chip or not pa_nf_per_chip or len(pa_per_chip) != len(pa_nf_per_chip):
+        return None
+    d = [float(b) - float(a) for a, b in zip(pa_per_chip, pa_nf_per_chip)]
+    mean = sum(d) / len(d)
+    return math.sqrt(sum((x - mean) ** 2 for x in d) / len(d))
 
 
 def _normalise(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -58,6 +69,8 @@ def _normalise(row: Mapping[str, Any]) -> dict[str, Any]:
         out["target"] = out["source"]
     if out["rp"] is None and out["pa_nf_mean"] is not None and out["pa_mean"] is not None:
         out["rp"] = out["pa_nf_mean"] - out["pa_mean"]  # RP = PA (NF) mean − PA mean
+    if out["rp_std"] is None:
+        out["rp_std"] = recovery_std(row.get("pa_per_chip"), row.get("pa_nf_per_chip"))
     return out
 
 
@@ -88,7 +101,7 @@ _KEYS = ["source", "generator", "train_ber", "fault_model", "target", "eval_ber"
 
 
 def transfer_matrix(rows: Rows, dataset: str) -> pa.Table:
-    """Long-form source × target × eval BER table of one dataset: mean PA, PA (NF), RP.
+    """Long-form source × target × eval BER table of one dataset: mean PA, PA (NF), RP and RP's std over chips.
 
     Rows repeated over seeds are averaged (``runs`` counts them). Fault models stay
     separate keys: numbers from stuck-at and flip chips are never mixed.
@@ -96,11 +109,13 @@ def transfer_matrix(rows: Rows, dataset: str) -> pa.Table:
     df = _frame(rows)
     # Transfer is about generators: rows of bare base models (no generator, no RP) are left out.
     df = df[(df["dataset"] == dataset) & df["generator"].notna()]
-    cols = _KEYS + ["pa_mean", "pa_nf_mean", "rp", "runs"]
+    if "rp_std" not in df:  # a table written before the column existed
+        df = df.assign(rp_std=float("nan"))
+    cols = _KEYS + ["pa_mean", "pa_nf_mean", "rp", "rp_std", "runs"]
     if df.empty:
         return pa.Table.from_pandas(pd.DataFrame(columns=cols), preserve_index=False)
     g = df.groupby(_KEYS, dropna=False, sort=True)
-    out = g[["pa_mean", "pa_nf_mean", "rp"]].mean().reset_index()
+    out = g[["pa_mean", "pa_nf_mean", "rp", "rp_std"]].mean().reset_index()
     out["runs"] = g.size().to_numpy()
     return pa.Table.from_pandas(out[cols], preserve_index=False)
 
@@ -109,9 +124,16 @@ def _fmt_ber(x: Any) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:g}"
 
 
-def heatmap_png(rows: Rows, dataset: str, path: str | os.PathLike, fault_model: str | None = None) -> str:
-    """RP heat-map of one dataset and fault model: rows = source / generator / train BER,
-    columns = target × eval BER, values annotated. Returns the path written."""
+def heatmap_png(
+    rows: Rows,
+    dataset: str,
+    path: str | os.PathLike,
+    fault_model: str | None = None,
+    also: Sequence[str | os.PathLike] = (),
+) -> str:
+    """RP heat-map of one dataset and fault model: rows = source / generator / training BER,
+    columns = target × evaluation BER, values annotated (± RP's std over chips where known).
+    ``also``: more paths (e.g. an .svg) the same figure is saved to, drawn once. Returns ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: sweeps run on servers without a display
@@ -132,7 +154,7 @@ def heatmap_png(rows: Rows, dataset: str, path: str | os.PathLike, fault_model: 
 
     df = df.assign(
         row=[
-            f"{s} / {g if isinstance(g, str) else '-'} / p_s={_fmt_ber(b)}"
+            f"{s} / {g if isinstance(g, str) else '-'} / training BER {_fmt_ber(b)}"
             for s, g, b in zip(df["source"], df["generator"], df["train_ber"])
         ],
         col=[f"{t} @ {_fmt_ber(b)}" for t, b in zip(df["target"], df["eval_ber"])],
@@ -142,6 +164,8 @@ def heatmap_png(rows: Rows, dataset: str, path: str | os.PathLike, fault_model: 
     grid = df.pivot_table(index="row", columns="col", values="rp", aggfunc="mean", dropna=False)
     grid = grid.reindex(index=rows_order, columns=cols_order)
     z = grid.to_numpy(dtype=float)
+    spread = df.pivot_table(index="row", columns="col", values="rp_std", aggfunc="mean", dropna=False)
+    sd = spread.reindex(index=rows_order, columns=cols_order).to_numpy(dtype=float)
 
     label_w = 0.09 * max(len(r) for r in rows_order)  # inches for the row labels
     fig, ax = plt.subplots(
@@ -154,18 +178,20 @@ def heatmap_png(rows: Rows, dataset: str, path: str | os.PathLike, fault_model: 
     im = ax.imshow(np.ma.masked_invalid(z), cmap="RdYlGn", norm=TwoSlopeNorm(0.0, -span, span), aspect="auto")
     ax.set_xticks(range(len(cols_order)), cols_order, rotation=45, ha="right")
     ax.set_yticks(range(len(rows_order)), rows_order)
-    ax.set_xlabel("target model @ eval BER")
-    ax.set_ylabel("source / generator / train BER")
+    ax.set_xlabel("target model @ evaluation BER")
+    ax.set_ylabel("source / generator / training BER")
     for i in range(z.shape[0]):
         for j in range(z.shape[1]):
             if np.isfinite(z[i, j]):
                 dark = abs(z[i, j]) > 0.6 * span  # white text on the saturated ends of the map
-                ax.text(
-                    j, i, f"{z[i, j]:.1f}", ha="center", va="center", fontsize=8, color="white" if dark else "black"
-                )
-    ax.set_title(f"RP (pp) — {dataset}, fault model {fault_model or 'unknown'}")
+                text = f"{z[i, j]:.1f}" + (f"\n±{sd[i, j]:.1f}" if np.isfinite(sd[i, j]) else "")
+                ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    ax.set_title(f"RP (pp, ± std over chips) — {dataset}, fault model {fault_model or 'unknown'}")
     fig.colorbar(im, ax=ax, label="RP (percentage points)")
-    fig.savefig(os.fspath(path), dpi=120)
+    for i, p in enumerate((path, *also)):
+        if i == 1:
+            fig.set_layout_engine("none")  # laid out once: later formats reuse the first one's positions
+        fig.savefig(os.fspath(p), dpi=120)
     plt.close(fig)
     return os.fspath(path)
 
@@ -176,17 +202,18 @@ def _num(x: Any, spec: str = ".2f") -> str:
     return format(x, spec)
 
 
-def _pm(mean: Any, std: Any) -> str:
+def _pm(mean: Any, std: Any, spec: str = ".2f") -> str:
     if mean is None:
         return "-"
-    return _num(mean) if std is None else f"{_num(mean)} ± {_num(std)}"
+    return _num(mean, spec) if std is None else f"{_num(mean, spec)} ± {_num(std)}"
 
 
 def format_table(rows: Rows) -> str:
-    """Console table: source, generator, BERs, target, CA, PA, CA (NF), PA (NF), RP (numbers right-aligned)."""
+    """Console table: source, generator, BERs, target, CA, PA, CA (NF), PA (NF), RP (numbers right-aligned);
+    PA, PA (NF) and RP ± their std over the evaluation chips (RP's: paired per chip, when the rows hold them)."""
     from orchestration.tables import table
 
-    head = ["source", "generator", "train BER", "eval BER", "target", "CA", "PA", "CA (NF)", "PA (NF)", "RP"]
+    head = ["source", "generator", "training BER", "evaluation BER", "target", "CA", "PA", "CA (NF)", "PA (NF)", "RP"]
     body = [
         [
             r["source"],
@@ -198,7 +225,7 @@ def format_table(rows: Rows) -> str:
             _pm(r["pa_mean"], r["pa_std"]),
             _num(r["ca_nf"]),
             _pm(r["pa_nf_mean"], r["pa_nf_std"]),
-            _num(r["rp"], "+.2f"),
+            _pm(r["rp"], r.get("rp_std"), "+.2f"),  # a table written before rp_std existed lacks it
         ]
         for r in results_table(rows).to_pylist()
     ]

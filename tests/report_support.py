@@ -39,7 +39,7 @@ def row(
         "layout": "wrap",
         "bits": bits,
         "seed": seed,
-        "chips": 10,
+        "chips": 2,
         "eval_ber": ber,
         "target": model,
         "ca": ca,
@@ -50,6 +50,9 @@ def row(
         "pa_nf_std": pa_nf_std,
         "rp": pa_nf - pa,
         "efficiency": (pa_nf - pa) / 1e5,
+        # two chips, mean ± population std as above; paired RP per chip: (pa_nf − pa) ∓ (pa_nf_std − pa_std)
+        "pa_per_chip": [pa - pa_std, pa + pa_std],
+        "pa_nf_per_chip": [pa_nf - pa_nf_std, pa_nf + pa_nf_std],
     }
 
 

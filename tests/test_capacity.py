@@ -161,6 +161,25 @@ def test_plan_with_cluster_from_argparse() -> None:
         plan_with_cluster(p.parse_args(["x", "--cluster", "clusters/nope.yaml"]), cfg, items)
 
 
+def test_plan_with_cluster_prints_no_ray_info_lines(tmp_path: Path) -> None:
+    """Ray's cluster-config defaults are logged at INFO (`INFO util.py:402 -- setting max workers …`): not in
+    `nf sweep plan --cluster`'s output (run as a user runs it, from another folder)."""
+    import subprocess
+    import sys
+
+    for cluster in ("aws.yaml", "gcp.yaml"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "orchestration.cli", "sweep", "plan", str(ROOT / "sweeps" / "smoke.yaml")]
+            + ["--cluster", str(CLUSTERS / cluster)],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith("sweep 'smoke' on cluster")
+        assert "INFO" not in proc.stdout + proc.stderr and "util.py" not in proc.stdout + proc.stderr
+
+
 def test_every_paper_sweep_fits_every_cluster() -> None:
     # A trial no node type can hold would wait forever; catch it before paying for the cluster.
     from orchestration.config import load_config

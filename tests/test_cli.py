@@ -95,11 +95,11 @@ def test_nf_core_holds_no_command_line() -> None:
 def test_results_table_is_unchanged() -> None:
     """The demo's table, as the README shows it, rendered from its rows: byte for byte."""
     expected = """\
-source    generator  train BER  eval BER  target       CA             PA  CA (NF)        PA (NF)      RP
---------  ---------  ---------  --------  --------  -----  -------------  -------  -------------  ------
-resnet18  ConvS           0.03      0.03  resnet18  98.67  44.47 ± 23.65    90.67  57.04 ± 18.84  +12.58
-resnet18  UNetS           0.05      0.05  resnet18  98.67  34.91 ± 15.44    91.78  43.58 ± 10.57   +8.67
-vgg11     ConvS           0.03      0.03  vgg11     98.44  72.18 ± 13.51    99.11   88.96 ± 4.05  +16.78"""
+source    generator  training BER  evaluation BER  target       CA             PA  CA (NF)        PA (NF)      RP
+--------  ---------  ------------  --------------  --------  -----  -------------  -------  -------------  ------
+resnet18  ConvS              0.03            0.03  resnet18  98.67  44.47 ± 23.65    90.67  57.04 ± 18.84  +12.58
+resnet18  UNetS              0.05            0.05  resnet18  98.67  34.91 ± 15.44    91.78  43.58 ± 10.57   +8.67
+vgg11     ConvS              0.03            0.03  vgg11     98.44  72.18 ± 13.51    99.11   88.96 ± 4.05  +16.78"""
     rows = [
         ("resnet18", "ConvS", 0.03, 0.03, "resnet18", 98.67, 44.47, 23.65, 90.67, 57.04, 18.84, 12.58),
         ("resnet18", "UNetS", 0.05, 0.05, "resnet18", 98.67, 34.91, 15.44, 91.78, 43.58, 10.57, 8.67),
@@ -122,8 +122,20 @@ vgg11     ConvS           0.03      0.03  vgg11     98.44  72.18 ± 13.51    99.
     assert format_table([dict(zip(keys, r), dataset="digits") for r in rows]) == expected
     assert (
         format_table([]).splitlines()[1]
-        == "------  ---------  ---------  --------  ------  --  --  -------  -------  --"
+        == "------  ---------  ------------  --------------  ------  --  --  -------  -------  --"
     )
+
+
+def test_results_table_rp_has_the_paired_per_chip_std() -> None:
+    """RP ± the population std over chips of PA (NF)_chip − PA_chip (not a combination of the two PA stds)."""
+    row = dict(
+        dataset="digits", source="vgg11", generator="ConvS", train_ber=0.03, eval_ber=0.03, target="vgg11", ca=99.0
+    )
+    pa, pa_nf = [40.0, 50.0, 45.0], [70.0, 60.0, 80.0]  # per-chip RP 30, 10, 35: mean 25, std √(350/3) ≈ 10.80
+    row.update(pa_mean=45.0, pa_std=4.08, ca_nf=98.0, pa_nf_mean=70.0, pa_nf_std=8.16, rp=25.0)
+    line = format_table([dict(row, pa_per_chip=pa, pa_nf_per_chip=pa_nf)]).splitlines()[2]
+    assert line.endswith("+25.00 ± 10.80")
+    assert format_table([row]).splitlines()[2].endswith("+25.00")  # no per-chip lists: no std to show
 
 
 def test_table_widths_alignment_and_missing_cells() -> None:
@@ -160,3 +172,8 @@ def test_single_prints_its_result_as_a_table() -> None:
         "-----  ------------  -------  ------------  ------  -------------",
         "98.50  40.00 ± 2.50    97.25  80.00 ± 1.25  +40.00          353.4",
     ]
+    res.update(pa_per_chip=[37.5, 42.5], pa_nf_per_chip=[81.25, 78.75])  # per-chip RP 43.75, 36.25: std 3.75
+    assert (
+        format_results(res).splitlines()[-1]
+        == "98.50  40.00 ± 2.50    97.25  80.00 ± 1.25  +40.00 ± 3.75          353.4"
+    )

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from orchestration.cli import build_parser
-from orchestration.progress import ProgressCallback, SweepProgress, duration
+from orchestration.progress import ProgressCallback, SweepProgress, duration, error_line
 
 
 class Clock:
@@ -144,7 +144,8 @@ def test_tune_callback_feeds_the_view() -> None:
 
     def trial(item: str, stage: str, error: str = "") -> SimpleNamespace:
         return SimpleNamespace(
-            config={"item": {"id": item, "stage": stage}}, get_error=lambda: RuntimeError(error) if error else None
+            config={"item": {"id": item, "stage": stage}},
+            get_error=lambda: error or None,  # Tune: error.txt's text
         )
 
     cb = ProgressCallback(v)
@@ -186,3 +187,75 @@ def test_the_callback_pickles_with_any_stream() -> None:
     v.started("b1")
     copy = pickle.loads(pickle.dumps(ProgressCallback(v)))
     assert copy.view.counts("base")["running"] == 1
+
+
+def test_error_line_is_type_and_first_line() -> None:
+    text = (
+        "Failure # 1 (occurred at 2026-01-01)\nray::ImplicitFunc.train() (pid=1, ip=127.0.0.1)\n"
+        '  File "x.py", line 3, in f\n    raise ValueError("old")\nValueError: old\n'
+        "Failure # 2 (occurred at 2026-01-01)\nray::ImplicitFunc.train() (pid=2, ip=127.0.0.1)\n"
+        '  File "x.py", line 3, in f\n    raise OSError(msg)\nOSError: AWS Error NETWORK_CONNECTION\ncurlCode: 28\n'
+    )
+    assert error_line(text) == "OSError: AWS Error NETWORK_CONNECTION"  # the latest failure, not its tail line
+    assert error_line(TimeoutError("read timed out\nretries: 3")) == "TimeoutError: read timed out"
+
+
+_FLAKY_SWEEP = """
+import io, sys
+from pathlib import Path
+import ray
+from ray import tune
+from orchestration.progress import ProgressCallback, SweepProgress, compact_tune_output
+
+if sys.argv[2] == "compact":
+    compact_tune_output()  # what a sweep's compact view does
+marker = Path(sys.argv[1]) / "failed_once"
+
+def flaky(config):
+    if not marker.exists():
+        marker.write_text("1")
+        raise OSError("When reading s3://nf/x: AWS Error NETWORK_CONNECTION: Timeout was reached\\ncurlCode: 28")
+    tune.report({"epoch": 1, "done": 1.0})
+
+view = SweepProgress({"generator": ["g1"]}, {"generator": 1}, name="t", out=sys.stdout, tty=False)
+ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+grid = tune.Tuner(
+    flaky,
+    param_space={"item": {"id": "g1", "stage": "generator"}},
+    run_config=tune.RunConfig(
+        storage_path=str(Path(sys.argv[1]) / "tune"),
+        failure_config=tune.FailureConfig(max_failures=1),
+        callbacks=[ProgressCallback(view)],
+        verbose=0,
+    ),
+).fit()
+print("state", view.trials["g1"].state, grid[0].error is None)
+"""
+
+
+def test_a_transient_failure_prints_one_retry_line_and_no_traceback(tmp_path) -> None:
+    """Real Ray Tune, run as a sweep's driver runs it: a trainable whose first attempt hits an S3 timeout is
+    retried; the output has one `retry <item>: <Type>: <first line>` line and no traceback (Tune's own
+    `Trial task failed` log), which stays in the trial's error.txt."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "flaky.py"
+    script.write_text(_FLAKY_SWEEP)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AIR_NEW_OUTPUT", "TUNE_PRINT_ALL_TRIAL_ERRORS")}
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), "compact"], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "state done True" in lines
+    assert [ln for ln in lines if ln.startswith("retry")] == [
+        "retry   generator g1: OSError: When reading s3://nf/x: AWS Error NETWORK_CONNECTION: Timeout was reached"
+    ]
+    printed = proc.stdout + proc.stderr
+    assert "Trial task failed" not in printed and 'File "' not in printed and "curlCode" not in printed
+    errors = list((tmp_path / "tune").rglob("error.txt"))
+    kept = errors[0].read_text() if errors else ""
+    # the whole traceback, in the trial's files
+    assert 'File "' in kept and "in flaky" in kept and "curlCode: 28" in kept

@@ -4,6 +4,7 @@ and the whole path from a sweep's storage (done.json files) to the page and the 
 from __future__ import annotations
 
 import os
+import re
 
 import pandas as pd
 import pytest
@@ -46,16 +47,20 @@ def test_main_table_numbers_by_hand(plain):
     assert cell["pa_nf_mean"] == pytest.approx((60 + 62) / 2)
     assert cell["pa_std"] == pytest.approx(4.5)
     assert cell["rp"] == pytest.approx(61 - 40.5)
+    # RP's paired per-chip std: chips (PA, PA (NF)) = (36, 57), (44, 63) → RP 21, 19 → std 1 (seed 0);
+    # (36, 59), (46, 65) → RP 23, 19 → std 2 (seed 1); averaged over seeds like PA's std
+    assert cell["rp_std"] == pytest.approx(1.5)
     assert cell["runs"] == 2
     # vgg11 + UNetL: PA (NF) 60 + 10 + 5 (+ 2 for seed 1) → 76; the transfer row (source resnet18) is not in it
     vgg = csv[(csv["model"] == "vgg11") & (csv["generator"] == "UNetL")].iloc[0]
     assert vgg["pa_nf_mean"] == pytest.approx(76.0)
     assert len(csv) == 4 and "source" not in csv  # every source is its own base model: not a column
     md = (out / "tables" / "main.md").read_text()
-    assert "| 40.50 ± 4.50 |" in md and "| +20.50 |" in md
+    assert "| 40.50 ± 4.50 |" in md and "| +20.50 ± 1.50 |" in md
+    assert "RP" in md.splitlines()[0] and "rp_std" not in md  # RP's std shown beside it, not as a column
     tex = (out / "tables" / "main.tex").read_text()
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
-    assert r"40.50 $\pm$ 4.50" in tex and tex.isascii()  # compiles without inputenc
+    assert r"40.50 $\pm$ 4.50" in tex and r"+20.50 $\pm$ 1.50" in tex and tex.isascii()  # compiles without inputenc
 
 
 def test_plain_sweep_files_and_reasons(plain):
@@ -73,7 +78,7 @@ def test_plain_sweep_files_and_reasons(plain):
     assert not list(out.glob("figures/ablation_*")) and not list(out.glob("tables/ablation_*"))
     page = (out / "index.html").read_text()
     assert "Left out: the sweep does not vary λ" in page
-    assert "Left out: the sweep evaluates at one BER only (0.01)" in page
+    assert "Left out: the sweep evaluates at one evaluation BER only (0.01)" in page
     assert "Partial sweep" not in page
     assert "<dt>base models</dt><dd>resnet18, vgg11</dd>" in page
     assert res["index"] == os.path.join(out, "index.html")
@@ -138,6 +143,18 @@ def test_rich_sweep_has_every_section(rich):
     assert any("0.02" in n for n in s["energy"].notes)
     page = (out / "index.html").read_text()
     assert "Partial sweep" in page and "eval: 2 of 9 not done (2 pending): a, b" in page
+    # every section link reads differently; the two ablations keep their full titles
+    nav = re.search(r'<p class="files">Sections: (.*?)</p>', page).group(1)
+    links = re.findall(r">([^<]+)</a>", nav)
+    assert len(links) == len(s) and len(set(links)) == len(links)
+    assert "e. Ablation: RP versus λ" in links and "e. Ablation: RP versus N" in links
+    assert "a. Main result" in links
+
+
+def test_config_summary_spells_booleans_as_yaml():
+    summary = dict(build.config_summary({"transfer": True, "models": ["resnet18"], "width": 0.125}))
+    assert summary["transfer"] == "true" and summary["width"] == "0.125"
+    assert dict(build.config_summary({"transfer": False}))["transfer"] == "false"
 
 
 def test_ablation_table_numbers(rich):
@@ -220,8 +237,54 @@ def test_report_from_storage_partial_and_logged_to_mlflow(tmp_path, capsys):
     assert "Partial sweep" in page and f"eval: 1 of 4 not done (1 pending): {missing}" in page
     csv = pd.read_csv(index.parent / "tables" / "main.csv")
     assert len(csv) == 3 and sorted(csv["pa_nf_mean"]) == [60.0, 61.0, 62.0]
-    logged = {a.path for a in tracker.client.list_artifacts(parent, "report")}
-    assert "report/bars_digits_resnet18.png" in logged and "report/bars_digits_resnet18.svg" in logged
+    logged = _artifacts(tracker.client, parent)
+    assert {"report/figures/bars_digits_resnet18.png", "report/figures/bars_digits_resnet18.svg"} <= logged
+    assert "report/index.html" in logged and "report/tables/main.csv" in logged
+
+
+def _artifacts(client, run_id: str, path: str = "") -> set[str]:
+    """Every artifact file of a run (recursively)."""
+    out = set()
+    for a in client.list_artifacts(run_id, path or None):
+        out |= _artifacts(client, run_id, a.path) if a.is_dir else {a.path}
+    return out
+
+
+def _files(root) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def test_report_out_leaves_mlflow_alone_and_own_reports_replace_one_set(tmp_path, capsys):
+    """`--out DIR` writes files only; the sweep's own report replaces the parent run's report/ artifacts
+    (and its own folder) as one set, so nothing of an earlier report stays."""
+    from orchestration import cli
+
+    sweeps = tmp_path / "sweeps"
+    _, _, tracker, parent = _stored_sweep(sweeps, tmp_path, done_evals=4)
+    client = tracker.client
+    assert _artifacts(client, parent) == set()
+    assert cli.main(["report", "rep", "--storage", str(sweeps), "--out", str(tmp_path / "elsewhere")]) == 0
+    assert "MLflow" not in capsys.readouterr().out
+    assert (tmp_path / "elsewhere" / "index.html").exists()
+    assert _artifacts(client, parent) == set() and "nf.report" not in client.get_run(parent).data.tags
+
+    assert cli.main(["report", "rep", "--storage", str(sweeps)]) == 0
+    own = sweeps / "rep" / "report"
+    first = _artifacts(client, parent)
+    assert first == {f"report/{f}" for f in _files(own)} and "report/index.html" in first
+    # an earlier report's leftovers (a figure no longer drawn) in the run and in the folder
+    stale = tmp_path / "ber_digits_old.png"
+    stale.write_bytes(b"old")
+    client.log_artifact(parent, str(stale), "report/figures")
+    (own / "figures" / "ber_digits_old.png").write_bytes(b"old")
+    assert "report/figures/ber_digits_old.png" in _artifacts(client, parent)
+
+    assert cli.main(["report", "rep", "--storage", str(sweeps)]) == 0
+    second = _artifacts(client, parent)
+    assert second == first == {f"report/{f}" for f in _files(own)}  # exactly one set, the current one
+    assert client.get_run(parent).data.tags["nf.report"] == "report"
+    assert cli.main(["report", "rep", "--storage", str(sweeps), "--out", str(tmp_path / "again")]) == 0
+    assert _artifacts(client, parent) == second
 
 
 def test_report_of_unknown_sweep_is_a_clear_error(tmp_path, capsys):
@@ -258,6 +321,7 @@ def test_report_of_a_sweep_on_s3(tmp_path, monkeypatch, capsys):
             s3_endpoint=endpoint,
             mlflow={"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},
         )
+        s3.put_object(Bucket="nf-sweeps", Key="team/rep/report/figures/old.png", Body=b"an earlier report's")
         assert cli.main(["report", "rep", "--storage", "s3://nf-sweeps/team", "--s3-endpoint", endpoint]) == 0
         assert "report uploaded to s3://nf-sweeps/team/rep/report/index.html" in capsys.readouterr().out
         keys = {o["Key"] for o in s3.list_objects_v2(Bucket="nf-sweeps", Prefix="team/rep/report/")["Contents"]}
@@ -266,8 +330,9 @@ def test_report_of_a_sweep_on_s3(tmp_path, monkeypatch, capsys):
             "team/rep/report/tables/main.csv",
             "team/rep/report/figures/bars_digits_vgg11.png",
         } <= keys
+        assert "team/rep/report/figures/old.png" not in keys
         page = s3.get_object(Bucket="nf-sweeps", Key="team/rep/report/index.html")["Body"].read().decode()
         assert "Partial sweep" not in page  # every eval item done (base/generator markers too)
-        assert "report/bars_digits_vgg11.png" in {a.path for a in tracker.client.list_artifacts(parent, "report")}
+        assert "report/figures/bars_digits_vgg11.png" in _artifacts(tracker.client, parent)
     finally:
         kill_tree(server)

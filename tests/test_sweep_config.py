@@ -117,3 +117,35 @@ def test_generators_are_8_bit_by_default_and_recorded() -> None:
         for stage in ("generator", "eval", "transfer"):  # MLflow params of every trial that runs a generator
             assert items[stage] and all(item_params(cfg, it)["generator_bits"] == want for it in items[stage])
         assert all((".b8g8." in it.id) == (want == 8) for it in items["generator"])
+
+
+def test_implausible_bers_warn_once_in_plan_and_run(tmp_path) -> None:
+    """A BER ≥ 0.5 is valid but almost surely a percentage (`train_bers: [1]` = 100 %): one `nf: warning:` line
+    per value, naming the field, in `nf sweep plan` and `nf sweep run`; the command goes on."""
+    raw = {**GOOD, "train_bers": [1, 0.01], "evaluation": {"bers": [0.01, 0.5]}, "storage": str(tmp_path / "store")}
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    expected = [
+        "nf: warning: train_bers[0]: 1 is a BER of 100 % (half or more of the memory cells faulty); "
+        "a BER is a fraction: did you mean 0.01 (1 %)?",
+        "nf: warning: evaluation.bers[1]: 0.5 is a BER of 50 % (half or more of the memory cells faulty); "
+        "a BER is a fraction: did you mean 0.005 (0.5 %)?",
+    ]
+    plan_proc = subprocess.run(
+        [sys.executable, "-m", "orchestration.cli", "sweep", "plan", str(path)], capture_output=True, text=True
+    )
+    assert plan_proc.returncode == 0, plan_proc.stderr
+    assert [ln for ln in plan_proc.stderr.splitlines() if "warning" in ln] == expected
+    assert "total" in plan_proc.stdout  # a warning, not an error: the plan is printed
+    # run: warned once, then it goes on (here to a missing dataset root, which stops it before Ray starts)
+    path.write_text(yaml.safe_dump({**raw, "datasets": [{"name": "cifar10", "root": str(tmp_path / "none")}]}))
+    run_proc = subprocess.run(
+        [sys.executable, "-m", "orchestration.cli", "sweep", "run", str(path)], capture_output=True, text=True
+    )
+    warned = [ln for ln in run_proc.stderr.splitlines() if "warning" in ln]
+    assert warned == expected and run_proc.returncode == 2 and "nf: error:" in run_proc.stderr
+    ranged = {**GOOD, "generators": ["ConvS", "ConvS_BER"], "train_bers": [0.49, {"range": [0.001, 0.6]}]}
+    path.write_text(yaml.safe_dump(ranged))
+    from orchestration.config import implausible_bers
+
+    assert [ln.split(":")[0] for ln in implausible_bers(load_config(str(path)))] == ["train_bers[1].range[1]"]

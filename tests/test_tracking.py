@@ -289,7 +289,7 @@ def test_transfer_matrix_and_heatmap(tmp_path):
 def test_format_table():
     text = results.format_table(_rows())
     lines = text.splitlines()
-    assert lines[0].split()[:5] == ["source", "generator", "train", "BER", "eval"]
+    assert lines[0].split()[:5] == ["source", "generator", "training", "BER", "evaluation"]
     assert "CA (NF)" in lines[0] and "PA (NF)" in lines[0] and lines[0].rstrip().endswith("RP")
     assert "92.61" in text and "90.12" in text and "40.00 ± 2.50" in text and "77.25 ± 1.25" in text
     assert "+37.25" in text and "0.005" in text

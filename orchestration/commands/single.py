@@ -44,10 +44,18 @@ def format_results(res: dict[str, Any]) -> str:
         f"{res['pa_mean']:.2f} ± {res['pa_std']:.2f}",
         f"{res['ca_nf']:.2f}",
         f"{res['pa_nf_mean']:.2f} ± {res['pa_nf_std']:.2f}",
-        f"{res['rp']:+.2f}",
+        _rp(res),
         f"{res['efficiency']:.1f}",
     ]
     return head + "\n" + table(cols, [row], "right")
+
+
+def _rp(res: dict) -> str:
+    """RP ± the std over chips of the paired per-chip RP (the sweep's tables use the same function)."""
+    from orchestration.results import recovery_std
+
+    std = recovery_std(res.get("pa_per_chip"), res.get("pa_nf_per_chip"))
+    return f"{res['rp']:+.2f}" + ("" if std is None else f" ± {std:.2f}")
 
 
 def _bits_or_none(text: str) -> int | None:

@@ -9,16 +9,17 @@ from typing import Any
 
 
 def _sweep_run(args: argparse.Namespace) -> int:
-    from orchestration.config import load_config, parse_config
+    from orchestration.config import load_config, parse_config, warn_implausible
 
     cfg = load_config(args.config)
+    warn_implausible(cfg)
     if args.storage:
         cfg = parse_config({**cfg.to_dict(), "storage": args.storage})
     return _run(cfg, resume=False, address=args.address, args=args)
 
 
 def _sweep_resume(args: argparse.Namespace) -> int:
-    from orchestration.config import ConfigError, load_config
+    from orchestration.config import ConfigError, load_config, warn_implausible
     from orchestration.resume import with_storage
     from orchestration.runner import open_sweep
 
@@ -26,6 +27,7 @@ def _sweep_resume(args: argparse.Namespace) -> int:
     if args.config is None:
         return _run(cfg, resume=True, address=args.address, args=args)
     fixed = load_config(args.config)
+    warn_implausible(fixed)
     if fixed.name != cfg.name:
         raise ConfigError(f"{args.config}: name {fixed.name!r} is not the sweep's name {cfg.name!r}")
     # The sweep stays where it is (--storage is its identity), whatever the new file says.
@@ -105,7 +107,7 @@ def plan_with_cluster(args: argparse.Namespace, cfg: Any, items: dict[str, list[
 
 
 def _sweep_plan(args: argparse.Namespace) -> int:
-    from orchestration.config import ConfigError, load_config
+    from orchestration.config import ConfigError, load_config, warn_implausible
     from orchestration.plan import plan
 
     paths = args.config if isinstance(args.config, list) else [args.config]
@@ -122,6 +124,7 @@ def _sweep_plan(args: argparse.Namespace) -> int:
             check_dataset_roots(cfg)
     texts, total = [], 0
     for cfg in cfgs:
+        warn_implausible(cfg)
         items = plan(cfg)
         total += sum(len(v) for v in items.values())
         texts.append(plan_with_cluster(args, cfg, items))

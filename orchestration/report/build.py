@@ -56,8 +56,8 @@ def build_sections(
         "a. Main result: CA, PA, CA (NF), PA (NF) per generator",
         "Per dataset × base model, each generator's accuracies; error bars: PA's std over the evaluation "
         "chips. CA/PA without NeuralFuse are the base model's; (NF) with the generator in front. "
-        "Numbers are averaged over seeds; RP = PA (NF) − PA in percentage points."
-        + (f" Shown at {held}; the ablations below vary them." if held else ""),
+        "Numbers are averaged over seeds; RP = PA (NF) − PA in percentage points, ± the std over chips of "
+        "each chip's PA (NF) − PA." + (f" Shown at {held}; the ablations below vary them." if held else ""),
     )
     if _figures(s, lambda d: F.bars(df, d), out_dir):
         _table(s, main, out_dir, "main", "Base model × generator: CA, PA, CA (NF), PA (NF), RP, efficiency ratio")
@@ -66,7 +66,8 @@ def build_sections(
     s = Section(
         "ber",
         "b. Perturbed accuracy versus evaluation BER",
-        "Dashed: the base model without NeuralFuse; solid: with each generator. Bands: ± std over chips.",
+        "One panel per generator: solid, PA with that generator in front; dashed, the base model without "
+        "NeuralFuse (the same in every panel). Bands: ± std over chips.",
     )
     if _figures(s, lambda d: F.ber_curves(df, d), out_dir):
         _table(
@@ -110,13 +111,13 @@ def build_sections(
     for key, title in (("lam", "e. Ablation: RP versus λ"), ("n", "e. Ablation: RP versus N")):
         s = Section(f"ablation_{key}", title)
         if _figures(s, lambda d, k=key: F.ablation(df, d, k), out_dir):
-            _table(s, _cols(T.main_table(df, key), ["rp"]), out_dir, f"ablation_{key}", title)
+            _table(s, _cols(T.main_table(df, key), ["rp", "rp_std"]), out_dir, f"ablation_{key}", title)
         out.append(s)
     s = Section("precision", "e. Precision: PA and PA (NF) versus bits")
     if _figures(s, lambda d: F.precision(df, d), out_dir):
         _table(
             s,
-            _cols(T.main_table(df, "bits"), ["pa_mean", "pa_std", "pa_nf_mean", "pa_nf_std", "rp"]),
+            _cols(T.main_table(df, "bits"), ["pa_mean", "pa_std", "pa_nf_mean", "pa_nf_std", "rp", "rp_std"]),
             out_dir,
             "precision",
             "PA and PA (NF) versus weight precision",
@@ -128,7 +129,9 @@ def build_sections(
         "UIP (a universal input perturbation, grey hatched) against the trained generators.",
     )
     if _figures(s, lambda d: F.uip(df, d), out_dir):
-        _table(s, _cols(main, ["ca_nf", "pa_nf_mean", "pa_nf_std", "rp"]), out_dir, "uip", "UIP and generators")
+        _table(
+            s, _cols(main, ["ca_nf", "pa_nf_mean", "pa_nf_std", "rp", "rp_std"]), out_dir, "uip", "UIP and generators"
+        )
     out.append(s)
 
     s = Section(
@@ -142,7 +145,18 @@ def build_sections(
         _table(
             s,
             T.average_seeds(gen, ["dataset", "generator", "source", "target", "eval_ber"])[
-                ["dataset", "generator", "source", "target", "eval_ber", "pa_mean", "pa_nf_mean", "rp", "runs"]
+                [
+                    "dataset",
+                    "generator",
+                    "source",
+                    "target",
+                    "eval_ber",
+                    "pa_mean",
+                    "pa_nf_mean",
+                    "rp",
+                    "rp_std",
+                    "runs",
+                ]
             ],
             out_dir,
             "ensembles",
@@ -156,6 +170,8 @@ def config_summary(cfg: dict[str, Any]) -> list[tuple[str, str]]:
     """The config fields a reader needs to interpret the numbers, as (label, value) pairs."""
 
     def j(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"  # as the sweep's YAML spells it, not Python's True
         if isinstance(v, (list, tuple)):
             return ", ".join(j(x) for x in v)
         if isinstance(v, dict):
@@ -235,9 +251,19 @@ def missing_items(states: dict[str, dict[str, str]]) -> list[str]:
     return lines
 
 
-def log_to_mlflow(cfg: Any, store: Any, files: list[str], log: Callable[[str], None] = print) -> str | None:
-    """Log the figures to the sweep's parent run (folder ``report/``) when the sweep is tracked;
-    returns the run id, or None when there is no tracking database or parent run."""
+REPORT_ARTIFACTS = "report"  # the parent run's artifact folder holding the sweep's own report
+
+
+def log_to_mlflow(cfg: Any, store: Any, out_dir: str, log: Callable[[str], None] = print) -> str | None:
+    """Log the whole report folder (page, figures, tables) to the sweep's parent run under ``report/``,
+    replacing what an earlier report left there as one set; returns the run id, or None when the sweep
+    has no tracking database or parent run.
+
+    MLflow's client cannot delete artifacts, but every artifact repository (local folder, S3, the
+    tracking server's proxy) implements ``delete_artifacts``: the old ``report/`` folder is removed
+    through the run's own repository before the new one is logged. Where a repository cannot delete,
+    the report goes to a fresh ``report-<UTC time>/`` folder instead; the tag ``nf.report`` always names
+    the folder holding the current report."""
     from orchestration.runner import tracking_uri
 
     uri = cfg.mlflow.tracking_uri
@@ -247,6 +273,7 @@ def log_to_mlflow(cfg: Any, store: Any, files: list[str], log: Callable[[str], N
         if not default_db_exists(cfg, store):
             return None
         uri = tracking_uri(cfg, store)
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
@@ -258,13 +285,53 @@ def log_to_mlflow(cfg: Any, store: Any, files: list[str], log: Callable[[str], N
     )
     if not runs:
         return None
-    run_id = runs[0].info.run_id
+    run = runs[0]
     if store.is_s3 and cfg.s3_endpoint:
         os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", cfg.s3_endpoint)
-    for path in files:
-        client.log_artifact(run_id, path, "report")
-    log(f"report figures logged to MLflow run {run_id} (artifacts/report/)")
-    return run_id
+    repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=uri)
+    folder = REPORT_ARTIFACTS
+    try:
+        previous = run.data.tags.get("nf.report")
+        for old in {REPORT_ARTIFACTS, previous} - {None}:
+            repo.delete_artifacts(old)
+    except (NotImplementedError, OSError) as e:  # a store that cannot delete: keep the old set, start a new one
+        folder = f"{REPORT_ARTIFACTS}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        log(f"nf: warning: could not replace the MLflow report artifacts ({type(e).__name__}); logging to {folder}/")
+    client.log_artifacts(run.info.run_id, out_dir, folder)
+    client.set_tag(run.info.run_id, "nf.report", folder)
+    log(f"report logged to MLflow run {run.info.run_id} (artifacts/{folder}/, replacing the previous report)")
+    return run.info.run_id
+
+
+def _clear_own(out: str) -> None:
+    """Empty the sweep's own report folder (figures/, tables/, index.html) so no file of an earlier report stays."""
+    import shutil
+
+    for sub in (FIG_DIR, TAB_DIR):
+        shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
+    if os.path.exists(os.path.join(out, "index.html")):
+        os.remove(os.path.join(out, "index.html"))
+
+
+def _upload(store: Any, out: str, log: Callable[[str], None]) -> None:
+    """Copy the report folder to ``<sweep>/report/`` in S3 and delete the keys an earlier report left there."""
+    import pyarrow.fs as pafs
+
+    new = set()
+    for root, _, names in os.walk(out):
+        for n in names:
+            p = os.path.join(root, n)
+            rel = "report/" + os.path.relpath(p, out).replace(os.sep, "/")
+            with open(p, "rb") as f:
+                store.write_bytes(rel, f.read())
+            new.add(rel)
+    base = store.path("report")
+    sel = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+    for info in store.fs.get_file_info(sel):
+        rel = "report/" + info.path[len(base) :].lstrip("/")
+        if info.type == pafs.FileType.File and rel not in new:
+            store.delete(rel)
+    log(f"report uploaded to {store.url('report/index.html')}")
 
 
 def report_sweep(
@@ -286,13 +353,20 @@ def report_sweep(
     store = sweep_store(cfg)
     rows = collect_rows(cfg, store)
     missing = missing_items(stage_states(cfg, store))
-    upload = store.is_s3 and out is None
-    if out is None:
+    own = out is None  # the sweep's own report: beside the sweep and in its MLflow parent run
+    upload = store.is_s3 and own
+    if own:
         out = tempfile.mkdtemp(prefix="nf-report-") if upload else store.path("report")
+        _clear_own(out)
+
+    from nf_core.voltage import load_voltage_table
+
+    table = load_voltage_table(voltage_table)  # read once (no torch): a BER it lacks skips the cost model
 
     width = 1.0 if full_size else float(cfg.width)  # the convention `nf select` uses (commands/select.py)
 
     def energy(model: str, gen: str, ds: str, ber: float) -> float:
+        table.energy_ratio(ber)  # ValueError naming the BER, before the cost model (torch) is loaded
         return F.cost_model_saving(model, gen, ds, ber, voltage_table, width)
 
     from orchestration.commands.select import sweep_counts  # the sweep's counts cache, as `nf select` uses it
@@ -301,15 +375,10 @@ def report_sweep(
         res = build_report(
             rows, out, cfg.to_dict(), missing, f"NeuralFuse sweep {cfg.name!r}", energy, energy_convention(width)
         )
-    if upload:  # S3 storage: the report goes beside the sweep's results
-        for root, _, names in os.walk(out):
-            for n in names:
-                p = os.path.join(root, n)
-                with open(p, "rb") as f:
-                    store.write_bytes("report/" + os.path.relpath(p, out).replace(os.sep, "/"), f.read())
-        log(f"report uploaded to {store.url('report/index.html')}")
-    if track:
-        log_to_mlflow(cfg, store, res["figures"], log)
+    if upload:  # S3 storage: the report goes beside the sweep's results, replacing the earlier one
+        _upload(store, out, log)
+    if track and own:  # --out: files only; the sweep's MLflow run is left as it is
+        log_to_mlflow(cfg, store, out, log)
     if missing:
         log(f"partial sweep: {len(missing)} stage(s) with unfinished items (listed in the report)")
     return res["index"]

@@ -25,7 +25,15 @@ BAR_METRICS = (
     ("ca_nf", None, "CA (NF)"),
     ("pa_nf_mean", "pa_nf_std", "PA (NF)"),
 )
-_SHORT = {"train_ber": "p=", "lam": "λ=", "n": "N=", "bits": "b=", "fault_model": "", "layout": "", "source": "src "}
+_SHORT = {
+    "train_ber": "training BER ",
+    "lam": "λ=",
+    "n": "N=",
+    "bits": "b=",
+    "fault_model": "",
+    "layout": "",
+    "source": "src ",
+}
 
 
 class Skip(Exception):
@@ -45,6 +53,7 @@ def _save(fig: Any, out_dir: str, stem: str) -> str:
     """``stem``.png (for the page) and ``stem``.svg (for papers); returns the PNG's file name."""
     os.makedirs(out_dir, exist_ok=True)
     fig.savefig(os.path.join(out_dir, f"{stem}.png"), dpi=110)
+    fig.set_layout_engine("none")  # laid out once: the SVG reuses the PNG's positions (layout is half the cost)
     fig.savefig(os.path.join(out_dir, f"{stem}.svg"))
     _plt().close(fig)
     return f"{stem}.png"
@@ -59,7 +68,7 @@ def _fmt(v: Any) -> str:
 
 
 def variant_label(row: pd.Series | dict, keys: Sequence[str]) -> str:
-    """Generator name plus the values that tell it apart from its siblings, e.g. ``ConvS p=0.03 λ=5``."""
+    """Generator name plus the values that tell it apart from its siblings, e.g. ``ConvS training BER 0.03 λ=5``."""
     parts = [str(row["generator"])]
     for k in keys:
         v = row[k]
@@ -126,7 +135,7 @@ def bars(rows: Any, out_dir: str) -> list[str]:
             ax.set_xticks(x, labels, rotation=20 if tilt else 0, ha="right" if tilt else "center")
             ax.set_ylabel("accuracy (%)")
             ax.set_ylim(0, 105)
-            ax.set_title(f"{ds} · {model} · eval BER {ber:g}")
+            ax.set_title(f"{ds} · {model} · evaluation BER {ber:g}")
             ax.grid(axis="y", alpha=0.3)
         handles, names = axes[0][0].get_legend_handles_labels()
         fig.legend(handles, names, loc="outside upper center", ncols=4, fontsize=9)  # above the bars, never on them
@@ -134,42 +143,73 @@ def bars(rows: Any, out_dir: str) -> list[str]:
     return files
 
 
-# --- b. PA vs eval BER -----------------------------------------------------------------------------
+# --- b. PA vs evaluation BER------------------------------------------------------------------------
+
+
+def _band(ax: Any, x: Any, mean: Any, std: Any, **kw: Any) -> Any:
+    """A line with markers and its ± std band; returns the line."""
+    (h,) = ax.plot(x, mean, marker="o", **kw)
+    ax.fill_between(x, mean - std, mean + std, color=h.get_color(), alpha=0.15, lw=0)
+    return h
 
 
 def ber_curves(rows: Any, out_dir: str) -> list[str]:
-    """Per dataset × base model: PA (dashed, without NeuralFuse) and PA (NF) versus evaluation BER,
-    one line per generator, ± std bands."""
+    """Per dataset × base model: PA (NF) versus evaluation BER, one small panel per generator variant, each
+    beside the base model's PA without NeuralFuse (dashed, the same in every panel); ± std bands.
+
+    One panel per variant, not one crowded axis: with five or more series the bands of one axis overlap
+    into a single brown area."""
     df = main_slice(own_rows(frame(rows)))
     if df.empty:
         raise Skip("no evaluated generator yet")
     if df["eval_ber"].nunique() < 2:
-        raise Skip(f"the sweep evaluates at one BER only ({df['eval_ber'].iloc[0]:g}); a curve needs two or more")
+        raise Skip(
+            f"the sweep evaluates at one evaluation BER only ({df['eval_ber'].iloc[0]:g}); a curve needs two or more"
+        )
     plt = _plt()
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     files = []
     for ds, model, avg in _per_model_over_bers(df):
-        fig, ax = plt.subplots(figsize=(8.4, 4.4), constrained_layout=True)  # room for the legend beside
-        base = avg.groupby("eval_ber")[["pa_mean", "pa_std"]].mean()  # the same base model for every line
+        labels = list(dict.fromkeys(avg["label"]))
+        ncols = len(labels) if len(labels) <= 3 else 2 if len(labels) == 4 else 3
+        nrows = -(-len(labels) // ncols)
+        fig, axes = plt.subplots(
+            nrows,
+            ncols,
+            figsize=(3.6 * ncols + 0.4, 2.9 * nrows + 0.7),
+            sharex=True,
+            sharey=True,
+            squeeze=False,
+            constrained_layout=True,
+        )
+        base = avg.groupby("eval_ber")[["pa_mean", "pa_std"]].mean()  # the same base model in every panel
         x = base.index.to_numpy(dtype=float)
-        ax.plot(x, base["pa_mean"], "k--", marker="o", label="PA (no NeuralFuse)")
-        ax.fill_between(x, base["pa_mean"] - base["pa_std"], base["pa_mean"] + base["pa_std"], color="k", alpha=0.12)
-        for label, line in avg.groupby("label", sort=False):
-            line = line.sort_values("eval_ber")
-            bx = line["eval_ber"].to_numpy(dtype=float)
-            (h,) = ax.plot(bx, line["pa_nf_mean"], marker="o", label=f"PA (NF) {label}")
-            ax.fill_between(
-                bx,
-                line["pa_nf_mean"] - line["pa_nf_std"],
-                line["pa_nf_mean"] + line["pa_nf_std"],
-                color=h.get_color(),
-                alpha=0.15,
+        for i, ax in enumerate(axes.flat):
+            if i >= len(labels):
+                ax.set_visible(False)
+                continue
+            line = avg[avg["label"] == labels[i]].sort_values("eval_ber")
+            _band(ax, x, base["pa_mean"], base["pa_std"], color="k", ls="--", ms=4, label="PA (no NeuralFuse)")
+            _band(
+                ax,
+                line["eval_ber"].to_numpy(dtype=float),
+                line["pa_nf_mean"],
+                line["pa_nf_std"],
+                color=colors[i % len(colors)],
+                label="PA (NF), the panel's generator",
             )
-        ax.set_xticks(x, [f"{b:g}" for b in x])  # the BERs evaluated, not a continuum
-        ax.set_xlabel("evaluation BER")
-        ax.set_ylabel("perturbed accuracy (%)")
-        ax.set_title(f"{ds} · {model}: PA vs BER (bands: ± std over chips)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+            ax.set_title(labels[i], fontsize=10)
+            ax.set_xticks(x, [f"{b:g}" for b in x])  # the BERs evaluated, not a continuum
+            ax.set_ylim(0, 105)
+            ax.grid(alpha=0.3)
+            if i % ncols == 0:
+                ax.set_ylabel("perturbed accuracy (%)")
+            if i + ncols >= len(labels):  # the lowest panel of its column: its BERs (sharex hides the others')
+                ax.set_xlabel("evaluation BER")
+                ax.xaxis.set_tick_params(labelbottom=True)
+        handles, names = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="outside lower center", ncols=2, fontsize=9)  # below: never on the title
+        fig.suptitle(f"{ds} · {model}: PA vs evaluation BER (bands: ± std over chips)", fontsize=11, x=0.02, ha="left")
         files.append(_save(fig, out_dir, _slug("ber", ds, model)))
     return files
 
@@ -189,10 +229,13 @@ def transfer_heatmaps(rows: Any, out_dir: str) -> list[str]:
     files = []
     for (ds, fm), _ in df.groupby(["dataset", "fault_model"], sort=True, dropna=False):
         stem = _slug("transfer", ds, fm)
-        for ext in ("png", "svg"):  # matplotlib picks the format from the name
-            heatmap_png(
-                rows, ds, os.path.join(out_dir, f"{stem}.{ext}"), fault_model=fm if isinstance(fm, str) else None
-            )
+        heatmap_png(  # drawn once, saved twice; matplotlib picks the format from the name
+            rows,
+            ds,
+            os.path.join(out_dir, f"{stem}.png"),
+            fault_model=fm if isinstance(fm, str) else None,
+            also=[os.path.join(out_dir, f"{stem}.svg")],
+        )
         files.append(f"{stem}.png")
     return files
 
@@ -227,8 +270,8 @@ def cost_model_saving(
 
 
 def energy_points(rows: Any, energy: EnergyFn = cost_model_saving) -> tuple[pd.DataFrame, list[str]]:
-    """Per dataset × eval BER × base model × generator: energy saving (%) and RP (pp), with
-    ``pareto`` marking the front within each dataset × eval BER. Also the reasons for points left out."""
+    """Per dataset × evaluation BER × base model × generator: energy saving (%) and RP (pp), with
+    ``pareto`` marking the front within each dataset × evaluation BER. Also the reasons for points left out."""
     df = main_slice(own_rows(frame(rows)))
     df = df[[not is_ensemble(s) for s in df["source"]]] if not df.empty else df
     keys = ["dataset", "eval_ber", "target", "generator", *[k for k in varying(df) if k not in ("eval_ber", "source")]]
@@ -242,8 +285,8 @@ def energy_points(rows: Any, energy: EnergyFn = cost_model_saving) -> tuple[pd.D
             if reason not in why:
                 why.append(reason)
             continue
-        out.append({**{k: r[k] for k in keys}, "energy_saving": es, "rp": r["rp"]})
-    pts = pd.DataFrame(out, columns=[*keys, "energy_saving", "rp"])
+        out.append({**{k: r[k] for k in keys}, "energy_saving": es, "rp": r["rp"], "rp_std": r["rp_std"]})
+    pts = pd.DataFrame(out, columns=[*keys, "energy_saving", "rp", "rp_std"])
     pts["pareto"] = False
     for _, grp in pts.groupby(["dataset", "eval_ber"]):
         front = pareto_front(list(zip(grp["energy_saving"], grp["rp"])))
@@ -254,17 +297,23 @@ def energy_points(rows: Any, energy: EnergyFn = cost_model_saving) -> tuple[pd.D
 def energy_figures(
     points: pd.DataFrame, out_dir: str, convention: str = "paper full-size networks (width 1)"
 ) -> list[str]:
-    """Energy saving vs RP, one figure per dataset × eval BER; the Pareto front joined by a line."""
+    """Energy saving vs RP, one figure per dataset × evaluation BER; the Pareto front joined by a line."""
     if points.empty:
         raise Skip("no point has both an RP and an energy saving")
     plt = _plt()
     files = []
-    keys = [k for k in points.columns if k not in ("dataset", "eval_ber", "model", "energy_saving", "rp", "pareto")]
+    keys = [
+        k
+        for k in points.columns
+        if k not in ("dataset", "eval_ber", "model", "energy_saving", "rp", "rp_std", "pareto")
+    ]
     for (ds, ber), grp in points.groupby(["dataset", "eval_ber"], sort=True):
         fig, ax = plt.subplots(figsize=(6.4, 4.4), constrained_layout=True)
         markers = dict(zip(sorted(grp["model"].unique()), "osD^vP*X"))
         for _, r in grp.iterrows():
             gl = variant_label(r, [k for k in keys if k != "generator"])
+            if pd.notna(r.get("rp_std")):  # RP's paired std over chips
+                ax.errorbar(r["energy_saving"], r["rp"], yerr=r["rp_std"], color="0.5", lw=1, capsize=3, zorder=2)
             ax.scatter(
                 r["energy_saving"],
                 r["rp"],
@@ -284,8 +333,8 @@ def energy_figures(
         front = grp[grp["pareto"]].sort_values("energy_saving")
         ax.plot(front["energy_saving"], front["rp"], "k-", lw=1, alpha=0.6, label="Pareto front", zorder=2)
         ax.set_xlabel(f"energy saving (%)  — cost model, {convention}, generator at nominal voltage")
-        ax.set_ylabel("RP (pp)")
-        ax.set_title(f"{ds} · eval BER {ber:g}: recovery vs energy saving")
+        ax.set_ylabel("RP (pp), ± std over chips")
+        ax.set_title(f"{ds} · evaluation BER {ber:g}: recovery vs energy saving")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         files.append(_save(fig, out_dir, _slug("energy", ds, f"{ber:g}")))
@@ -314,11 +363,11 @@ def ablation(rows: Any, out_dir: str, key: str) -> list[str]:
         fig, ax = plt.subplots(figsize=(6.0, 4.0), constrained_layout=True)
         for label, line in avg.groupby("label", sort=False):
             line = line.sort_values(key)
-            ax.plot(line[key].astype(float), line["rp"], marker="o", label=label)
+            ax.errorbar(line[key].astype(float), line["rp"], yerr=_err(line), marker="o", capsize=3, label=label)
         ax.set_xticks(sorted(avg[key].astype(float).unique()))  # the values the sweep ran, not a continuum
         ax.set_xlabel(name)
-        ax.set_ylabel("RP (pp)")
-        ax.set_title(f"{ds} · {model}: RP vs {name} (eval BER {ber:g})")
+        ax.set_ylabel("RP (pp), ± std over chips")
+        ax.set_title(f"{ds} · {model}: RP vs {name} (evaluation BER {ber:g})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         files.append(_save(fig, out_dir, _slug("ablation", key, ds, model)))
@@ -349,22 +398,28 @@ def precision(rows: Any, out_dir: str) -> list[str]:
         ax.set_xticks(sorted(avg["bits"].astype(int).unique()))
         ax.set_xlabel("weight precision (bits)")
         ax.set_ylabel("perturbed accuracy (%)")
-        ax.set_title(f"{ds} · {model}: PA vs precision (eval BER {ber:g})")
+        ax.set_title(f"{ds} · {model}: PA vs precision (evaluation BER {ber:g})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         files.append(_save(fig, out_dir, _slug("precision", ds, model)))
     return files
 
 
-def _rp_bars(ax: Any, labels: list[str], values: list[float], highlight: list[bool], title: str) -> None:
+def _err(df: pd.DataFrame) -> Any:
+    """RP's error bars (std over chips of the paired per-chip RP), or None when the rows lack it."""
+    std = df["rp_std"].to_numpy(dtype=float) if "rp_std" in df else None
+    return None if std is None or pd.isna(std).all() else std
+
+
+def _rp_bars(ax: Any, labels: list[str], avg: pd.DataFrame, highlight: list[bool], title: str) -> None:
     colors = ["#999999" if h else "#1f77b4" for h in highlight]
-    bars_ = ax.bar(range(len(labels)), values, color=colors)
+    bars_ = ax.bar(range(len(labels)), avg["rp"].to_numpy(dtype=float), color=colors, yerr=_err(avg), capsize=3)
     for b, h in zip(bars_, highlight):
         if h:
             b.set_hatch("//")
     ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_ylabel("RP (pp)")
+    ax.set_ylabel("RP (pp), ± std over chips")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
 
@@ -385,9 +440,9 @@ def uip(rows: Any, out_dir: str) -> list[str]:
         _rp_bars(
             ax,
             [variant_label(r, keys) for _, r in avg.iterrows()],
-            list(avg["rp"]),
+            avg,
             list(avg["generator"] == "UIP"),
-            f"{ds} · {model} (eval BER {ber:g})",
+            f"{ds} · {model} (evaluation BER {ber:g})",
         )
     return [_save(fig, out_dir, "uip")]
 
@@ -421,14 +476,16 @@ def ensembles(rows: Any, out_dir: str) -> list[str]:
                 x + (i - (len(sources) - 1) / 2) * w,
                 sub["rp"].to_numpy(dtype=float),
                 w,
+                yerr=_err(sub),
+                capsize=3,
                 label=f"trained on {s}" + (" (ensemble)" if is_ensemble(s) else ""),
                 hatch="//" if is_ensemble(s) else None,
             )
         ax.set_xticks(x, targets)
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xlabel("evaluated base model")
-        ax.set_ylabel("RP (pp)")
-        ax.set_title(f"{ds} · {gen}: ensemble vs single-model generators (eval BER {ber:g})")
+        ax.set_ylabel("RP (pp), ± std over chips")
+        ax.set_title(f"{ds} · {gen}: ensemble vs single-model generators (evaluation BER {ber:g})")
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8)
         files.append(_save(fig, out_dir, _slug("ensembles", ds, gen)))

@@ -74,10 +74,17 @@ def section_html(s: Section) -> str:
     return "".join(out)
 
 
+def nav_labels(sections: list[Section]) -> list[str]:
+    """The section links' text: each title up to its colon, or the whole title where that short form
+    would repeat (two ablations both read "e. Ablation")."""
+    short = [s.title.split(":")[0] for s in sections]
+    return [t if short.count(t) == 1 else s.title for s, t in zip(sections, short)]
+
+
 def page(title: str, subtitle: str, config: list[tuple[str, str]], partial: list[str], sections: list[Section]) -> str:
     """The whole page: title, config summary, missing items (partial sweep), then the sections."""
     cfg = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in config)
-    toc = " · ".join(f'<a href="#{_e(s.key)}">{_e(s.title.split(":")[0])}</a>' for s in sections)
+    toc = " · ".join(f'<a href="#{_e(s.key)}">{_e(label)}</a>' for s, label in zip(sections, nav_labels(sections)))
     part = ""
     if partial:
         part = (

@@ -12,7 +12,7 @@ from orchestration.results import Rows, results_table
 
 # Keys that tell two generator configurations apart; a report shows only those the sweep varies.
 VARIANT_KEYS = ("source", "train_ber", "lam", "n", "fault_model", "layout", "bits", "eval_ber")
-_METRICS = ("ca", "pa_mean", "pa_std", "ca_nf", "pa_nf_mean", "pa_nf_std", "rp", "efficiency")
+_METRICS = ("ca", "pa_mean", "pa_std", "ca_nf", "pa_nf_mean", "pa_nf_std", "rp", "rp_std", "efficiency")
 
 
 def frame(rows: Rows) -> pd.DataFrame:
@@ -75,7 +75,11 @@ def average_seeds(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=[*keys, *_METRICS, "runs"])
     g = df.groupby(keys, dropna=False, sort=True)
-    out = g[list(_METRICS)].mean().reset_index()
+    # seeds: the mean of each metric and of each std over chips (as for PA's std)
+    out = g[[m for m in _METRICS if m in df]].mean().reset_index()
+    for m in _METRICS:
+        if m not in out:
+            out[m] = float("nan")  # a results table written before the column existed
     out["runs"] = g.size().to_numpy()
     return out
 
@@ -95,8 +99,8 @@ def main_table(rows: Rows, keep: str | None = None) -> pd.DataFrame:
 
 _HEAD = {
     "model": "base model",
-    "train_ber": "train BER",
-    "eval_ber": "eval BER",
+    "train_ber": "training BER",
+    "eval_ber": "evaluation BER",
     "lam": "λ",
     "n": "N",
     "fault_model": "fault model",
@@ -109,7 +113,14 @@ _HEAD = {
     "runs": "runs",
     "bits": "bits",
 }
-_LATEX_HEAD = {**_HEAD, "lam": r"$\lambda$", "n": "$N$", "pa": r"PA ($\pm$ std)", "pa_nf": r"PA (NF) ($\pm$ std)"}
+_LATEX_HEAD = {
+    **_HEAD,
+    "lam": r"$\lambda$",
+    "n": "$N$",
+    "pa": r"PA ($\pm$ std)",
+    "pa_nf": r"PA (NF) ($\pm$ std)",
+    "rp": r"RP ($\pm$ std)",
+}
 
 
 def _cell(v: Any, spec: str = ".2f") -> str:
@@ -121,10 +132,10 @@ def _cell(v: Any, spec: str = ".2f") -> str:
 
 
 def display_table(df: pd.DataFrame, latex: bool = False) -> tuple[list[str], list[list[str]]]:
-    """Header and body cells for people: PA and PA (NF) as mean ± std, 2 decimals, BERs as %g."""
+    """Header and body cells for people: PA, PA (NF) and RP as mean ± std over chips, 2 decimals, BERs as %g."""
     pm = r" $\pm$ " if latex else " ± "
     head, body = [], []
-    cols = [c for c in df.columns if c not in ("pa_std", "pa_nf_std")]
+    cols = [c for c in df.columns if c not in ("pa_std", "pa_nf_std", "rp_std")]
     for c in cols:
         name = "pa" if c == "pa_mean" else "pa_nf" if c == "pa_nf_mean" else c
         head.append((_LATEX_HEAD if latex else _HEAD).get(name, name))
@@ -138,7 +149,8 @@ def display_table(df: pd.DataFrame, latex: bool = False) -> tuple[list[str], lis
             elif c in ("train_ber", "eval_ber", "lam"):
                 line.append(_cell(v, "g"))
             elif c == "rp":
-                line.append(_cell(v, "+.2f"))
+                std = r.get("rp_std")
+                line.append(_cell(v, "+.2f") if _cell(std) == "-" else f"{_cell(v, '+.2f')}{pm}{_cell(std)}")
             elif c == "efficiency":
                 line.append(_cell(v, ".3g"))
             elif isinstance(v, float) and c in ("n", "bits", "runs") and not math.isnan(v):
