@@ -175,9 +175,7 @@ def bit_error_attack(
     qw = base.qw
     cand = candidate_cells(qw, cfg) if candidates is None else candidates
     if budget > cand.size:
-        raise ValueError(
-            f"budget {budget} exceeds the {cand.size} cells that hold weight bits under layout {cfg.layout}"
-        )
+        raise ValueError(f"budget {budget} exceeds the {cand.size} cells holding weight bits under layout {cfg.layout}")
     x, y = x.to(base.device), y.to(base.device)
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), 0xB17])))
     priority = rng.permutation(cand.size)
@@ -230,9 +228,7 @@ class AdversarialChipsConfig:
         if not isinstance(self.steps, int) or self.steps < 1:
             raise ValueError(f"steps {self.steps!r} must be an integer >= 1")
         if not 0.0 < self.fraction < 1.0:
-            raise ValueError(
-                f"fraction {self.fraction!r} must be strictly between 0 and 1 (share of adversarial chips)"
-            )
+            raise ValueError(f"fraction {self.fraction!r} must lie strictly between 0 and 1 (adversarial share)")
 
     def n_adversarial(self, n: int) -> int:
         if self.mode == "random":

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torch.utils.data import Dataset
 
+from nf_core.awp import AWPConfig, awp_train_step
 from nf_core.checkpoint import rng_state, set_rng_state
 from nf_core.chips import ChipConfig
 from nf_core.data import epoch_seed, make_loader
@@ -28,6 +29,7 @@ from nf_core.validation import check_bits, check_choice, check_lambda, check_n_c
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("none", "cosine")
+BASE_MODES = ("standard", "awp")  # awp: PGD adversarial training + AWP (nf_core/awp.py)
 EpochCallback = Callable[[int, dict[str, float], dict[str, Any]], None]
 # (generator, x, y, chip seeds, optimizer, scheduler) -> metrics; lets callers serve the
 # perturbed models from elsewhere (e.g. pool actors) while keeping this loop.
@@ -47,11 +49,23 @@ class BaseTrainConfig:
     schedule: str = "none"
     bits: int = 8
     seed: int = 0
+    mode: str = "standard"
+    awp: dict[str, Any] = field(default_factory=dict)  # AWPConfig fields overriding the published defaults
 
     def __post_init__(self) -> None:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("mode", self.mode, BASE_MODES)
         check_bits(self.bits)
+        self.awp_config()  # validates the AWP options
+
+    def awp_config(self) -> AWPConfig:
+        unknown = sorted(set(self.awp) - set(AWPConfig.__dataclass_fields__))
+        if unknown:
+            raise ValueError(
+                f"unknown awp option {unknown[0]!r}; valid choices: {', '.join(AWPConfig.__dataclass_fields__)}"
+            )
+        return AWPConfig(**self.awp)
 
 
 @dataclass
@@ -145,17 +159,20 @@ def train_base(
         opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs) if cfg.schedule == "cosine" else None
     start, step, history = _resume(resume, model, opt, sched)
-    ckpt = resume
+    ckpt, awp = resume, cfg.awp_config()
     for epoch in range(start, cfg.epochs):
         model.train()
         t0, seen, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
         for x, y in _epoch_loader(train_set, cfg.batch_size, cfg.seed, epoch):
             x, y = x.to(device), y.to(device)
-            logits = functional_call(model, fake_quant_params(model, cfg.bits), (x,))
-            loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if cfg.mode == "awp":  # loss and accuracy on the PGD examples
+                logits, loss = awp_train_step(model, x, y, opt, awp, cfg.bits, epoch)
+            else:
+                logits = functional_call(model, fake_quant_params(model, cfg.bits), (x,))
+                loss = F.cross_entropy(logits, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
             step += 1
             seen += len(y)
             correct += (logits.argmax(1) == y).sum().item()
