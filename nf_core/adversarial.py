@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nf_core.chips import ChipConfig, perturb_codes
+from nf_core.chips import ChipConfig, _layer_indices, perturb_codes
 from nf_core.deployed import DeployedModel
 from nf_core.eopm import eopm_loss, training_chip_seeds, transform
 from nf_core.quant import QuantizedWeights
@@ -55,10 +55,11 @@ def cell_count(qw: QuantizedWeights, cfg: ChipConfig) -> int:
     return qw.numel * 8 if cfg.layout == "flat" else cfg.array_bytes * 8
 
 
-def _bit_cells(qw: QuantizedWeights, cfg: ChipConfig, layer: int, bit: int) -> torch.Tensor:
-    """Cell index of stored bit ``bit`` of every weight of layer ``layer`` (the layouts of nf_core.chips)."""
+def _layer_cells(qw: QuantizedWeights, cfg: ChipConfig, layer: int) -> torch.Tensor:
+    """(n, b) cell index of every stored bit of every weight of layer ``layer`` (the layouts of nf_core.chips)."""
     lo, hi = qw.offsets[layer], qw.offsets[layer + 1]
-    i = torch.arange(hi - lo, device=qw.flat.device, dtype=torch.int64)
+    i = torch.arange(hi - lo, device=qw.flat.device, dtype=torch.int64)[:, None]
+    bit = torch.arange(qw.bits, device=qw.flat.device, dtype=torch.int64)[None, :]
     if cfg.layout == "flat":
         return 8 * (lo + i) + bit
     if cfg.layout == "wrap":
@@ -67,37 +68,60 @@ def _bit_cells(qw: QuantizedWeights, cfg: ChipConfig, layer: int, bit: int) -> t
     return ((i // (s * s)) % cfg.rows) * cfg.cols + (i % s) * qw.bits + bit
 
 
-def _toggled(q: torch.Tensor, bit: int, bits: int, layout: str) -> torch.Tensor:
-    """Codes with stored bit ``bit`` toggled, read back as chips read them (int32 values)."""
-    u = (q.to(torch.int32) & 0xFF) ^ (1 << bit)
+def _toggle_deltas(q: torch.Tensor, bits: int, layout: str) -> torch.Tensor:
+    """(n, b) change of each code when one stored bit toggles, read back as chips read codes."""
+    u = (q.to(torch.int32) & 0xFF)[:, None] ^ (1 << torch.arange(bits, device=q.device, dtype=torch.int32))[None, :]
     if bits < 8 and layout != "reference":
         u = u & ((1 << bits) - 1)  # the b stored bits, sign-extended from bit b-1
-        return torch.where(u >= 1 << (bits - 1), u - (1 << bits), u)
-    return torch.where(u >= 128, u - 256, u)  # int8 two's complement (reference: upper bits unchanged)
+        new = torch.where(u >= 1 << (bits - 1), u - (1 << bits), u)
+    else:
+        new = torch.where(u >= 128, u - 256, u)  # int8 two's complement (reference: upper bits unchanged)
+    return new - q.to(torch.int32)[:, None]
 
 
 def candidate_cells(qw: QuantizedWeights, cfg: ChipConfig) -> np.ndarray:
     """Sorted indices of the cells that hold at least one stored weight bit under the layout."""
     hit = torch.zeros(cell_count(qw, cfg), dtype=torch.bool, device=qw.flat.device)
     for layer in range(len(qw.names)):
-        for bit in range(qw.bits):
-            hit[_bit_cells(qw, cfg, layer, bit)] = True
+        hit[_layer_cells(qw, cfg, layer).flatten()] = True
     return np.flatnonzero(hit.cpu().numpy()).astype(np.int64)
 
 
 def cells_to_codes(qw: QuantizedWeights, cells: np.ndarray, cfg: ChipConfig) -> torch.Tensor:
-    """Stored codes with every weight bit on ``cells`` flipped: a new int8 buffer like ``qw.flat``."""
+    """Stored codes with every weight bit on ``cells`` flipped: a new int8 buffer like ``qw.flat``.
+
+    Sparse, as nf_core.chips applies a flip chip: per faulty byte slot an XOR mask, mapped onto the weights
+    that slot serves, then (b < 8, not ``reference``) the b stored bits sign-extended.
+    """
     out = qw.flat.clone()
-    if len(cells) == 0:
+    cells = np.unique(np.asarray(cells, dtype=np.int64))
+    b = qw.bits
+    if cfg.layout == "reference":  # slot = row·s + column // b, as in nf_core.chips
+        s = cfg.cols // b
+        row, col = cells // cfg.cols, cells % cfg.cols
+        slot, bit, keep = row * s + col // b, col % b, col < s * b
+    else:
+        slot, bit = cells >> 3, cells & 7
+        keep = bit < b  # cells beyond the b stored bits hold nothing
+    slot, bit = slot[keep], bit[keep]
+    if slot.size == 0:
         return out
-    dense = torch.zeros(cell_count(qw, cfg), dtype=torch.bool, device=out.device)
-    dense[torch.as_tensor(np.asarray(cells, dtype=np.int64), device=out.device)] = True
-    for layer in range(len(qw.names)):
-        lo, hi = qw.offsets[layer], qw.offsets[layer + 1]
-        for bit in range(qw.bits):
-            hit = dense[_bit_cells(qw, cfg, layer, bit)]
-            part = out[lo:hi]
-            out[lo:hi] = torch.where(hit, _toggled(part, bit, qw.bits, cfg.layout), part.to(torch.int32)).to(torch.int8)
+    uniq, inv = np.unique(slot, return_inverse=True)
+    xor = np.zeros(uniq.size, dtype=np.int32)
+    np.bitwise_or.at(xor, inv, (1 << bit).astype(np.int32))
+    if cfg.layout == "flat":
+        keep = uniq < qw.numel
+        idx, which = uniq[keep], np.flatnonzero(keep)
+    else:
+        parts = [(_layer_indices(cfg, uniq, hi - lo, b), lo) for lo, hi in zip(qw.offsets[:-1], qw.offsets[1:])]
+        idx = np.concatenate([i + lo for (i, _), lo in parts])
+        which = np.concatenate([w for (_, w), _ in parts])
+    if idx.size:
+        t_idx = torch.from_numpy(idx).to(out.device)
+        mask = torch.from_numpy(xor[which]).to(out.device)
+        out[t_idx] = ((out[t_idx].to(torch.int32) & 0xFF) ^ mask).to(torch.uint8).view(torch.int8)
+    if b < 8 and cfg.layout != "reference":
+        out.bitwise_left_shift_(8 - b).bitwise_right_shift_(8 - b)  # arithmetic shift: sign extension
     return out
 
 
@@ -133,10 +157,8 @@ def _scores(qw: QuantizedWeights, cfg: ChipConfig, codes: torch.Tensor, grad: to
     scores = torch.zeros(cell_count(qw, cfg), dtype=torch.float64, device=codes.device)
     for layer in range(len(qw.names)):
         lo, hi = qw.offsets[layer], qw.offsets[layer + 1]
-        q, g = codes[lo:hi], grad[lo:hi].double()
-        for bit in range(qw.bits):
-            delta = (_toggled(q, bit, qw.bits, cfg.layout) - q.to(torch.int32)).double()
-            scores.index_add_(0, _bit_cells(qw, cfg, layer, bit), g * delta)
+        gain = grad[lo:hi].double()[:, None] * _toggle_deltas(codes[lo:hi], qw.bits, cfg.layout).double()
+        scores.index_add_(0, _layer_cells(qw, cfg, layer).flatten(), gain.flatten())
     return scores
 
 
