@@ -9,7 +9,7 @@ here too.
 
 from __future__ import annotations
 
-MODELS = ("resnet18", "resnet50", "vgg11", "vgg16", "vgg19", "vit")  # nf_core.models.MODELS
+MODELS = ("resnet18", "resnet50", "vgg11", "vgg16", "vgg19", "vit", "preact_resnet18")  # nf_core.models.MODELS
 PAPER_GENERATORS = ("ConvL", "ConvS", "DeConvL", "DeConvS", "UNetL", "UNetS")  # nf_core.generators
 BER_SUFFIX = "_BER"  # nf_core.ber_conditioned.SUFFIX: BER-conditioned variants of the paper's generators
 # nf_core.generators.GENERATORS (the *_BER ones register in nf_core/ber_conditioned.py)

@@ -104,7 +104,7 @@ def qat_update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt, bits: in
     return logits, loss
 
 
-def clip_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt, step: int, cfg: Any):
+def clip_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt, step: int, cfg: Any, epoch: int = 0):
     """One QAT update with weight clipping: |W| ≤ wmax at every forward and after every step."""
     clip_weights_(model, cfg.wmax)
     logits, loss = qat_update(model, x, y, opt, cfg.bits)
@@ -112,7 +112,7 @@ def clip_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt, step: int
     return logits, loss, {}
 
 
-def randbet_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt, step: int, cfg: Any):
+def randbet_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt, step: int, cfg: Any, epoch: int = 0):
     """One RandBET update: clean QAT loss + the loss on a fresh random chip, gradients averaged."""
     clip_weights_(model, cfg.wmax)
     params = [p for p in model.parameters() if p.requires_grad]

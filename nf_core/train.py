@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
+from nf_core.awp import AWPConfig
 from nf_core.base_modes import BASE_MODES
 from nf_core.checkpoint import rng_state, set_rng_state
 from nf_core.chips import ChipConfig
@@ -55,6 +56,7 @@ class BaseTrainConfig:
     layout: str = "wrap"
     randbet_grad_clip: float = PERTURBED_GRAD_CLIP
     randbet_threshold: float | None = CURRICULUM_THRESHOLD
+    awp: dict[str, Any] = field(default_factory=dict)  # awp mode: AWPConfig fields overriding the published defaults
 
     def __post_init__(self) -> None:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -63,6 +65,16 @@ class BaseTrainConfig:
         check_choice("base training", self.training, BASE_MODES)
         check_wmax(self.wmax)
         ChipConfig(self.randbet_ber, self.fault_model, self.layout)  # validates BER, fault model, layout
+        self.awp_config()  # validates the AWP options
+
+    def awp_config(self) -> AWPConfig:
+        """The AWP settings: the published defaults with this config's overrides."""
+        unknown = sorted(set(self.awp) - set(AWPConfig.__dataclass_fields__))
+        if unknown:
+            raise ValueError(
+                f"unknown awp option {unknown[0]!r}; valid choices: {', '.join(AWPConfig.__dataclass_fields__)}"
+            )
+        return AWPConfig(**self.awp)
 
 
 @dataclass
@@ -164,7 +176,7 @@ def train_base(
         t0, seen, correct, loss_sum, n, extra = time.perf_counter(), 0, 0, 0.0, 0, {}
         for x, y in _epoch_loader(train_set, cfg.batch_size, cfg.seed, epoch):
             x, y = x.to(device), y.to(device)
-            logits, loss, m = update(model, x, y, opt, step, cfg)  # one optimizer step of the mode
+            logits, loss, m = update(model, x, y, opt, step, cfg, epoch)  # one optimizer step of the mode
             step += 1
             n += 1
             seen += len(y)

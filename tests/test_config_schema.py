@@ -108,7 +108,7 @@ BAD = [
         {"models": ["resnet34"]},
         (
             r"^models\[0\]: 'resnet34' is not a valid model \(did you mean 'resnet(18|50)'\?\); "
-            r"valid choices: resnet18, resnet50, vgg11, vgg16, vgg19, vit$"
+            r"valid choices: resnet18, resnet50, vgg11, vgg16, vgg19, vit, preact_resnet18$"
         ),
     ),
     ({"generators": [True]}, r"^generators\[0\]: true is not a valid generator; valid choices: ConvL, ConvS"),

@@ -1,4 +1,4 @@
-"""Base models: ResNet18/50, VGG11/16/19 and a small ViT, CIFAR-style (32×32) and ImageNet-style (224×224)."""
+"""Base models: ResNet18/50, VGG11/16/19, a small ViT, PreAct ResNet18; CIFAR style (32×32), ImageNet (224×224)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ def scaled(channels: int, width: float) -> int:
 
 
 from nf_core.models import resnet, vgg, vit  # noqa: E402,F401  (registers the architectures)
+
+# isort: split
+from nf_core.models import preact  # noqa: E402,F401  (registered last: the listed order of names is the registry's)
 
 
 def create_model(name: str, num_classes: int = 10, input_size: int = 32, width: float = 1.0) -> nn.Module:

@@ -16,6 +16,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "vgg16": "VGG-16 with batch norm",
         "vgg19": "VGG-19 with batch norm",
         "vit": "a small vision transformer: 6 blocks, 3 heads of 64, MLP 2x (beyond the paper)",
+        "preact_resnet18": "PreAct ResNet-18 (pre-activation blocks): the robust base model of App. J (AWP training)",
     },
     "generators": {
         "ConvL": "conv encoder (max-pool) + conv/upsample decoder, large (the paper's ConvL)",
