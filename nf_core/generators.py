@@ -10,6 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nf_core.ber_conditioned import SUFFIX as BER_SUFFIX
+from nf_core.ber_conditioned import BERConditioned
 from nf_core.registry import Registry
 
 GENERATORS: Registry[nn.Module] = Registry("generator")
@@ -240,5 +242,12 @@ def create_generator(name: str, input_size: int = 32, generator_bits: int | None
     return GENERATORS.create(name, **kwargs)
 
 
-# BER-conditioned variants (<name>_BER) live in their own module and register on import.
-from nf_core import ber_conditioned as _ber_conditioned  # noqa: E402,F401
+# BER-conditioned variants (<name>_BER) of the paper's generators; the wrapper lives in nf_core/ber_conditioned.py.
+def _register_ber(name: str) -> None:
+    @GENERATORS.register(name + BER_SUFFIX)
+    def build(input_size: int = 32) -> BERConditioned:
+        return BERConditioned(GENERATORS.create(name, input_size=input_size))
+
+
+for _name in PAPER_GENERATORS:
+    _register_ber(_name)

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from nf_core import names
-from orchestration.config import BaseStage, ConfigError, GeneratorStage, SweepConfig, load_config, parse_config
-from orchestration.preflight import check_dataset_roots
+from orchestration.spec.config import BaseStage, ConfigError, GeneratorStage, SweepConfig, load_config, parse_config
+from orchestration.sweep.preflight import check_dataset_roots
 from tests.sweep_support import start_moto
 from tests.test_data import write_cifar10, write_cifar100, write_gtsrb, write_imagenet10
 
@@ -63,7 +63,7 @@ def test_stage_defaults_are_nf_core_training_defaults() -> None:
 
 
 def test_config_module_imports_no_torch() -> None:
-    code = "import sys, orchestration.config, orchestration.preflight; print('torch' in sys.modules)"
+    code = "import sys, orchestration.spec.config, orchestration.sweep.preflight; print('torch' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False
     )

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from orchestration.cli import build_parser
-from orchestration.progress import ProgressCallback, SweepProgress, duration
+from orchestration.sweep.progress import ProgressCallback, SweepProgress, duration
 
 
 class Clock:

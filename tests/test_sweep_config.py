@@ -7,8 +7,8 @@ import sys
 import pytest
 import yaml
 
-from orchestration.config import ConfigError, load_config, parse_config
-from orchestration.plan import plan
+from orchestration.spec.config import ConfigError, load_config, parse_config
+from orchestration.spec.plan import plan
 
 GOOD = {
     "name": "t",
@@ -108,7 +108,7 @@ def test_missing_and_malformed_files(tmp_path) -> None:
 
 
 def test_generators_are_8_bit_by_default_and_recorded() -> None:
-    from orchestration.runner import item_params
+    from orchestration.sweep.resume import item_params
 
     for raw, want in ((GOOD, 8), ({**GOOD, "generator": {"generator_bits": None}}, None)):
         cfg = parse_config(raw)

@@ -40,7 +40,8 @@ def run_select(args: argparse.Namespace) -> int:
         selection_figure,
     )
     from nf_core.voltage import load_voltage_table
-    from orchestration.runner import collect_rows, open_sweep, sweep_store
+    from orchestration.store.roots import sweep_store
+    from orchestration.sweep.runner import collect_rows, open_sweep
 
     table = load_voltage_table(args.voltage_table)  # bad tables fail before the sweep is read
     cfg = open_sweep(args.name, args.storage, args.s3_endpoint)

@@ -41,9 +41,9 @@ def _cols(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
 
 def build_sections(rows: Any, out_dir: str, energy: F.EnergyFn | None = None) -> list[Section]:
     """Every section's figures and tables written under ``out_dir`` (figures/, tables/)."""
-    from orchestration.results import results_table, transfer_matrix
+    from orchestration.store.results import results_table, transfer_matrix
 
-    table = results_table(rows)  # the Arrow table: what orchestration.results' builders take
+    table = results_table(rows)  # the Arrow table: what orchestration.store.results' builders take
     df = table.to_pandas()
     main = T.main_table(df)
     out: list[Section] = []
@@ -233,11 +233,11 @@ def missing_items(states: dict[str, dict[str, str]]) -> list[str]:
 def log_to_mlflow(cfg: Any, store: Any, files: list[str], log: Callable[[str], None] = print) -> str | None:
     """Log the figures to the sweep's parent run (folder ``report/``) when the sweep is tracked;
     returns the run id, or None when there is no tracking database or parent run."""
-    from orchestration.runner import tracking_uri
+    from orchestration.sweep.runner import tracking_uri
 
     uri = cfg.mlflow.tracking_uri
     if uri is None:  # the embedded SQLite default: only if the sweep's driver created it
-        from orchestration.tracking_sync import default_db_exists
+        from orchestration.tracking.sync import default_db_exists
 
         if not default_db_exists(cfg, store):
             return None
@@ -272,7 +272,8 @@ def report_sweep(
     log: Callable[[str], None] = print,
 ) -> str:
     """Build the report of a stored sweep (complete or partial); returns the index.html path."""
-    from orchestration.runner import collect_rows, open_sweep, stage_states, sweep_store
+    from orchestration.store.roots import sweep_store
+    from orchestration.sweep.runner import collect_rows, open_sweep, stage_states
 
     cfg = open_sweep(name, storage, s3_endpoint)
     store = sweep_store(cfg)

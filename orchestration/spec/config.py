@@ -9,12 +9,12 @@ closest valid name), raised as ``ConfigError``:
     generator.lr: -1 is out of range; expected a number > 0 (Adam learning rate)
 
 The grid (datasets × sources × generators × BER × λ × N × seeds) expands into stage items
-with stable ids (orchestration/plan.py), so a resumed sweep recognises its finished work.
+with stable ids (orchestration/spec/plan.py), so a resumed sweep recognises its finished work.
 Types are strict where YAML would otherwise slip through: ``true`` is not a number, a
 string, or a count; ``5`` is not a list. Numbers are stored as floats (``lambdas: [5]`` and
 ``[5.0]`` are the same config) and counts as ints. This module imports no torch: it checks
 names against nf_core/names.py, whose tuples a test keeps equal to the real registries.
-Dataset roots on disk or S3 are checked separately (orchestration/preflight.py), by the CLI,
+Dataset roots on disk or S3 are checked separately (orchestration/sweep/preflight.py), by the CLI,
 not on every parse (trials parse the config again).
 """
 
@@ -719,7 +719,7 @@ def parse_config(raw: dict[str, Any]) -> SweepConfig:
     maps = cfg.evaluation.fault_maps
     if maps and "://" not in maps:
         cfg.evaluation.fault_maps = os.path.abspath(maps)
-    from orchestration.resume import resolve_storage  # the rule for relative roots (documented there)
+    from orchestration.store.roots import resolve_storage  # the rule for relative roots (documented there)
 
     cfg.storage = resolve_storage(cfg.storage if "storage" in cfg.model_fields_set else None)
     return cfg
