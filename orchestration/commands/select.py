@@ -12,6 +12,8 @@ import json
 import sys
 from typing import Any
 
+from orchestration.store.roots import add_storage_args
+
 
 def sweep_twma(cfg, rows: list[dict[str, Any]]) -> dict[str, int]:
     """TWMA of every target model (built at the sweep's width) and generator named in ``rows``."""
@@ -96,10 +98,5 @@ def add_select_parser(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--figure", default=None, help="write the figure here (default: the sweep's results/)")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    s.add_argument(
-        "--storage",
-        default=None,
-        help="storage root the sweep lives in (path or s3://bucket/prefix); default: $NF_STORAGE, else runs/sweeps",
-    )
-    s.add_argument("--s3-endpoint", default=None, help="endpoint of an S3-compatible store")
+    add_storage_args(s)
     s.set_defaults(func=run_select)

@@ -7,6 +7,8 @@ import os
 from importlib import resources
 from typing import Any
 
+from orchestration.store.roots import add_storage_args
+
 
 def _sweep_run(args: argparse.Namespace) -> int:
     from orchestration.spec.config import load_config, parse_config
@@ -177,16 +179,6 @@ def _ui(args: argparse.Namespace) -> int:
     raise TrackingError(f"the MLflow server for {url} exited by itself with code {code}: {tail}")
 
 
-def _storage_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--storage",
-        default=None,
-        help="storage root the sweep lives in (path or s3://bucket/prefix; the sweep is read and written "
-        "there only); default: $NF_STORAGE, else runs/sweeps in the project checkout",
-    )
-    p.add_argument("--s3-endpoint", default=None, help="endpoint URL of an S3-compatible store")
-
-
 def _address_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local instance)")
 
@@ -254,7 +246,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="a corrected sweep config: accepted when no completed item's parameters change "
         "(completed items are kept; the old config is kept as sweep.<timestamp>.yaml)",
     )
-    _storage_args(rs)
+    add_storage_args(rs)
     _address_arg(rs)
     _output_args(rs)
     rs.set_defaults(func=_sweep_resume)
@@ -265,11 +257,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     st.add_argument("name", help="the sweep's name")
     st.add_argument("--failed", action="store_true", help="list only the failed items, with their whole error")
-    _storage_args(st)
+    add_storage_args(st)
     st.set_defaults(func=_sweep_status)
 
     ls = sw.add_parser("list", help="the sweeps in a storage root with their progress")
-    _storage_args(ls)
+    add_storage_args(ls)
     ls.set_defaults(func=_sweep_list)
 
     pl = sw.add_parser("plan", help="print the trials per stage without running anything")
@@ -285,6 +277,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     u = sub.add_parser("ui", help="open the MLflow UI of a sweep")
     u.add_argument("name", help="the sweep's name")
-    _storage_args(u)
+    add_storage_args(u)
     u.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default: 5000)")
     u.set_defaults(func=_ui)

@@ -16,6 +16,7 @@ sweep is a sweep of its own). Relative roots:
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,3 +56,14 @@ def sweep_store(cfg: Any) -> Store:
     from orchestration.store.storage import Store  # pyarrow: only when storage is read
 
     return Store(cfg.storage, cfg.s3_endpoint, cfg.s3_region).sub(cfg.name)
+
+
+def add_storage_args(parser: argparse.ArgumentParser) -> None:
+    """``--storage`` and ``--s3-endpoint`` for every command that names an existing sweep."""
+    parser.add_argument(
+        "--storage",
+        default=None,
+        help="storage root the sweep lives in (path or s3://bucket/prefix; the sweep is read and written "
+        "there only); default: $NF_STORAGE, else runs/sweeps in the project checkout",
+    )
+    parser.add_argument("--s3-endpoint", default=None, help="endpoint URL of an S3-compatible store")
