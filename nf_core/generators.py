@@ -248,6 +248,8 @@ def _register_ber(name: str) -> None:
     def build(input_size: int = 32) -> BERConditioned:
         return BERConditioned(GENERATORS.create(name, input_size=input_size))
 
+    build.__doc__ = f"{name} conditioned on the BER (input channel + FiLM): one generator for every voltage."
+
 
 for _name in PAPER_GENERATORS:
     _register_ber(_name)

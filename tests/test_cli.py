@@ -51,7 +51,10 @@ def test_help_imports_nothing_heavy(argv: list[str]) -> None:
 
 def test_plan_imports_nothing_heavy_beyond_the_config_schema() -> None:
     # The config module is the one import the plan needs; Ray and MLflow never, and torch only
-    # while orchestration.spec.config itself imports it (it is to read torch-free registry names).
+    # while orchestration.spec.config itself imports it. Registry names: read once, then cached.
+    from nf_core import catalog
+
+    catalog.catalog()
     config_only = _heavy_loaded(
         code="import json, sys\nimport orchestration.spec.config\n"
         "print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)), file=sys.stderr)"

@@ -54,6 +54,8 @@ def _register(name: str) -> None:
         """VGG11/16/19 with BatchNorm (Simonyan & Zisserman, 2015), base models of the paper."""
         return VGG(CFGS[name], num_classes, input_size, width)
 
+    build.__doc__ = f"{name.upper()} with BatchNorm (Simonyan & Zisserman, 2015), a base model of the paper."
+
 
 for _name in CFGS:
     _register(_name)

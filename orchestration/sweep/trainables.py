@@ -34,8 +34,8 @@ from nf_core.eopm import deployed_generator
 from nf_core.evaluate import evaluate, evaluation_chip_seeds
 from nf_core.generators import create_generator
 from nf_core.models import create_model
-from nf_core.names import MEASURED
 from nf_core.train import BaseTrainConfig, GeneratorTrainConfig, train_base, train_generator
+from nf_core.validation import MEASURED
 from orchestration.spec.config import SweepConfig
 from orchestration.spec.plan import Item, base_id
 from orchestration.store.item_files import (
