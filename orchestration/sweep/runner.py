@@ -47,7 +47,7 @@ def open_sweep(
 
     ``storage`` is the sweep's identity: the config returned lives there (whatever root its
     sweep.yaml recorded), so a copied sweep is read and written in the copy only. None: the
-    default root (orchestration/sweep/resume.py says how relative roots resolve)."""
+    default root (orchestration/store/roots.py says how relative roots resolve)."""
     from orchestration.sweep.resume import with_storage
 
     storage = resolve_storage(storage)
