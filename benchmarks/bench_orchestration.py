@@ -17,9 +17,9 @@ import torch
 
 from nf_core.generators import create_generator
 from nf_core.train import GeneratorTrainConfig, train_generator
-from orchestration.config import parse_config
-from orchestration.runner import run_sweep
-from orchestration.trainables import TrialContext
+from orchestration.spec.config import parse_config
+from orchestration.sweep.runner import run_sweep
+from orchestration.sweep.trainables import TrialContext
 
 
 def main() -> None:
@@ -57,8 +57,8 @@ def main() -> None:
         ray.shutdown()
         # The same trial's training, directly: Ray gives a trial as many torch threads as CPUs.
         torch.set_num_threads(max(1, int(a.cpus)))
-        from orchestration.plan import plan
-        from orchestration.runner import sweep_store
+        from orchestration.spec.plan import plan
+        from orchestration.store.roots import sweep_store
 
         item = plan(cfg)["generator"][0]
         store = sweep_store(cfg)

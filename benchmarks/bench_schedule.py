@@ -1,5 +1,5 @@
 """The paper's whole programme (every sweep in sweeps/ but the cluster smoke test) simulated on 8 GPUs:
-makespan and GPU-busy fraction with and without stage barriers (orchestration/schedule.py).
+makespan and GPU-busy fraction with and without stage barriers (orchestration/cluster/schedule.py).
 
     python benchmarks/bench_schedule.py
 
@@ -22,9 +22,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from orchestration.config import STAGES, ConfigError, load_config  # noqa: E402
-from orchestration.plan import Item, plan  # noqa: E402
-from orchestration.schedule import Node, compare, tasks_from_plan  # noqa: E402
+from orchestration.cluster.capacity import tasks_from_plan
+from orchestration.cluster.schedule import Node, compare  # noqa: E402
+from orchestration.spec.config import STAGES, ConfigError, load_config  # noqa: E402
+from orchestration.spec.plan import Item, plan  # noqa: E402
 
 HOURS_150 = {  # the paper's generator training hours (150 epochs, V100)
     "cifar10": {"resnet18": 17, "resnet50": 50, "vgg11": 9, "vgg16": 13, "vgg19": 15},

@@ -31,10 +31,10 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from orchestration.config import ConfigError, load_config, parse_config  # noqa: E402
-from orchestration.plan import plan  # noqa: E402
-from orchestration.status import INDEX_FILE, item_dir, stage_states, sweep_status  # noqa: E402
-from orchestration.storage import Store  # noqa: E402
+from orchestration.spec.config import ConfigError, load_config, parse_config  # noqa: E402
+from orchestration.spec.plan import plan  # noqa: E402
+from orchestration.store.storage import Store  # noqa: E402
+from orchestration.sweep.status import INDEX_FILE, item_dir, stage_states, sweep_status  # noqa: E402
 from tests.status_support import synthetic_store, write_local, write_s3  # noqa: E402
 from tests.sweep_support import TINY, start_moto  # noqa: E402
 
@@ -160,7 +160,7 @@ def bench_status(label: str, root: str, endpoint: str | None, cfg, py: str, repe
     where = ["--storage", root] + (["--s3-endpoint", endpoint] if endpoint else [])
     cli_new = wall([py, "-m", "orchestration.cli", "sweep", "status", cfg.name, *where])
     cli_list = wall([py, "-m", "orchestration.cli", "sweep", "list", *where])
-    imports = wall([py, "-c", "import orchestration.trainables"])  # what the old `nf sweep status` imported
+    imports = wall([py, "-c", "import orchestration.sweep.trainables"])  # what the old `nf sweep status` imported
     counts = {k: sum(s == k for st in new.values() for s in st.values()) for k in ("done", "running", "failed")}
     n = sum(len(v) for v in new.values())
     print(f"status, {label}: {n:,} items", "({done:,} done, {running} running, {failed} failed)".format(**counts))

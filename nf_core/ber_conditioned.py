@@ -10,8 +10,8 @@ So a fresh wrapper computes exactly G(x); training teaches it to use the BER. Th
 are quantized and counted by the cost model.
 
 The BER is a buffer (`ber`, default 0.01) so ``G(x)`` keeps the signature every caller uses;
-``forward(x, ber=...)`` or `operating_ber` sets it for deployment at a chip's BER. Registered as
-``<name>_BER`` for the paper's generators (``ConvS_BER`` …).
+``forward(x, ber=...)`` or `operating_ber` sets it for deployment at a chip's BER. Registered (by
+nf_core/generators.py) as ``<name>_BER`` for the paper's generators (``ConvS_BER`` …).
 
 Training (EOPM over a BER range): `BERRange` draws each batch's BER log-uniformly (or uniformly)
 from [lo, hi], deterministically from the batch's chip seeds, so a resumed run sees the same BERs;
@@ -31,7 +31,6 @@ import torch
 from torch import nn
 
 from nf_core.chips import ChipConfig
-from nf_core.generators import GENERATORS, PAPER_GENERATORS
 from nf_core.validation import check_ber
 
 LOG_BER_RANGE = (-6.0, -1.0)  # log10 BERs mapped to [-1, 1]
@@ -89,17 +88,6 @@ def operating_ber(generator: nn.Module | None, ber: float) -> Iterator[None]:
         yield
     finally:
         generator.set_ber(old)
-
-
-def _register(name: str) -> None:
-    @GENERATORS.register(name + SUFFIX)
-    def build(input_size: int = 32) -> BERConditioned:
-        return BERConditioned(GENERATORS.create(name, input_size=input_size))
-
-
-for _name in PAPER_GENERATORS:
-    if _name + SUFFIX not in GENERATORS:
-        _register(_name)
 
 
 @dataclass(frozen=True)

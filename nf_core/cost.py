@@ -78,8 +78,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nf_core import names
-from nf_core.validation import check_choice
+from nf_core import catalog
+from nf_core.validation import PAPER_GENERATORS, check_choice
 from nf_core.voltage import VoltageTable, load_voltage_table
 
 if TYPE_CHECKING:  # torch is imported only when a network must really be counted (a cache miss)
@@ -341,14 +341,14 @@ def _check_width(width: float) -> float:
 
 def profile_model(name: str, dataset: str, width: float = 1.0) -> dict[str, int]:
     """``{"params", "macs", "twma"}`` of a registered base model built for ``dataset`` at ``width``."""
-    check_choice("model", name, names.MODELS)  # unknown names fail with the list of valid ones (torch-free)
+    check_choice("model", name, catalog.names("models"))  # unknown names fail with the list of valid ones (torch-free)
     num_classes, input_size = dataset_shape(dataset)
     return registered_counts("model", name, num_classes, input_size, _check_width(width))
 
 
 def profile_generator(name: str, dataset: str) -> dict[str, int]:
     """``{"params", "macs", "twma"}`` of a registered generator at ``dataset``'s input size."""
-    check_choice("generator", name, names.GENERATORS)
+    check_choice("generator", name, catalog.names("generators"))
     num_classes, input_size = dataset_shape(dataset)
     return registered_counts("generator", name, num_classes, input_size)
 
@@ -358,12 +358,12 @@ def counts_table() -> dict:
     every generator × input size, and the fingerprint they were counted under."""
     counts: dict[str, dict[str, int]] = {}
     for num_classes, size in sorted(set(DATASET_SHAPES.values())):
-        for m in names.MODELS:
+        for m in catalog.names("models"):
             for w in TABLE_WIDTHS:
                 counts[counts_key("model", m, num_classes, size, w)] = dict(
                     _count_registered("model", m, num_classes, size, w)
                 )
-        for g in names.GENERATORS:
+        for g in catalog.names("generators"):
             counts[counts_key("generator", g, num_classes, size)] = dict(
                 _count_registered("generator", g, num_classes, size, 1.0)
             )
@@ -445,8 +445,8 @@ def profile_table(
     table = (voltage_table or load_voltage_table()) if ber is not None else None
     ratio = table.energy_ratio(ber) if table is not None else None
     rows = []
-    for m in models or names.MODELS:
-        for g in generators or names.PAPER_GENERATORS:
+    for m in models or catalog.names("models"):
+        for g in generators or PAPER_GENERATORS:
             pair = profile_pair(m, g, dataset, ber, table, width)
             row: dict = {"dataset": dataset, "model": m, "generator": g, "width": width}
             row.update({f"model_{k}": v for k, v in pair["model"].items()})

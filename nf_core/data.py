@@ -135,11 +135,13 @@ def _load_cifar(name: str, cls: type, num_classes: int, root: str | None, downlo
 
 @DATASETS.register("cifar10")
 def _cifar10(root: str | None, download: bool, augment: bool) -> DatasetInfo:
+    """CIFAR-10: 32x32, 10 classes (python pickles under root)."""
     return _load_cifar("cifar10", _CIFAR10, 10, root, download, augment)
 
 
 @DATASETS.register("cifar100")
 def _cifar100(root: str | None, download: bool, augment: bool) -> DatasetInfo:
+    """CIFAR-100: 32x32, 100 classes (python pickles under root)."""
     return _load_cifar("cifar100", _CIFAR100, 100, root, download, augment)
 
 
@@ -149,6 +151,7 @@ GTSRB_CLASSES = 43
 
 @DATASETS.register("gtsrb")
 def _gtsrb(root: str | None, download: bool, augment: bool) -> DatasetInfo:
+    """GTSRB traffic signs: 43 classes at 32x32 (class folders of .ppm and the test CSV under root)."""
     train_dir, test_dir, csv = "gtsrb/GTSRB/Training", "gtsrb/GTSRB/Final_Test/Images", "gtsrb/GT-final_test.csv"
     expected = f"{train_dir}/<00000..00042>/*.ppm, {test_dir}/*.ppm and {csv}"
     path = _require_root("gtsrb", root, download, expected)
@@ -173,6 +176,7 @@ def _gtsrb(root: str | None, download: bool, augment: bool) -> DatasetInfo:
 # ---------------------------------------------------------------- ImageNet-10
 @DATASETS.register("imagenet10")
 def _imagenet10(root: str | None, download: bool, augment: bool) -> DatasetInfo:
+    """ImageNet-10: 10 ImageNet classes at 224x224 (train/ and val/ image folders under root)."""
     expected = "train/<class>/*.JPEG and val/<class>/*.JPEG (ImageFolder layout)"
     if download:
         # ImageNet has no public download URL; torchvision cannot fetch it.

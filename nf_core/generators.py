@@ -10,7 +10,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nf_core.ber_conditioned import SUFFIX as BER_SUFFIX
+from nf_core.ber_conditioned import BERConditioned
 from nf_core.registry import Registry
+from nf_core.validation import PAPER_GENERATORS
 
 GENERATORS: Registry[nn.Module] = Registry("generator")
 
@@ -219,9 +222,6 @@ class UIP(nn.Module):
         return self.delta.expand_as(x)
 
 
-PAPER_GENERATORS = ("ConvL", "ConvS", "DeConvL", "DeConvS", "UNetL", "UNetS")
-
-
 def create_generator(name: str, input_size: int = 32, generator_bits: int | None = None) -> nn.Module:
     """Build a registered generator (``input_size`` matters only to UIP).
 
@@ -240,5 +240,14 @@ def create_generator(name: str, input_size: int = 32, generator_bits: int | None
     return GENERATORS.create(name, **kwargs)
 
 
-# BER-conditioned variants (<name>_BER) live in their own module and register on import.
-from nf_core import ber_conditioned as _ber_conditioned  # noqa: E402,F401
+# BER-conditioned variants (<name>_BER) of the paper's generators; the wrapper lives in nf_core/ber_conditioned.py.
+def _register_ber(name: str) -> None:
+    @GENERATORS.register(name + BER_SUFFIX)
+    def build(input_size: int = 32) -> BERConditioned:
+        return BERConditioned(GENERATORS.create(name, input_size=input_size))
+
+    build.__doc__ = f"{name} conditioned on the BER (input channel + FiLM): one generator for every voltage."
+
+
+for _name in PAPER_GENERATORS:
+    _register_ber(_name)

@@ -1,7 +1,7 @@
 """The paper's reported numbers beside ours (Sun et al., NeuralFuse, NeurIPS 2024, arXiv 2306.16869).
 
 ``load()`` reads nf_core/data/paper_results.csv (Tables 1, 3, 9-26, one number per row; docs/paper_results.md).
-``match(rows)`` puts the paper's value beside ours wherever a results row (orchestration.results' schema)
+``match(rows)`` puts the paper's value beside ours wherever a results row (orchestration.store.results' schema)
 has a paper configuration, and says how far apart they are in units of the chip std; ``scorecard``
 counts how many land within 1 and 2 of those units.
 

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 FAULT_MODELS = ("stuck_at", "flip")
 LAYOUTS = ("wrap", "flat", "reference")
 MIN_BITS, MAX_BITS = 2, 8
+PAPER_GENERATORS = ("ConvL", "ConvS", "DeConvL", "DeConvS", "UNetL", "UNetS")  # the paper's six (Table 4/5)
+MEASURED = "measured"  # evaluation on measured fault maps (nf_core.fault_maps) instead of a fault model
 
 
 def check_choice(what: str, value: object, choices: Iterable[object]) -> None:

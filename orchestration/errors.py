@@ -187,7 +187,7 @@ def describe(exc: BaseException) -> tuple[int, str]:
     text = _one_line(str(exc)) or type(exc).__name__
     if isinstance(exc, NfError):
         return exc.exit_code, text
-    if _class_named(exc, "orchestration.runner", "SweepError"):
+    if _class_named(exc, "orchestration.sweep.runner", "SweepError"):
         return EXIT_FAILED_TRIALS, text
     if _class_named(exc, "mlflow.exceptions", "MlflowException") or _class_named(
         exc, "sqlalchemy.exc", "SQLAlchemyError"

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from orchestration.plan import plan
+from orchestration.spec.plan import plan
 from tests.status_support import item_files, write_local
 
 # A voltage table holding the demo's evaluation BERs (0.03, 0.05): hand-made for the tests.
@@ -77,7 +77,7 @@ def eval_rows(item: Any, chips: int) -> list[dict[str, Any]]:
 def write_demo_sweep(root: str, name: str = "demo", **changes: Any) -> None:
     """A finished demo-size sweep ``root/name`` (sweep.yaml as `nf sweep run` writes it, every item done);
     ``changes`` override fields of the demo config (e.g. ``width``)."""
-    from orchestration.config import parse_config
+    from orchestration.spec.config import parse_config
 
     cfg = parse_config({**demo_raw(name, root), **changes})
     files: dict[str, bytes] = {"sweep.yaml": yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode()}

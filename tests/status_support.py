@@ -8,7 +8,7 @@ import json
 import time
 from typing import Any
 
-from orchestration.plan import Item
+from orchestration.spec.plan import Item
 
 
 def item_files(

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestration.capacity import estimate, pack, parse_epoch_seconds, trial_bundles, trials_per_node
-from orchestration.clusterfile import Cluster, NodeType, read_cluster
+from orchestration.cluster.capacity import estimate, pack, parse_epoch_seconds, trial_bundles, trials_per_node
+from orchestration.cluster.clusterfile import Cluster, NodeType, read_cluster
 from orchestration.commands.sweep import add_cluster_args, plan_with_cluster
-from orchestration.config import parse_config
-from orchestration.plan import plan
-from orchestration.views import format_estimate
+from orchestration.commands.views import format_estimate
+from orchestration.spec.config import parse_config
+from orchestration.spec.plan import plan
 from tests.cluster_support import CLUSTERS, LAUNCHERS, ROOT, load
 
 
@@ -118,7 +118,7 @@ def test_max_concurrent_and_global_bounds() -> None:
 
 def test_trial_bundles() -> None:
     """What a trial asks Ray for (the runner requests exactly these): its own share, then a pool actor each."""
-    from orchestration.dataflow import item_resources
+    from orchestration.sweep.dataflow import item_resources
 
     base = {"name": "b", "models": ["resnet18", "vgg11"], "resources": {"cpus": 2, "gpus": 0.5}}
     plain = parse_config(base)
@@ -182,7 +182,7 @@ def test_plan_with_cluster_prints_no_ray_info_lines(tmp_path: Path) -> None:
 
 def test_every_paper_sweep_fits_every_cluster() -> None:
     # A trial no node type can hold would wait forever; catch it before paying for the cluster.
-    from orchestration.config import load_config
+    from orchestration.spec.config import load_config
 
     clusters = [read_cluster(str(CLUSTERS / n)) for n in LAUNCHERS + ["kuberay.yaml"]]
     for sweep in sorted((ROOT / "sweeps").glob("*.yaml")):

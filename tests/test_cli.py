@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestration.cli import build_parser
-from orchestration.results import format_table
+from orchestration.store.results import format_table
 from orchestration.tables import table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,9 +51,12 @@ def test_help_imports_nothing_heavy(argv: list[str]) -> None:
 
 def test_plan_imports_nothing_heavy_beyond_the_config_schema() -> None:
     # The config module is the one import the plan needs; Ray and MLflow never, and torch only
-    # while orchestration.config itself imports it (it is to read torch-free registry names).
+    # while orchestration.spec.config itself imports it. Registry names: read once, then cached.
+    from nf_core import catalog
+
+    catalog.catalog()
     config_only = _heavy_loaded(
-        code="import json, sys\nimport orchestration.config\n"
+        code="import json, sys\nimport orchestration.spec.config\n"
         "print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)), file=sys.stderr)"
     )
     loaded = set(_heavy_loaded("sweep", "plan", "sweeps/smoke.yaml")) - {"pyarrow"}  # pyarrow.fs: storage roots

@@ -4,6 +4,7 @@ dataset roots (local and S3) checked before Ray starts."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import subprocess
 import sys
@@ -12,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nf_core import names
-from orchestration.config import BaseStage, ConfigError, GeneratorStage, SweepConfig, load_config, parse_config
-from orchestration.preflight import check_dataset_roots
+from nf_core import catalog, validation
+from orchestration.spec.config import BaseStage, ConfigError, GeneratorStage, SweepConfig, load_config, parse_config
+from orchestration.sweep.preflight import check_dataset_roots
 from tests.sweep_support import start_moto
 from tests.test_data import write_cifar10, write_cifar100, write_gtsrb, write_imagenet10
 
@@ -30,25 +31,26 @@ def _error(change: dict) -> str:
     return message
 
 
-def test_registered_names_equal_the_registries() -> None:
-    from nf_core import ber_conditioned, deployed, generators, train, validation
-    from nf_core.data import DATASETS
+def test_registered_names_are_read_from_the_registries_once_then_without_torch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from nf_core.generators import GENERATORS
     from nf_core.models import MODELS
 
-    assert names.MODELS == tuple(MODELS.names())
-    assert names.GENERATORS == tuple(GENERATORS.names())
-    assert names.DATASETS == tuple(DATASETS.names())
-    assert names.FAULT_MODELS == tuple(validation.FAULT_MODELS)
-    assert names.LAYOUTS == tuple(validation.LAYOUTS)
-    assert (names.MIN_BITS, names.MAX_BITS) == (validation.MIN_BITS, validation.MAX_BITS)
-    assert names.OPTIMIZERS == tuple(train.OPTIMIZERS) and names.SCHEDULES == tuple(train.SCHEDULES)
-    assert names.BATCHING == tuple(deployed.BATCHING)
-    assert (None, *names.AMP) == tuple(deployed.AMP)
-    assert names.BER_SUFFIX == ber_conditioned.SUFFIX and names.PAPER_GENERATORS == generators.PAPER_GENERATORS
-    assert [g for g in names.GENERATORS if names.is_ber_conditioned(g)] == [
-        g for g in GENERATORS.names() if ber_conditioned.is_ber_conditioned(GENERATORS.create(g))
-    ]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    catalog.catalog.cache_clear()
+    try:
+        assert catalog.catalog() == catalog.read_registries()  # first call: the registries themselves
+    finally:
+        catalog.catalog.cache_clear()
+    assert (tmp_path / "nf" / f"registries-{catalog.fingerprint()}.json").is_file()
+    code = "import sys\nfrom nf_core import catalog\nprint(list(catalog.names('models')), 'torch' in sys.modules)"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    assert out.stdout.split("] ")[1].strip() == "False", out.stderr  # a later process: the cache, no torch
+    assert out.stdout.startswith(str(MODELS.names()))
+    assert catalog.descriptions("generators")["ConvL"] == GENERATORS.get("ConvL").__doc__.strip().splitlines()[0]
+    assert all(catalog.is_ber_conditioned(g) == g.endswith("_BER") for g in GENERATORS.names())
 
 
 def test_stage_defaults_are_nf_core_training_defaults() -> None:
@@ -63,7 +65,7 @@ def test_stage_defaults_are_nf_core_training_defaults() -> None:
 
 
 def test_config_module_imports_no_torch() -> None:
-    code = "import sys, orchestration.config, orchestration.preflight; print('torch' in sys.modules)"
+    code = "import sys, orchestration.spec.config, orchestration.sweep.preflight; print('torch' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False
     )
@@ -222,7 +224,7 @@ def test_json_schema_documents_every_field() -> None:
         if not v.get("description")
     ]
     assert not undocumented
-    assert schema["properties"]["fault_model"]["enum"] == list(names.FAULT_MODELS)
+    assert schema["properties"]["fault_model"]["enum"] == list(validation.FAULT_MODELS)
 
 
 # ------------------------------------------------------------------ dataset roots (preflight)

@@ -15,10 +15,10 @@ import pytest
 import yaml
 from ray.tune.execution import class_cache
 
-from orchestration.config import parse_config
-from orchestration.credentials import is_credential_var, keep_credentials_out_of_ray
-from orchestration.runner import sweep_store
-from orchestration.storage import Store
+from orchestration.spec.config import parse_config
+from orchestration.store.credentials import is_credential_var, keep_credentials_out_of_ray
+from orchestration.store.roots import sweep_store
+from orchestration.store.storage import Store
 
 KEY_ID, SECRET, TOKEN = "AKIANFCANARY0000001", "nf/canary+secret-0001", "nf-canary-session-token-0001"
 AWS_CREDENTIAL_VARS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"}

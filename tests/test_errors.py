@@ -96,13 +96,15 @@ def test_version_prints_the_package_version_without_heavy_imports() -> None:
 
 @pytest.mark.parametrize("kind", ["models", "generators", "datasets"])
 def test_list_shows_exactly_the_registered_names_with_descriptions(kind: str) -> None:
+    from nf_core import catalog
     from nf_core.data import DATASETS
     from nf_core.generators import GENERATORS
     from nf_core.models import MODELS
 
     registry = {"models": MODELS, "generators": GENERATORS, "datasets": DATASETS}[kind]
+    catalog.catalog()  # the registries read once (here) and cached for this source
     out, heavy = _heavy_after("list", kind)
-    assert heavy == []  # names come from nf_core.names, not the torch registries
+    assert heavy == []  # the names come from the cache of the registries, without torch
     lines = out.strip().splitlines()
     assert [ln.split()[0] for ln in lines] == registry.names()
     for ln in lines:  # a name, then a description of a few words
@@ -201,8 +203,8 @@ def moto_s3():
 
 
 def test_lost_s3_objects_are_named(moto_s3) -> None:
-    from orchestration.config import parse_config
-    from orchestration.runner import CONFIG_FILE, sweep_store
+    from orchestration.spec.config import parse_config
+    from orchestration.store.roots import CONFIG_FILE, sweep_store
 
     cfg = parse_config({**SMALL, "name": "lost", "storage": "s3://nf-errors/root", "s3_endpoint": moto_s3})
     store = sweep_store(cfg)
@@ -260,7 +262,7 @@ def test_ray_reraising_a_signal_as_keyboard_interrupt_keeps_its_code() -> None:
 
 # ------------------------------------------------------------------ MLflow runs never left RUNNING
 def _tracker(tmp_path: Path):
-    from orchestration.tracking import SweepTracker
+    from orchestration.tracking.tracker import SweepTracker
 
     tracker = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "guard", str(tmp_path / "artifacts"))
     parent = tracker.parent_run("guard")
@@ -282,7 +284,7 @@ def _tracker(tmp_path: Path):
     ids=["error", "ctrl-c", "sigterm", "sighup"],
 )
 def test_parent_run_guard_ends_runs(tmp_path, raise_it, status: str) -> None:
-    from orchestration.tracking import parent_run_guard
+    from orchestration.tracking.tracker import parent_run_guard
 
     tracker, parent, child, done = _tracker(tmp_path)
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)
@@ -298,7 +300,7 @@ def test_parent_run_guard_ends_runs(tmp_path, raise_it, status: str) -> None:
 
 
 def test_parent_run_guard_leaves_a_clean_exit_alone(tmp_path) -> None:
-    from orchestration.tracking import parent_run_guard
+    from orchestration.tracking.tracker import parent_run_guard
 
     tracker, parent, child, _ = _tracker(tmp_path)
     with parent_run_guard(tracker, parent):
@@ -319,10 +321,10 @@ def _runs(storage: Path, name: str) -> dict[str, str]:
 
 
 def test_failed_trials_exit_1_and_the_parent_run_ends_failed(tmp_path) -> None:
-    from orchestration.config import parse_config
-    from orchestration.plan import plan
-    from orchestration.runner import sweep_store
-    from orchestration.trainables import item_dir
+    from orchestration.spec.config import parse_config
+    from orchestration.spec.plan import plan
+    from orchestration.store.item_files import item_dir
+    from orchestration.store.roots import sweep_store
 
     storage = tmp_path / "sweeps"
     raw = {**SMALL, "storage": str(storage)}

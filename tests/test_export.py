@@ -51,7 +51,7 @@ def test_registered_generator_reproduces_the_checkpoint_and_never_collides(tmp_p
 
     monkeypatch.chdir(tmp_path)  # anything MLflow would put in ./mlruns stays in the test's folder
 
-    from orchestration.model_registry import register_generator, registered_model_name
+    from orchestration.tracking.model_registry import register_generator, registered_model_name
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     params = {
@@ -98,10 +98,10 @@ def test_registered_generator_reproduces_the_checkpoint_and_never_collides(tmp_p
 
 def _handmade_sweep(tmp_path):
     """A sweep's storage with one finished generator (and its base) written as the trainables write them."""
-    from orchestration.config import parse_config
-    from orchestration.item_files import config_hash, identity, item_dir, save_checkpoint
-    from orchestration.plan import plan
-    from orchestration.runner import CONFIG_FILE, sweep_store
+    from orchestration.spec.config import parse_config
+    from orchestration.spec.plan import plan
+    from orchestration.store.item_files import config_hash, identity, item_dir, save_checkpoint
+    from orchestration.store.roots import CONFIG_FILE, sweep_store
 
     raw = {
         "name": "exp",

@@ -134,7 +134,7 @@ def test_fault_maps_from_an_s3_prefix(tmp_path, monkeypatch):
     # orchestration's loader: maps listed and read through pyarrow's S3 filesystem (moto on loopback)
     import boto3
 
-    from orchestration.fault_maps_store import load_fault_maps_uri
+    from orchestration.store.fault_maps_store import load_fault_maps_uri
     from tests.sweep_support import kill_tree, start_moto
 
     for k, v in {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_DEFAULT_REGION": "us-east-1"}.items():

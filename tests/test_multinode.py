@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestration.config import parse_config
-from orchestration.plan import plan
+from orchestration.spec.config import parse_config
+from orchestration.spec.plan import plan
 from tests.cluster_support import ROOT
 
 
@@ -101,7 +101,7 @@ def test_multinode_sweep_through_ray_job_submit(tmp_path: Path) -> None:
 
     from mlflow.tracking import MlflowClient
 
-    from orchestration.mlflow_server import start_mlflow_server, stop_mlflow_server
+    from orchestration.tracking.server import start_mlflow_server, stop_mlflow_server
 
     bin_dir = Path(sys.executable).parent
     token = secrets.token_hex(16)

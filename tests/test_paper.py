@@ -153,7 +153,7 @@ def test_unit_falls_back_to_ours_when_paper_std_is_zero() -> None:
 def test_paper_section_figure_and_tables(tmp_path) -> None:
     from orchestration.report.html import section_html
     from orchestration.report.paper import paper_section
-    from orchestration.results import results_table
+    from orchestration.store.results import results_table
 
     rows = [_row(ca=92.0, pa_mean=40.0, pa_std=10.0, ca_nf=89.0, pa_nf_mean=86.1, pa_nf_std=2.0, rp=46.1)]
     s = paper_section(results_table(rows), tmp_path)  # an Arrow results table, as build.py holds it

@@ -14,7 +14,7 @@ from nf_core.eopm import eopm_step, training_chip_seeds
 from nf_core.evaluate import evaluate
 from nf_core.generators import create_generator
 from nf_core.models import create_model
-from orchestration.pool import ChipPool, eopm_step_pooled, evaluate_pooled, make_pools
+from orchestration.sweep.pool import ChipPool, eopm_step_pooled, evaluate_pooled, make_pools
 
 SPEC = {"model": "resnet18", "num_classes": 10, "input_size": 32, "width": 0.125}
 CHIP = ChipConfig(0.02)

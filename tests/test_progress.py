@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from orchestration.cli import build_parser
-from orchestration.progress import ProgressCallback, SweepProgress, duration, error_line
+from orchestration.sweep.progress import ProgressCallback, SweepProgress, duration, error_line
 
 
 class Clock:
@@ -205,7 +205,7 @@ import io, sys
 from pathlib import Path
 import ray
 from ray import tune
-from orchestration.progress import ProgressCallback, SweepProgress, compact_tune_output
+from orchestration.sweep.progress import ProgressCallback, SweepProgress, compact_tune_output
 
 if sys.argv[2] == "compact":
     compact_tune_output()  # what a sweep's compact view does

@@ -1,6 +1,6 @@
 """The reading commands as the README shows them: `nf sweep status|list|resume`, `nf select` and
 `nf report` without --storage, run from a folder other than the checkout, find the sweep where
-`nf sweep run` puts it (one resolution: orchestration.resume.resolve_storage); and one energy
+`nf sweep run` puts it (one resolution: orchestration.sweep.resume.resolve_storage); and one energy
 convention: the same row gives the identical saving in `nf profile`, the report's energy table and
 `nf select`."""
 
@@ -60,8 +60,8 @@ def test_status_and_list_without_storage(swept):
 
 
 def test_default_root_is_the_one_sweep_run_uses(tmp_path, monkeypatch):
-    from orchestration.config import load_config
-    from orchestration.resume import resolve_storage
+    from orchestration.spec.config import load_config
+    from orchestration.store.roots import resolve_storage
 
     monkeypatch.delenv("NF_STORAGE", raising=False)
     config = tmp_path / "c.yaml"  # a config without `storage`: `nf sweep run` puts it in the default root

@@ -190,11 +190,12 @@ def test_missing_items_lines():
 
 def _stored_sweep(root, tmp_path, done_evals: int, **extra):
     """A sweep in storage as the driver leaves it: sweep.yaml, some eval items' done.json, a tracked parent run."""
-    from orchestration.config import parse_config
-    from orchestration.plan import plan
-    from orchestration.runner import CONFIG_FILE, sweep_store, tracking_uri
-    from orchestration.tracking import SweepTracker
-    from orchestration.trainables import item_dir
+    from orchestration.spec.config import parse_config
+    from orchestration.spec.plan import plan
+    from orchestration.store.item_files import item_dir
+    from orchestration.store.roots import CONFIG_FILE, sweep_store
+    from orchestration.sweep.runner import tracking_uri
+    from orchestration.tracking.tracker import SweepTracker
     from tests.report_support import row
 
     cfg = parse_config(

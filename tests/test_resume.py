@@ -10,11 +10,12 @@ import pytest
 import yaml
 
 from orchestration.cli import main as cli_main
-from orchestration.config import ConfigError, parse_config
-from orchestration.plan import plan
-from orchestration.resume import adopt_config, compare_configs
-from orchestration.runner import open_sweep, stage_states, sweep_store
-from orchestration.trainables import item_dir
+from orchestration.spec.config import ConfigError, parse_config
+from orchestration.spec.plan import plan
+from orchestration.store.item_files import item_dir
+from orchestration.store.roots import sweep_store
+from orchestration.sweep.resume import adopt_config, compare_configs
+from orchestration.sweep.runner import open_sweep, stage_states
 from tests.sweep_support import TINY
 
 BASE = "digits.resnet18.b8.s0"
@@ -145,8 +146,8 @@ def test_resume_cli_refuses_before_ray_and_run_points_at_resume_config(tmp_path:
 def test_copied_sweep_tracks_its_artifacts_in_the_copy(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from orchestration.runner import tracking_uri
-    from orchestration.tracking import SweepTracker
+    from orchestration.sweep.runner import tracking_uri
+    from orchestration.tracking.tracker import SweepTracker
 
     cfg, store = _sweep(tmp_path / "orig")
     tracker = SweepTracker(tracking_uri(cfg, store), "tiny", store.url("mlartifacts"))
@@ -162,8 +163,8 @@ def test_copied_sweep_tracks_its_artifacts_in_the_copy(tmp_path: Path) -> None:
 
 
 def test_working_copy_of_the_database_is_fetched_unless_it_descends_from_storage(tmp_path: Path) -> None:
-    from orchestration.storage import Store
-    from orchestration.tracking_sync import REMOTE_DB, fetch
+    from orchestration.store.storage import Store
+    from orchestration.tracking.sync import REMOTE_DB, fetch
 
     store, db = Store(str(tmp_path / "storage")), str(tmp_path / "cache" / "mlflow.db")
     (tmp_path / "cache").mkdir()

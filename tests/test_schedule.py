@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.config import STAGES, parse_config
-from orchestration.plan import blocked_by, dependencies, plan
-from orchestration.schedule import Node, Task, compare, ranks, simulate, simulate_plan, with_barriers
+from orchestration.cluster.capacity import simulate_plan
+from orchestration.cluster.schedule import Node, Task, compare, ranks, simulate, with_barriers
+from orchestration.spec.config import STAGES, parse_config
+from orchestration.spec.plan import blocked_by, dependencies, plan
 from tests.sweep_support import TINY
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,7 +125,7 @@ def test_dependencies_reject_a_missing_need() -> None:
 
 
 def test_simulate_plan_on_a_cluster_file() -> None:
-    from orchestration.clusterfile import read_cluster
+    from orchestration.cluster.clusterfile import read_cluster
 
     cfg = parse_config({**TINY, "storage": "unused", "resources": {"cpus": 3, "gpus": 0.5}})
     out = simulate_plan(
@@ -145,7 +146,7 @@ def test_simulate_plan_on_a_cluster_file() -> None:
 def test_nf_sweep_plan_prints_the_simulation() -> None:
     import argparse
 
-    from orchestration.clusterfile import read_cluster
+    from orchestration.cluster.clusterfile import read_cluster
     from orchestration.commands.sweep import plan_with_cluster
 
     cfg = parse_config({**TINY, "storage": "unused", "resources": {"cpus": 3, "gpus": 0.5}})
@@ -168,7 +169,7 @@ def test_ready_items_searcher_releases_in_dependency_order() -> None:
     """The runner's Tune searcher on its own (no trials run): what it hands out, and when."""
     from ray.tune.search import Searcher
 
-    from orchestration.dataflow import ReadyItems, priorities
+    from orchestration.sweep.dataflow import ReadyItems, priorities
 
     cfg = parse_config({**TINY, "storage": "unused", "transfer": False, "generators": ["ConvS"], "train_bers": [0.05]})
     items = [it for s in STAGES for it in plan(cfg)[s]]  # 2 base, 2 generators, 2 evals

@@ -156,10 +156,10 @@ def test_voltage_table_curve_and_interpolation():
 
 def test_nf_select_cli_on_a_stored_sweep(tmp_path, capsys):
     from orchestration.cli import main
-    from orchestration.config import parse_config
-    from orchestration.plan import plan
-    from orchestration.runner import CONFIG_FILE, sweep_store
-    from orchestration.trainables import item_dir
+    from orchestration.spec.config import parse_config
+    from orchestration.spec.plan import plan
+    from orchestration.store.item_files import item_dir
+    from orchestration.store.roots import CONFIG_FILE, sweep_store
 
     raw = {
         "name": "sel",

@@ -13,11 +13,11 @@ import pytest
 import yaml
 
 from orchestration.cli import main as cli_main
-from orchestration.config import parse_config
-from orchestration.plan import plan
-from orchestration.runner import stage_states as runner_stage_states
-from orchestration.status import INDEX_FILE, list_sweeps, stage_states, sweep_status
-from orchestration.storage import Store
+from orchestration.spec.config import parse_config
+from orchestration.spec.plan import plan
+from orchestration.store.storage import Store
+from orchestration.sweep.runner import stage_states as runner_stage_states
+from orchestration.sweep.status import INDEX_FILE, list_sweeps, stage_states, sweep_status
 from tests.status_support import item_files, write_local
 from tests.sweep_support import TINY, start_moto
 

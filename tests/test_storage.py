@@ -2,7 +2,7 @@
 
 import os
 
-from orchestration.storage import Store
+from orchestration.store.storage import Store
 
 
 def test_relative_local_storage_is_made_absolute(tmp_path, monkeypatch) -> None:
@@ -27,7 +27,7 @@ def test_atomic_replace_and_listing(tmp_path) -> None:
 
 
 def test_relative_dataset_roots_are_made_absolute(tmp_path, monkeypatch) -> None:
-    from orchestration.config import parse_config
+    from orchestration.spec.config import parse_config
 
     monkeypatch.chdir(tmp_path)
     cfg = parse_config(

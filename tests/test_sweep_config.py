@@ -7,8 +7,8 @@ import sys
 import pytest
 import yaml
 
-from orchestration.config import ConfigError, load_config, parse_config
-from orchestration.plan import plan
+from orchestration.spec.config import ConfigError, load_config, parse_config
+from orchestration.spec.plan import plan
 
 GOOD = {
     "name": "t",
@@ -108,7 +108,7 @@ def test_missing_and_malformed_files(tmp_path) -> None:
 
 
 def test_generators_are_8_bit_by_default_and_recorded() -> None:
-    from orchestration.runner import item_params
+    from orchestration.sweep.resume import item_params
 
     for raw, want in ((GOOD, 8), ({**GOOD, "generator": {"generator_bits": None}}, None)):
         cfg = parse_config(raw)
@@ -146,6 +146,6 @@ def test_implausible_bers_warn_once_in_plan_and_run(tmp_path) -> None:
     assert warned == expected and run_proc.returncode == 2 and "nf: error:" in run_proc.stderr
     ranged = {**GOOD, "generators": ["ConvS", "ConvS_BER"], "train_bers": [0.49, {"range": [0.001, 0.6]}]}
     path.write_text(yaml.safe_dump(ranged))
-    from orchestration.config import implausible_bers
+    from orchestration.spec.config import implausible_bers
 
     assert [ln.split(":")[0] for ln in implausible_bers(load_config(str(path)))] == ["train_bers[1].range[1]"]

@@ -27,10 +27,12 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from orchestration.cli import main as cli_main
-from orchestration.config import parse_config
-from orchestration.mlflow_server import start_mlflow_server, stop_mlflow_server
-from orchestration.results import format_table
-from orchestration.runner import collect_rows, item_done, run_sweep, stage_states, sweep_store, tracking_uri
+from orchestration.spec.config import parse_config
+from orchestration.store.item_files import item_done
+from orchestration.store.results import format_table
+from orchestration.store.roots import sweep_store
+from orchestration.sweep.runner import collect_rows, run_sweep, stage_states, tracking_uri
+from orchestration.tracking.server import start_mlflow_server, stop_mlflow_server
 from tests.sweep_support import TINY, TRIALS, assert_secret_nowhere, descendants, kill_tree, nf, start_moto
 
 REPO = str(Path(__file__).resolve().parents[1])
@@ -467,7 +469,7 @@ def test_items_start_when_their_needs_are_done(tmp_path) -> None:
     unreadable files) blocks only the items that need it."""
     import ray
 
-    from orchestration.runner import SweepError, collect_rows
+    from orchestration.sweep.runner import SweepError, collect_rows
     from tests.test_data import write_cifar10, write_cifar100
 
     write_cifar10(tmp_path / "cifar", per_batch=160, n_test=8)  # 800 32x32 images vs 64 8x8 digits

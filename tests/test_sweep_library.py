@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestration.config import load_config
-from orchestration.plan import plan
+from orchestration.spec.config import load_config
+from orchestration.spec.plan import plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))

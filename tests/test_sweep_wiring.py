@@ -17,9 +17,9 @@ import pytest
 import torch
 import yaml
 
-from orchestration.config import ConfigError, parse_config, resolve_auto
-from orchestration.plan import plan
-from orchestration.preflight import check_dataset_roots, check_fault_maps
+from orchestration.spec.config import ConfigError, parse_config, resolve_auto
+from orchestration.spec.plan import plan
+from orchestration.sweep.preflight import check_dataset_roots, check_fault_maps
 
 ROOT = Path(__file__).resolve().parents[1]
 # Trainables called outside Tune report nowhere (the same functions Tune runs; done.json is what counts)
@@ -190,7 +190,8 @@ def test_measured_fault_maps_schema_and_preflight(
 # ------------------------------------------------------------------ the trainables, in process
 def _run(cfg: Any, store: Any, stages: tuple[str, ...], only: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """Run the plan's items of ``stages`` through the stage trainables; their done.json by stage."""
-    from orchestration.trainables import TRAINABLES, item_dir
+    from orchestration.store.item_files import item_dir
+    from orchestration.sweep.trainables import TRAINABLES
 
     done: dict[str, list[dict[str, Any]]] = {}
     for stage in stages:
@@ -212,7 +213,7 @@ def _forget(store: Any, *stages: str) -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
     """Base models and both generators of TINY, trained once for the tests below."""
-    from orchestration.runner import sweep_store
+    from orchestration.store.roots import sweep_store
 
     tmp = tmp_path_factory.mktemp("wiring")
     cfg = parse_config({**TINY, "storage": str(tmp / "store")})
@@ -233,8 +234,9 @@ def test_ber_conditioned_generator_trains_over_its_range_and_deploys_at_the_chip
     from nf_core.chips import ChipConfig
     from nf_core.data import make_loader
     from nf_core.evaluate import evaluate, evaluation_chip_seeds
-    from orchestration.plan import Item
-    from orchestration.trainables import TrialContext, item_dir, trained_generator
+    from orchestration.spec.plan import Item
+    from orchestration.store.item_files import item_dir
+    from orchestration.sweep.trainables import TrialContext, trained_generator
 
     store, tmp = trained
     cfg = parse_config({**TINY, "storage": str(tmp / "store")})
@@ -286,7 +288,7 @@ def test_evaluation_on_measured_fault_maps(trained) -> None:
 
 # ------------------------------------------------------------------ speed options reach nf_core
 def test_speed_options_reach_deployed_model_and_evaluate(trained, monkeypatch: pytest.MonkeyPatch) -> None:
-    import orchestration.trainables as tr
+    import orchestration.sweep.trainables as tr
     from nf_core.deployed import DeployedModel
 
     store, tmp = trained
@@ -317,7 +319,7 @@ def test_speed_options_reach_deployed_model_and_evaluate(trained, monkeypatch: p
         "evaluation": {**TINY["evaluation"], "fold_bn": True, "channels_last": True, "chips_per_pass": 2},
     }
     cfg = parse_config(fast)
-    from orchestration.runner import sweep_store
+    from orchestration.store.roots import sweep_store
 
     fstore = sweep_store(cfg)
     for it in plan(cfg)["base"]:  # the trained base models: copied, not trained again
@@ -355,7 +357,7 @@ def test_ber_conditioned_sweep_runs_small(tmp_path: Path) -> None:
     """sweeps/ber_conditioned.yaml as shipped, shrunk to digits on the CPU, through run_sweep on a local Ray."""
     import ray
 
-    from orchestration.runner import run_sweep
+    from orchestration.sweep.runner import run_sweep
 
     raw = yaml.safe_load((ROOT / "sweeps" / "ber_conditioned.yaml").read_text())
     small = copy.deepcopy(raw)

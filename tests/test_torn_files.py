@@ -16,8 +16,9 @@ import time
 import pytest
 import torch
 
-from orchestration.config import parse_config
-from orchestration.item_files import (
+from orchestration.spec.config import parse_config
+from orchestration.spec.plan import plan
+from orchestration.store.item_files import (
     FencedError,
     ForeignCheckpointError,
     Lease,
@@ -29,8 +30,7 @@ from orchestration.item_files import (
     load_item_checkpoint,
     save_checkpoint,
 )
-from orchestration.plan import plan
-from orchestration.storage import Store
+from orchestration.store.storage import Store
 from tests.sweep_support import TINY, start_moto
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -95,7 +95,7 @@ def test_local_writes_are_atomic_for_concurrent_readers(tmp_path, monkeypatch) -
 
 _S3_WRITER = """
 import sys
-from orchestration.storage import Store
+from orchestration.store.storage import Store
 store = Store(sys.argv[1], endpoint=sys.argv[2])
 i = 1
 while True:
@@ -146,8 +146,8 @@ def test_s3_object_is_whole_after_a_writer_is_killed_mid_upload(tmp_path, monkey
 # ------------------------------------------------------------------ done.json
 @pytest.mark.parametrize("content", [b"", b'{"item": {"id": "x", "stage"', b"[]", b"null"])
 def test_torn_or_empty_done_json_means_not_done(tmp_path, content) -> None:
-    from orchestration.runner import collect_rows, stage_states
-    from orchestration.status import sweep_status
+    from orchestration.sweep.runner import collect_rows, stage_states
+    from orchestration.sweep.status import sweep_status
 
     cfg = _cfg(tmp_path)
     store = Store(cfg.storage).sub(cfg.name)
@@ -181,7 +181,7 @@ def _run_base(cfg, item, store, kill_after: int | None = None) -> list[dict]:
     """Run the real stage-(a) trainable outside Ray; tune.report collects, or "kills" after an epoch."""
     from ray import tune
 
-    from orchestration import trainables
+    from orchestration.sweep import trainables
 
     reports: list[dict] = []
 
@@ -299,11 +299,11 @@ def test_lease_waits_for_a_live_holder_and_takes_over_a_silent_one(tmp_path) -> 
 
 _ORPHAN = """
 import sys, time
-from orchestration.config import parse_config
-from orchestration.plan import plan
-from orchestration.storage import Store
-from orchestration.trainables import TrialContext
-from orchestration.item_files import FencedError
+from orchestration.spec.config import parse_config
+from orchestration.spec.plan import plan
+from orchestration.store.storage import Store
+from orchestration.sweep.trainables import TrialContext
+from orchestration.store.item_files import FencedError
 cfg = parse_config(__import__("json").loads(sys.argv[1]))
 item = plan(cfg)["base"][0]
 ctx = TrialContext(item, cfg, Store(cfg.storage).sub(cfg.name))
@@ -327,7 +327,7 @@ def test_worker_outliving_its_driver_cannot_write_after_a_new_attempt_started(tm
     """A worker of a killed driver keeps writing checkpoints; a new attempt of the same item waits
     while it lives. Frozen (SIGSTOP, silent past the lease time), it is taken over; woken up
     again, it stops at its next write, and nothing it writes lands after the new attempt began."""
-    from orchestration.trainables import TrialContext
+    from orchestration.sweep.trainables import TrialContext
 
     env = {**os.environ, "PYTHONPATH": ROOT, "NF_LEASE_SECONDS": "1"}
     raw = {**TINY, "storage": str(tmp_path / "sweeps"), "device": "cpu"}

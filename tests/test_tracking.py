@@ -9,15 +9,15 @@ import urllib.request
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestration import results
-from orchestration.mlflow_server import (
+from orchestration.store import results
+from orchestration.tracking.server import (
     _group_alive,  # noqa: PLC2701 - checks that no server process survives
     start_mlflow_server,
     stop_mlflow_server,
     ui_command,
 )
-from orchestration.tracking import SweepTracker, artifact_uri, is_secret
-from orchestration.tune_callback import MlflowTuneCallback
+from orchestration.tracking.tracker import SweepTracker, artifact_uri, is_secret
+from orchestration.tracking.tune_callback import MlflowTuneCallback
 
 SWEEP = "sweep-a"
 EXPERIMENT = "nf-test"
@@ -298,8 +298,8 @@ def test_format_table():
 
 
 def test_passwords_inside_uris_never_reach_params_or_printed_commands() -> None:
-    from orchestration.mlflow_server import ui_command
-    from orchestration.tracking import redact_uri, safe_params
+    from orchestration.tracking.server import ui_command
+    from orchestration.tracking.tracker import redact_uri, safe_params
 
     uri = "postgresql://nf:canary-pw-123@db.internal:5432/mlflow"
     assert redact_uri(uri) == "postgresql://nf:***@db.internal:5432/mlflow"

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestration.config import parse_config
-from orchestration.runner import CONFIG_FILE, sweep_store
+from orchestration.spec.config import parse_config
+from orchestration.store.roots import CONFIG_FILE, sweep_store
 from tests.sweep_support import TINY, alive, descendants, free_port, kill_tree
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,18 +4,8 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from nf_core.registry import Registry
-
-MODELS: Registry[nn.Module] = Registry("model")
-INPUT_SIZES = (32, 224)
-
-
-def scaled(channels: int, width: float) -> int:
-    """Channel count under a width multiplier (never below 1)."""
-    return max(1, int(round(channels * width)))
-
-
-from nf_core.models import resnet, vgg, vit  # noqa: E402,F401  (registers the architectures)
+from nf_core.models import resnet, vgg, vit  # noqa: F401  (registers the architectures)
+from nf_core.models.common import INPUT_SIZES, MODELS, scaled
 
 # isort: split
 from nf_core.models import preact  # noqa: E402,F401  (registered last: the listed order of names is the registry's)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from nf_core.models import MODELS, scaled
+from nf_core.models.common import MODELS, scaled
 
 
 class PreActBlock(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from nf_core.models import MODELS, scaled
+from nf_core.models.common import MODELS, scaled
 
 
 def _shortcut(cin: int, cout: int, stride: int) -> nn.Module:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from nf_core.models import MODELS, scaled
+from nf_core.models.common import MODELS, scaled
 
 CFGS: dict[str, list[int | str]] = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -53,6 +53,8 @@ def _register(name: str) -> None:
     def build(num_classes: int = 10, input_size: int = 32, width: float = 1.0) -> VGG:
         """VGG11/16/19 with BatchNorm (Simonyan & Zisserman, 2015), base models of the paper."""
         return VGG(CFGS[name], num_classes, input_size, width)
+
+    build.__doc__ = f"{name.upper()} with BatchNorm (Simonyan & Zisserman, 2015), a base model of the paper."
 
 
 for _name in CFGS:

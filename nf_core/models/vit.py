@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nf_core.models import MODELS, scaled
+from nf_core.models.common import MODELS, scaled
 
 # input size -> patch size; (heads, head dim, depth, MLP ratio) are shared by both variants
 PATCH = {32: 4, 224: 16}

@@ -4,7 +4,7 @@ Reads the generator item's checkpoint from the sweep's storage, builds the gener
 evaluated (its b-bit weights, x' = clamp(x + G(x), -1, 1)), optionally with its quantized base
 model in the same graph (``--with-base``: logits out), writes ONNX, runs it with onnxruntime on
 the same inputs as PyTorch and prints the largest difference. ``--register`` also logs the
-generator as an MLflow model in the sweep's tracking store (orchestration/model_registry.py).
+generator as an MLflow model in the sweep's tracking store (orchestration/tracking/model_registry.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ TOLERANCE = 1e-4  # max |ONNX − PyTorch| / (1 + max |output|) accepted as "the
 
 
 def _generator_item(cfg, item_id: str):
-    from orchestration.plan import plan
+    from orchestration.spec.plan import plan
 
     items = plan(cfg)["generator"]
     for it in items:
@@ -28,8 +28,8 @@ def _generator_item(cfg, item_id: str):
 
 def _base(store, cfg, it, model: str | None):
     from nf_core.models import create_model
-    from orchestration.item_files import load_item_checkpoint
-    from orchestration.plan import base_id
+    from orchestration.spec.plan import base_id
+    from orchestration.store.item_files import load_item_checkpoint
 
     sources = list(it.params["source"])
     if model is None:
@@ -48,9 +48,10 @@ def _base(store, cfg, it, model: str | None):
 
 def run_export(args: argparse.Namespace) -> int:
     from nf_core.export import check_inputs, deployable, export_onnx, max_abs_difference
-    from orchestration.item_files import load_item_checkpoint
-    from orchestration.model_registry import generator_from_checkpoint
-    from orchestration.runner import open_sweep, sweep_store
+    from orchestration.store.item_files import load_item_checkpoint
+    from orchestration.store.roots import sweep_store
+    from orchestration.sweep.runner import open_sweep
+    from orchestration.tracking.model_registry import generator_from_checkpoint
 
     cfg = open_sweep(args.name, args.storage, args.s3_endpoint)
     store = sweep_store(cfg)
@@ -72,9 +73,10 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _register(cfg, store, it, gen, size: int) -> None:
-    from orchestration.item_files import read_done
-    from orchestration.model_registry import eval_tags, register_generator
-    from orchestration.runner import artifact_location, tracking_uri
+    from orchestration.store.item_files import read_done
+    from orchestration.sweep.runner import tracking_uri
+    from orchestration.tracking.model_registry import eval_tags, register_generator
+    from orchestration.tracking.sync import artifact_location
 
     done: dict[str, Any] = read_done(store, "eval", f"eval.{it.id}") or {}
     v = register_generator(

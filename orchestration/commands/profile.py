@@ -224,8 +224,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _latency(args: argparse.Namespace) -> dict:
     """Table 9: measured batch-1 latency (nf_core.latency) of --model alone and with the generator(s)."""
+    from nf_core.generators import PAPER_GENERATORS
     from nf_core.latency import latency_table
-    from nf_core.names import PAPER_GENERATORS
 
     if not args.model:
         raise ValueError("--latency times a base model; add --model NAME")

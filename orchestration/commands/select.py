@@ -9,11 +9,11 @@ answer as a table (or JSON), writing the energy-vs-accuracy figure beside the sw
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
-from collections.abc import Iterator
 from typing import Any
+
+from orchestration.store.roots import add_storage_args
 
 EPILOG = """\
 exit codes: 0 with an answer (an operating point, nominal voltage included) for at least one base
@@ -37,29 +37,6 @@ def sweep_twma(rows: list[dict[str, Any]], width: float) -> dict[tuple[str, str]
     return out
 
 
-COUNTS_CACHE = "cost_counts.json"  # beside the sweep: counts of networks the shipped table lacks (other widths)
-
-
-@contextlib.contextmanager
-def sweep_counts(store: Any) -> Iterator[None]:
-    """Within the block, nf_core.cost also answers from the sweep's counts cache; networks counted
-    afresh in it (a width the shipped table lacks) are added to the cache afterwards. A storage that
-    cannot be written just goes without (the counts are recomputed next time)."""
-    from nf_core import cost
-
-    if store.exists(COUNTS_CACHE):
-        try:
-            cost.load_counts(json.loads(store.read_bytes(COUNTS_CACHE)))
-        except ValueError:  # a torn or foreign file: counted again, then replaced
-            pass
-    before = cost.extra_counts()
-    yield
-    after = cost.extra_counts()
-    if after["counts"] != before["counts"]:
-        with contextlib.suppress(OSError):
-            store.write_bytes(COUNTS_CACHE, json.dumps(after, indent=0).encode())
-
-
 def energy_width(cfg: Any, full_size: bool) -> float:
     """The width the energy is priced at: the sweep's own networks, or the paper's (1) with --full-size."""
     return 1.0 if full_size else float(cfg.width)
@@ -81,7 +58,9 @@ def run_select(args: argparse.Namespace) -> int:
     from nf_core.cost import energy_convention
     from nf_core.select import format_selection, select_operating_points
     from nf_core.voltage import load_voltage_table
-    from orchestration.runner import collect_rows, open_sweep, sweep_store
+    from orchestration.store.cost_counts import sweep_counts
+    from orchestration.store.roots import sweep_store
+    from orchestration.sweep.runner import collect_rows, open_sweep
 
     table = load_voltage_table(args.voltage_table)  # bad tables fail before the sweep is read
     cfg = open_sweep(args.name, args.storage, args.s3_endpoint)
@@ -161,11 +140,5 @@ def add_select_parser(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--figure", default=None, help="write the figure here (default: the sweep's results/)")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    s.add_argument(
-        "--storage",
-        default=None,
-        help="storage root the sweep lives in (path or s3://bucket/prefix); default: $NF_STORAGE, else runs/sweeps "
-        "in the project checkout (the root `nf sweep run` uses)",
-    )
-    s.add_argument("--s3-endpoint", default=None, help="endpoint of an S3-compatible store")
+    add_storage_args(s)
     s.set_defaults(func=run_select)

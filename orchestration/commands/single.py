@@ -52,7 +52,7 @@ def format_results(res: dict[str, Any]) -> str:
 
 def _rp(res: dict) -> str:
     """RP ± the std over chips of the paired per-chip RP (the sweep's tables use the same function)."""
-    from orchestration.results import recovery_std
+    from orchestration.store.results import recovery_std
 
     std = recovery_std(res.get("pa_per_chip"), res.get("pa_nf_per_chip"))
     return f"{res['rp']:+.2f}" + ("" if std is None else f" ± {std:.2f}")

@@ -7,9 +7,11 @@ import os
 from importlib import resources
 from typing import Any
 
+from orchestration.store.roots import add_storage_args
+
 
 def _sweep_run(args: argparse.Namespace) -> int:
-    from orchestration.config import load_config, parse_config, warn_implausible
+    from orchestration.spec.config import load_config, parse_config, warn_implausible
 
     cfg = load_config(args.config)
     warn_implausible(cfg)
@@ -19,9 +21,9 @@ def _sweep_run(args: argparse.Namespace) -> int:
 
 
 def _sweep_resume(args: argparse.Namespace) -> int:
-    from orchestration.config import ConfigError, load_config, warn_implausible
-    from orchestration.resume import with_storage
-    from orchestration.runner import open_sweep
+    from orchestration.spec.config import ConfigError, load_config, warn_implausible
+    from orchestration.sweep.resume import with_storage
+    from orchestration.sweep.runner import open_sweep
 
     cfg = open_sweep(args.name, args.storage, args.s3_endpoint)
     if args.config is None:
@@ -39,17 +41,18 @@ def _run(
     cfg: Any, resume: bool, address: str | None, args: argparse.Namespace | None = None, new_config: bool = False
 ) -> int:
     from orchestration.errors import check_storage_writable
-    from orchestration.mlflow_server import check_tracking_reachable, ui_command
-    from orchestration.preflight import check_dataset_roots
-    from orchestration.results import format_table
-    from orchestration.runner import run_sweep, sweep_store, tracking_uri
+    from orchestration.store.results import format_table
+    from orchestration.store.roots import sweep_store
+    from orchestration.sweep.preflight import check_dataset_roots
+    from orchestration.sweep.runner import run_sweep, tracking_uri
+    from orchestration.tracking.server import check_tracking_reachable, ui_command
 
     check_dataset_roots(cfg)  # before Ray starts or anything is written
     check_storage_writable(sweep_store(cfg))  # an unwritable or unreachable storage: one line, before Ray
     check_tracking_reachable(tracking_uri(cfg, sweep_store(cfg)))  # a server URI that does not answer: the same
     verbose = getattr(args, "verbose", 0) or 0
     if not verbose:  # the compact view replaces Tune's tables and Ray's info lines; errors still show
-        from orchestration.progress import quiet_ray_logs
+        from orchestration.sweep.progress import quiet_ray_logs
 
         quiet_ray_logs()
     interval = getattr(args, "progress_interval", None) or 30.0
@@ -65,10 +68,10 @@ def _run(
 
 
 def _sweep_status(args: argparse.Namespace) -> int:
-    from orchestration.runner import open_sweep
-    from orchestration.status import states_of, sweep_status
-    from orchestration.storage import Store
-    from orchestration.views import format_items, format_status
+    from orchestration.commands.views import format_items, format_status
+    from orchestration.store.storage import Store
+    from orchestration.sweep.runner import open_sweep
+    from orchestration.sweep.status import states_of, sweep_status
 
     cfg = open_sweep(args.name, args.storage, args.s3_endpoint)  # resolves the root as `nf sweep run` does
     store = Store(cfg.storage, args.s3_endpoint).sub(args.name)  # the storage given (or the default) is the one read
@@ -80,10 +83,10 @@ def _sweep_status(args: argparse.Namespace) -> int:
 
 
 def _sweep_list(args: argparse.Namespace) -> int:
-    from orchestration.resume import resolve_storage
-    from orchestration.status import list_sweeps
-    from orchestration.storage import Store
-    from orchestration.views import format_sweep_list
+    from orchestration.commands.views import format_sweep_list
+    from orchestration.store.roots import resolve_storage
+    from orchestration.store.storage import Store
+    from orchestration.sweep.status import list_sweeps
 
     root = Store(resolve_storage(args.storage), args.s3_endpoint)  # the default root of `nf sweep run`
     print(format_sweep_list(root.url(), list_sweeps(root)))
@@ -92,12 +95,12 @@ def _sweep_list(args: argparse.Namespace) -> int:
 
 def plan_with_cluster(args: argparse.Namespace, cfg: Any, items: dict[str, list[Any]]) -> str:
     """What `nf sweep plan` prints: the plain plan, or the estimate when --cluster or --epoch-seconds is given."""
-    from orchestration.views import format_estimate, format_plan
+    from orchestration.commands.views import format_estimate, format_plan
 
     cluster, seconds = getattr(args, "cluster", None), getattr(args, "epoch_seconds", None)
     if cluster is None and seconds is None:
         return format_plan(cfg, items, verbose=getattr(args, "verbose", False))
-    from orchestration.capacity import estimate, parse_epoch_seconds
+    from orchestration.cluster.capacity import estimate, parse_epoch_seconds
 
     parsed = parse_epoch_seconds(seconds) if isinstance(seconds, str) else seconds
     text = format_estimate(estimate(cfg, items, cluster, parsed))
@@ -107,8 +110,8 @@ def plan_with_cluster(args: argparse.Namespace, cfg: Any, items: dict[str, list[
 
 
 def _sweep_plan(args: argparse.Namespace) -> int:
-    from orchestration.config import ConfigError, load_config, warn_implausible
-    from orchestration.plan import plan
+    from orchestration.spec.config import ConfigError, load_config, warn_implausible
+    from orchestration.spec.plan import plan
 
     paths = args.config if isinstance(args.config, list) else [args.config]
     cfgs = []
@@ -118,7 +121,7 @@ def _sweep_plan(args: argparse.Namespace) -> int:
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}" if len(paths) > 1 and path not in str(e) else str(e)) from None
     if not args.no_data_check:
-        from orchestration.preflight import check_dataset_roots
+        from orchestration.sweep.preflight import check_dataset_roots
 
         for cfg in cfgs:
             check_dataset_roots(cfg)
@@ -137,8 +140,8 @@ def _sweep_plan(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import yaml
 
-    from orchestration.config import parse_config
-    from orchestration.runner import sweep_store
+    from orchestration.spec.config import parse_config
+    from orchestration.store.roots import CONFIG_FILE, sweep_store
 
     raw = yaml.safe_load(resources.files("orchestration").joinpath("demo.yaml").read_text())
     if args.storage:
@@ -146,7 +149,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.name:
         raw["name"] = args.name
     cfg = parse_config(raw)
-    code = _run(cfg, resume=sweep_store(cfg).exists("sweep.yaml"), address=None, args=args)
+    code = _run(cfg, resume=sweep_store(cfg).exists(CONFIG_FILE), address=None, args=args)
     from orchestration.report.build import report_sweep
 
     index = report_sweep(cfg.name, cfg.storage, s3_endpoint=cfg.s3_endpoint)
@@ -156,8 +159,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _ui(args: argparse.Namespace) -> int:
     from orchestration.errors import TrackingError, signals_ignored, signals_raise
-    from orchestration.mlflow_server import check_port_free, server_log_tail, start_mlflow_server, stop_mlflow_server
-    from orchestration.runner import open_sweep, sweep_store, tracking_uri
+    from orchestration.store.roots import sweep_store
+    from orchestration.sweep.runner import open_sweep, tracking_uri
+    from orchestration.tracking.server import check_port_free, server_log_tail, start_mlflow_server, stop_mlflow_server
 
     check_port_free(args.port)  # before anything starts: never report an old server as ours
     cfg = open_sweep(args.name, args.storage, args.s3_endpoint)
@@ -177,16 +181,6 @@ def _ui(args: argparse.Namespace) -> int:
             with signals_ignored():  # a second Ctrl-C must not leave the server's workers behind
                 stop_mlflow_server(proc)
     raise TrackingError(f"the MLflow server for {url} exited by itself with code {code}: {tail}")
-
-
-def _storage_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--storage",
-        default=None,
-        help="storage root the sweep lives in (path or s3://bucket/prefix; the sweep is read and written "
-        "there only); default: $NF_STORAGE, else runs/sweeps in the project checkout",
-    )
-    p.add_argument("--s3-endpoint", default=None, help="endpoint URL of an S3-compatible store")
 
 
 def _address_arg(p: argparse.ArgumentParser) -> None:
@@ -241,7 +235,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     sw = sub.add_parser("sweep", help="run, resume, inspect sweeps").add_subparsers(dest="sweep_command", required=True)
     r = sw.add_parser("run", help="run a sweep config on Ray (local or RAY_ADDRESS)")
-    r.add_argument("config", help="sweep config YAML (orchestration/config.py documents every field)")
+    r.add_argument("config", help="sweep config YAML (orchestration/spec/config.py documents every field)")
     r.add_argument("--storage", default=None, help="override the config's storage")
     _address_arg(r)
     _output_args(r)
@@ -256,7 +250,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="a corrected sweep config: accepted when no completed item's parameters change "
         "(completed items are kept; the old config is kept as sweep.<timestamp>.yaml)",
     )
-    _storage_args(rs)
+    add_storage_args(rs)
     _address_arg(rs)
     _output_args(rs)
     rs.set_defaults(func=_sweep_resume)
@@ -267,11 +261,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     st.add_argument("name", help="the sweep's name")
     st.add_argument("--failed", action="store_true", help="list only the failed items, with their whole error")
-    _storage_args(st)
+    add_storage_args(st)
     st.set_defaults(func=_sweep_status)
 
     ls = sw.add_parser("list", help="the sweeps in a storage root with their progress")
-    _storage_args(ls)
+    add_storage_args(ls)
     ls.set_defaults(func=_sweep_list)
 
     pl = sw.add_parser("plan", help="print the trials per stage without running anything")
@@ -287,6 +281,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     u = sub.add_parser("ui", help="open the MLflow UI of a sweep")
     u.add_argument("name", help="the sweep's name")
-    _storage_args(u)
+    add_storage_args(u)
     u.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default: 5000)")
     u.set_defaults(func=_ui)

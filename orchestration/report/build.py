@@ -43,9 +43,9 @@ def build_sections(
     rows: Any, out_dir: str, energy: F.EnergyFn | None = None, energy_convention: str | None = None
 ) -> list[Section]:
     """Every section's figures and tables written under ``out_dir`` (figures/, tables/)."""
-    from orchestration.results import results_table, transfer_matrix
+    from orchestration.store.results import results_table, transfer_matrix
 
-    table = results_table(rows)  # the Arrow table: what orchestration.results' builders take
+    table = results_table(rows)  # the Arrow table: what orchestration.store.results' builders take
     df = table.to_pandas()
     main = T.main_table(df)
     out: list[Section] = []
@@ -264,11 +264,11 @@ def log_to_mlflow(cfg: Any, store: Any, out_dir: str, log: Callable[[str], None]
     through the run's own repository before the new one is logged. Where a repository cannot delete,
     the report goes to a fresh ``report-<UTC time>/`` folder instead; the tag ``nf.report`` always names
     the folder holding the current report."""
-    from orchestration.runner import tracking_uri
+    from orchestration.sweep.runner import tracking_uri
 
     uri = cfg.mlflow.tracking_uri
     if uri is None:  # the embedded SQLite default: only if the sweep's driver created it
-        from orchestration.tracking_sync import default_db_exists
+        from orchestration.tracking.sync import default_db_exists
 
         if not default_db_exists(cfg, store):
             return None
@@ -347,7 +347,8 @@ def report_sweep(
     """Build the report of a stored sweep (complete or partial); returns the index.html path. The energy
     section prices the sweep's own networks (its ``width``), or the paper's with ``full_size``."""
     from nf_core.cost import energy_convention
-    from orchestration.runner import collect_rows, open_sweep, stage_states, sweep_store
+    from orchestration.store.roots import sweep_store
+    from orchestration.sweep.runner import collect_rows, open_sweep, stage_states
 
     cfg = open_sweep(name, storage, s3_endpoint)
     store = sweep_store(cfg)
@@ -369,7 +370,7 @@ def report_sweep(
         table.energy_ratio(ber)  # ValueError naming the BER, before the cost model (torch) is loaded
         return F.cost_model_saving(model, gen, ds, ber, voltage_table, width)
 
-    from orchestration.commands.select import sweep_counts  # the sweep's counts cache, as `nf select` uses it
+    from orchestration.store.cost_counts import sweep_counts  # the counts cache `nf select` uses too
 
     with sweep_counts(store):
         res = build_report(

@@ -6,17 +6,14 @@ import argparse
 import os
 from typing import Any
 
+from orchestration.store.roots import add_storage_args
+
 
 def add_parser(sub: Any) -> None:
     """`nf report NAME [--storage …] [--out DIR] [--open]` on the CLI's subparsers."""
     p = sub.add_parser("report", help="a sweep's results as an offline HTML page with figures and tables")
     p.add_argument("name", help="the sweep's name")
-    p.add_argument(
-        "--storage",
-        default=None,
-        help="storage root the sweep lives in (path or s3://bucket/prefix); default: $NF_STORAGE, else runs/sweeps",
-    )
-    p.add_argument("--s3-endpoint", default=None, help="endpoint of an S3-compatible store")
+    add_storage_args(p)
     p.add_argument("--out", default=None, help="output folder (default: <storage>/<name>/report/)")
     p.add_argument(
         "--voltage-table",

@@ -110,7 +110,7 @@ def modules_from_checkpoints(
     """(DeployedModel, {generator name: G as evaluated}) from stored checkpoints; no training."""
     from nf_core.deployed import DeployedModel
     from nf_core.models import create_model
-    from orchestration.trainables import _model_kwargs, trained_generator
+    from orchestration.sweep.trainables import _model_kwargs, trained_generator
 
     module = create_model(**_model_kwargs(base_ckpt["spec"]))
     module.load_state_dict(base_ckpt["model"])

@@ -218,8 +218,8 @@ def ber_curves(rows: Any, out_dir: str) -> list[str]:
 
 
 def transfer_heatmaps(rows: Any, out_dir: str) -> list[str]:
-    """The RP heat-map of orchestration.results, one per dataset and fault model."""
-    from orchestration.results import heatmap_png
+    """The RP heat-map of orchestration.store.results, one per dataset and fault model."""
+    from orchestration.store.results import heatmap_png
 
     df = frame(rows)
     df = df[df["generator"].notna()]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from orchestration.results import Rows, results_table
+from orchestration.store.results import Rows, results_table
 
 # Keys that tell two generator configurations apart; a report shows only those the sweep varies.
 VARIANT_KEYS = ("source", "train_ber", "lam", "n", "fault_model", "layout", "bits", "eval_ber")

@@ -2,7 +2,7 @@
 
 Credentials come only from the environment, the shared credentials file or the instance
 profile (pyarrow's default chain); nothing here accepts, pickles or records them (see
-orchestration/credentials.py). An endpoint override serves S3-compatible
+orchestration/store/credentials.py). An endpoint override serves S3-compatible
 stores (MinIO, moto, Ceph …).
 """
 

@@ -5,7 +5,7 @@ benchmarks/bench_schedule.py use it to show what the dependency-driven runner bu
 
 The model: every item is a task of ``epochs x epoch_seconds`` (eval/transfer: one pass) that
 needs its trial's CPUs and GPUs on ONE node (Tune packs a trial's bundles on one node) and
-may start once the items it needs (orchestration.plan.dependencies) have ended. List
+may start once the items it needs (orchestration.spec.plan.dependencies) have ended. List
 scheduling: whenever a task ends, the ready tasks are placed in priority order (the longest
 remaining path to the end of the DAG first, ties in plan order) on the first node with room;
 a task that does not fit waits and smaller ready tasks behind it go ahead (Ray places any
@@ -17,7 +17,7 @@ dataset download and scheduling latency are not counted.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -217,50 +217,6 @@ def with_barriers(
     return out + barriers
 
 
-# ------------------------------------------------------------------ from a plan / a cluster
-def tasks_from_plan(
-    cfg: Any,
-    items: dict[str, list[Any]],
-    epoch_seconds: dict[str, float],
-    scale: Callable[[Any], float] | None = None,
-    group: str | None = None,
-) -> list[Task]:
-    """A sweep's items as tasks: ``epochs x epoch_seconds[stage] x scale(item)`` seconds and the
-    stage's trial resources (orchestration.capacity.trial_bundles). Ids are prefixed by the group
-    (default: the sweep's name) so several sweeps can be simulated together."""
-    from orchestration.capacity import stage_epochs, trial_bundles
-
-    g = cfg.name if group is None else group
-    out = []
-    for stage, stage_items in items.items():
-        if not stage_items:
-            continue
-        if stage not in epoch_seconds:
-            raise ValueError(f"no epoch seconds for stage {stage!r}")
-        bundles = trial_bundles(cfg, stage)
-        cpus, gpus = sum(b.get("CPU", 0.0) for b in bundles), sum(b.get("GPU", 0.0) for b in bundles)
-        per = stage_epochs(cfg, stage) * epoch_seconds[stage]
-        for it in stage_items:
-            sec = per * (scale(it) if scale else 1.0)
-            out.append(Task(f"{g}/{it.id}", sec, gpus, cpus, tuple(f"{g}/{n}" for n in it.needs), stage, g))
-    return out
-
-
-def cluster_nodes(cluster: Any, gpus: float, cpus: float) -> list[Node]:
-    """The nodes of a cluster at its full size for trials of (cpus, gpus): the node types and
-    counts orchestration.capacity.pack fills with as many such trials as fit."""
-    from orchestration.capacity import pack
-
-    _, counts = pack(cluster, cpus, gpus, 10**9)
-    types = {t.name: t for t in cluster.node_types}
-    return [
-        Node(types[name].gpus, types[name].cpus, name)
-        for name, n in counts.items()
-        for _ in range(n)
-        if types[name].gpus or types[name].cpus
-    ]
-
-
 def compare(tasks: Sequence[Task], nodes: Sequence[Node], stages: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Makespan (hours) and GPU-busy fraction without and with barriers (sweeps side by side), and,
     when there are several sweeps, both again with the sweeps run one after another."""
@@ -276,44 +232,4 @@ def compare(tasks: Sequence[Task], nodes: Sequence[Node], stages: Sequence[str])
             "gpu_busy": s.gpu_busy,
             "stage_hours": {k: ((a / 3600), (b / 3600)) for k, (a, b) in s.stages.items()},
         }
-    return out
-
-
-def simulate_plan(
-    cfg: Any, items: dict[str, list[Any]], cluster: Any, epoch_seconds: dict[str, float]
-) -> dict[str, Any] | None:
-    """`nf sweep plan --cluster --epoch-seconds`: the comparison on the cluster at full size, or None
-    when a stage with trials has no epoch seconds or the cluster cannot hold every trial."""
-    from orchestration.config import STAGES
-
-    if any(items.get(s) and s not in epoch_seconds for s in STAGES):
-        return None
-    tasks = tasks_from_plan(cfg, items, epoch_seconds)
-    if not tasks:
-        return None
-    need = [(sum(b.get("GPU", 0.0) for b in bb), sum(b.get("CPU", 0.0) for b in bb)) for bb in _bundles(cfg, items)]
-    gpus, cpus = max(need)  # the nodes the most demanding trial packs onto
-    nodes = cluster_nodes(cluster, gpus, cpus)
-    try:
-        result = compare(tasks, nodes, STAGES)
-    except ValueError:
-        return None
-    return {
-        "nodes": _count(n.name for n in nodes),
-        "gpus": sum(n.gpus for n in nodes),
-        "runs": result,
-        "max_concurrent_ignored": bool(cfg.resources.max_concurrent),  # not simulated: said in the output
-    }
-
-
-def _bundles(cfg: Any, items: dict[str, list[Any]]) -> list[list[dict[str, float]]]:
-    from orchestration.capacity import trial_bundles
-
-    return [trial_bundles(cfg, s) for s, v in items.items() if v]
-
-
-def _count(names: Iterable[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for n in names:
-        out[n] = out.get(n, 0) + 1
     return out

@@ -1,6 +1,6 @@
 """Checks that need the outside world, run by `nf sweep plan/run/resume` before Ray starts.
 
-The schema (orchestration/config.py) checks values; this checks that each dataset root
+The schema (orchestration/spec/config.py) checks values; this checks that each dataset root
 exists and holds the files its loader (nf_core/data.py) will open, locally or on S3, so a
 missing or half-copied dataset is one `nf: error:` line instead of failed trials after Ray
 started and files were written. A few metadata requests per dataset: file checks and, for
@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from orchestration.config import ConfigError, SweepConfig
+from orchestration.spec.config import ConfigError, SweepConfig
 
 if TYPE_CHECKING:  # pyarrow is imported when a check runs: `nf sweep plan` starts fast
     import pyarrow.fs as pafs
@@ -50,7 +50,7 @@ def _filesystem(root: str, cfg: SweepConfig) -> tuple[pafs.FileSystem, str]:
     import pyarrow.fs as pafs
 
     if root.startswith("s3://"):
-        from orchestration.storage import Store  # S3 through the same client the trials use
+        from orchestration.store.storage import Store  # S3 through the same client the trials use
 
         store = Store(root, cfg.s3_endpoint, cfg.s3_region)
         return store.fs, store.root
@@ -109,7 +109,7 @@ def check_fault_maps(cfg: SweepConfig) -> int:
         return 0
     import pyarrow.fs as pafs
 
-    from orchestration.fault_maps_store import load_fault_maps_uri  # torch: only when maps are used
+    from orchestration.store.fault_maps_store import load_fault_maps_uri  # torch: only when maps are used
 
     where = "evaluation.fault_maps"
     try:

@@ -17,36 +17,27 @@ from typing import Any
 
 import yaml
 
-from orchestration.config import STAGES, ConfigError, SweepConfig, parse_config
-from orchestration.item_files import item_done, read_done
-from orchestration.plan import Item, plan
-from orchestration.status import item_dir, stage_states  # noqa: F401 (stage_states: re-exported)
-from orchestration.storage import Store
-
-CONFIG_FILE = "sweep.yaml"
+from orchestration.spec.config import STAGES, ConfigError, SweepConfig, parse_config
+from orchestration.spec.plan import Item, plan
+from orchestration.store.item_files import item_done, read_done
+from orchestration.store.roots import CONFIG_FILE, resolve_storage, sweep_store
+from orchestration.store.storage import Store
+from orchestration.sweep.status import item_dir, stage_states  # noqa: F401 (stage_states: re-exported)
 
 
 class SweepError(RuntimeError):
     """Trials failed; the items that need them were not started (blocked), the others ran."""
 
 
-def sweep_store(cfg: SweepConfig) -> Store:
-    return Store(cfg.storage, cfg.s3_endpoint, cfg.s3_region).sub(cfg.name)
-
-
 def tracking_uri(cfg: SweepConfig, store: Store) -> str:
     """A given ``mlflow.tracking_uri`` as is; else the sweep's SQLite file: beside the sweep, or
     for S3 storage a local working copy kept in (and fetched from) the storage
-    (orchestration/tracking_sync.py)."""
+    (orchestration/tracking/sync.py)."""
     if cfg.mlflow.tracking_uri:
         return cfg.mlflow.tracking_uri
-    from orchestration.tracking_sync import default_db
+    from orchestration.tracking.sync import default_db
 
     return f"sqlite:///{os.path.abspath(default_db(cfg, store))}"
-
-
-def artifact_location(cfg: SweepConfig, store: Store) -> str:
-    return cfg.mlflow.artifact_location or store.url("mlartifacts")
 
 
 def open_sweep(
@@ -56,8 +47,8 @@ def open_sweep(
 
     ``storage`` is the sweep's identity: the config returned lives there (whatever root its
     sweep.yaml recorded), so a copied sweep is read and written in the copy only. None: the
-    default root (orchestration/resume.py says how relative roots resolve)."""
-    from orchestration.resume import resolve_storage, with_storage
+    default root (orchestration/store/roots.py says how relative roots resolve)."""
+    from orchestration.sweep.resume import with_storage
 
     storage = resolve_storage(storage)
     store = Store(storage, s3_endpoint, s3_region).sub(name)
@@ -77,35 +68,11 @@ def open_sweep(
     return cfg.model_copy(update={"s3_region": s3_region}) if s3_region else cfg
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def item_params(cfg: SweepConfig, item: Item) -> dict[str, Any]:
-    """Everything a trial's MLflow run records: its grid values and its stage's settings."""
-    section = {"base": cfg.base, "generator": cfg.generator, "eval": cfg.evaluation, "transfer": cfg.evaluation}
-    params = {
-        **_flat(item.params),
-        **_flat(vars(section[item.stage]), f"{item.stage}."),
-        "stage": item.stage,
-        "item_id": item.id,
-        "sweep": cfg.name,
-        "storage": cfg.storage,
-    }
-    return {k: ("+".join(map(str, v)) if isinstance(v, list) else v) for k, v in params.items()}
-
-
 def _init_ray(address: str | None) -> None:
     import ray
 
-    from orchestration.credentials import keep_credentials_out_of_ray
     from orchestration.errors import keep_signal_handlers
+    from orchestration.store.credentials import keep_credentials_out_of_ray
 
     # Before any trial starts: workers find credentials on their own node, never in runtime_env.
     keep_credentials_out_of_ray()
@@ -130,13 +97,13 @@ def run_sweep(
     barriers); returns the evaluation and transfer rows. Raises SweepError after the run if
     trials failed (the items that need them are reported blocked; all others ran).
 
-    ``verbose`` 0: a compact live view (orchestration/progress.py); 1 or 2: Ray Tune's own output.
+    ``verbose`` 0: a compact live view (orchestration/sweep/progress.py); 1 or 2: Ray Tune's own output.
     ``new_config``: ``cfg`` may differ from the stored config if no completed item changes
-    (`nf sweep resume NAME --config FILE`, orchestration/resume.py)."""
-    from orchestration.progress import LiveView
-    from orchestration.resume import ConfigChange, adopt_config, forget_runs, same_config
-    from orchestration.tracking import SweepTracker, parent_run_guard, redact_uri
-    from orchestration.tracking_sync import backfill_history, push_tracking
+    (`nf sweep resume NAME --config FILE`, orchestration/sweep/resume.py)."""
+    from orchestration.sweep.progress import LiveView
+    from orchestration.sweep.resume import ConfigChange, adopt_config, forget_runs, item_params, same_config
+    from orchestration.tracking.sync import artifact_location, backfill_history, push_tracking
+    from orchestration.tracking.tracker import SweepTracker, flatten, parent_run_guard, redact_uri
 
     store = sweep_store(cfg)
     change = ConfigChange()
@@ -161,7 +128,7 @@ def run_sweep(
     log = live.log
     tracker = SweepTracker(tracking_uri(cfg, store), cfg.mlflow.experiment or cfg.name, artifact_location(cfg, store))
     tracker.ensure_experiment()
-    parent = tracker.parent_run(cfg.name, _flat(cfg.to_dict()))
+    parent = tracker.parent_run(cfg.name, flatten(cfg.to_dict()))
     try:
         with parent_run_guard(tracker, parent):  # never left RUNNING: FAILED on error, KILLED on Ctrl-C/SIGTERM
             forget_runs(tracker, change)
@@ -210,15 +177,15 @@ def _run_items(
 ) -> tuple[list[str], list[str]]:
     """One Tune run for every pending item of every stage; returns the failed and the blocked item ids.
 
-    An item starts as soon as the items it needs are done (orchestration.dataflow.ReadyItems), so no
+    An item starts as soon as the items it needs are done (orchestration.sweep.dataflow.ReadyItems), so no
     stage waits for the slowest item of the stage before it; a failure blocks only the items downstream
     of it."""
     if not pending:
         return [], []
     from ray import tune
 
-    from orchestration.dataflow import ReadyItems, StageClock, TrackingPush, item_resources, priorities, run_item
-    from orchestration.tune_callback import MlflowTuneCallback
+    from orchestration.sweep.dataflow import ReadyItems, StageClock, TrackingPush, item_resources, priorities, run_item
+    from orchestration.tracking.tune_callback import MlflowTuneCallback
 
     pending_ids = {it.id for it in pending}
     stage_of = {it.id: it.stage for it in pending}
@@ -291,7 +258,7 @@ def _log_item_artifacts(tracker, store: Store, stage: str, items: list[Item], ru
 
 
 def _log_sweep_artifacts(tracker, parent: str, store: Store, cfg: SweepConfig, rows: list[dict[str, Any]]) -> None:
-    from orchestration.results import heatmap_png, results_table, transfer_matrix, write_parquet
+    from orchestration.store.results import heatmap_png, results_table, transfer_matrix, write_parquet
 
     buf = io.BytesIO()
     write_parquet(results_table(rows), buf)

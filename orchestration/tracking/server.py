@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from orchestration.errors import PortInUse, TrackingError
-from orchestration.tracking import artifact_uri, redact_uri
+from orchestration.tracking.tracker import artifact_uri, redact_uri
 
 
 def _free_port(host: str) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from orchestration.tracking import SweepTracker, flatten, numeric_metrics
+from orchestration.tracking.tracker import SweepTracker, flatten, numeric_metrics
 
 log = logging.getLogger(__name__)
 

@@ -1,17 +1,4 @@
-"""Where sweeps live, and continuing a sweep with a corrected config.
-
-Storage roots. ``--storage DIR`` is a sweep's identity: every command that names a sweep
-(``nf sweep status|resume``, ``nf ui``, ``nf report``, ``nf select``) reads and writes
-``DIR/NAME`` only, whatever root ``sweep.yaml`` recorded when the sweep was made (a copied
-sweep is a sweep of its own). Relative roots:
-
-- an explicit local path (``--storage runs/x`` or ``storage: runs/x`` in a config) is relative
-  to the working directory of the command, like every other path typed in a shell, and is
-  made absolute at once (that absolute path is what ``sweep.yaml`` records);
-- the *default* root, used when neither is given, is the same from every working directory:
-  ``$NF_STORAGE`` when set, else ``runs/sweeps`` in the project checkout that holds the
-  ``orchestration`` package (a source checkout or an editable install), else
-  ``$XDG_DATA_HOME/nf/sweeps`` (``~/.local/share/nf/sweeps``) for an installed package.
+"""Continuing a sweep with a corrected config (where sweeps live: orchestration/store/roots.py).
 
 Changed configs. ``nf sweep resume NAME --config FILE`` accepts a new config when no
 completed item's parameters change: items are compared one by one (their grid values,
@@ -24,48 +11,24 @@ kept as ``sweep.<timestamp>.yaml``.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from orchestration.config import STAGES, ConfigError, SweepConfig
+from orchestration.spec.config import STAGES, ConfigError, SweepConfig
+from orchestration.store.item_files import item_dir
+from orchestration.store.roots import CONFIG_FILE
 
 if TYPE_CHECKING:
-    from orchestration.storage import Store
+    from orchestration.spec.plan import Item
+    from orchestration.store.storage import Store
 
-CONFIG_FILE = "sweep.yaml"
-DEFAULT_ROOT = "runs/sweeps"  # the schema's default: stands for default_storage()
 # What says where a sweep is, not what it computes: never a reason to call two configs different.
 _LOCATION_FIELDS = ("storage", "s3_endpoint", "s3_region")
 _ITEM_FILES = ("checkpoint.pt", "attempts.json", "status.json")  # an unfinished item's progress
 _MAX_NAMED = 10
-
-
-def default_storage() -> str:
-    """The storage root used when none is given (the same from every working directory)."""
-    env = os.environ.get("NF_STORAGE")
-    if env:
-        return env if "://" in env else os.path.abspath(os.path.expanduser(env))
-    project = Path(__file__).resolve().parents[1]
-    if (project / "pyproject.toml").is_file():  # a source checkout / editable install
-        return str(project / DEFAULT_ROOT)
-    data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
-    return os.path.join(data, "nf", "sweeps")
-
-
-def resolve_storage(storage: str | None) -> str:
-    """A storage root as a sweep's identity: URIs as given, local paths absolute (cwd-relative),
-    None for the default root."""
-    if not storage:
-        return default_storage()
-    if storage.startswith("s3://"):
-        return storage.rstrip("/")
-    path = storage[len("file://") :] if storage.startswith("file://") else storage
-    return os.path.abspath(os.path.expanduser(path))
 
 
 def with_storage(cfg: SweepConfig, storage: str, s3_endpoint: str | None = None) -> SweepConfig:
@@ -74,6 +37,22 @@ def with_storage(cfg: SweepConfig, storage: str, s3_endpoint: str | None = None)
     if s3_endpoint:
         update["s3_endpoint"] = s3_endpoint
     return cfg.model_copy(update=update)
+
+
+def item_params(cfg: SweepConfig, item: Item) -> dict[str, Any]:
+    """Everything a trial's MLflow run records: its grid values and its stage's settings."""
+    section = {"base": cfg.base, "generator": cfg.generator, "eval": cfg.evaluation, "transfer": cfg.evaluation}
+    from orchestration.tracking.tracker import flatten  # mlflow: only where a run is compared or made
+
+    params = {
+        **flatten(item.params),
+        **flatten(vars(section[item.stage]), item.stage),
+        "stage": item.stage,
+        "item_id": item.id,
+        "sweep": cfg.name,
+        "storage": cfg.storage,
+    }
+    return {k: ("+".join(map(str, v)) if isinstance(v, list) else v) for k, v in params.items()}
 
 
 def _normal(d: Any) -> Any:
@@ -95,8 +74,6 @@ def same_config(a: SweepConfig, b: SweepConfig) -> bool:
 
 def item_signature(cfg: SweepConfig, item: Any) -> Any:
     """Everything an item's result depends on in ``cfg`` (its location aside)."""
-    from orchestration.runner import item_params
-
     sig = {k: v for k, v in item_params(cfg, item).items() if k not in ("storage", "sweep")}
     ds = next((d for d in cfg.datasets if d.name == item.params.get("dataset")), None)
     if ds is not None:  # the root may move (a fixed path); the data a trial sees may not change
@@ -116,8 +93,7 @@ class ConfigChange:
 
 def compare_configs(old: SweepConfig, new: SweepConfig, store: Store) -> ConfigChange:
     """Compare item by item: which completed items a switch from ``old`` to ``new`` invalidates."""
-    from orchestration.plan import plan
-    from orchestration.trainables import item_dir
+    from orchestration.spec.plan import plan
 
     before = {(s, it.id): it for s, items in plan(old).items() for it in items}
     after = plan(new)
@@ -160,8 +136,6 @@ def adopt_config(old: SweepConfig, new: SweepConfig, store: Store, log: Any = pr
 
     The old ``sweep.yaml`` is kept as ``sweep.<timestamp>.yaml``; the new one replaces it in one
     atomic write; unfinished items whose parameters changed lose their progress files."""
-    from orchestration.trainables import item_dir
-
     change = compare_configs(old, new, store)
     if change.invalidated:
         n = len(change.invalidated)

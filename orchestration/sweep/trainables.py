@@ -6,7 +6,7 @@ stage and arrive once, through ``tune.with_parameters``. The trial reads the che
 needs from storage and writes its own there every epoch, so a retried trial (worker died)
 or a resumed sweep (driver died) continues from the last completed epoch. ``done.json``
 marks an item complete; complete items never run again. Torn files, foreign checkpoints and
-workers that outlive their driver are handled in orchestration/item_files.py: each attempt
+workers that outlive their driver are handled in orchestration/store/item_files.py: each attempt
 holds the item's lease and checks it before every write.
 """
 
@@ -34,10 +34,11 @@ from nf_core.eopm import deployed_generator
 from nf_core.evaluate import evaluate, evaluation_chip_seeds
 from nf_core.generators import create_generator
 from nf_core.models import create_model
-from nf_core.names import MEASURED
 from nf_core.train import BaseTrainConfig, GeneratorTrainConfig, train_base, train_generator
-from orchestration.config import SweepConfig
-from orchestration.item_files import (
+from nf_core.validation import MEASURED
+from orchestration.spec.config import SweepConfig
+from orchestration.spec.plan import Item, base_id
+from orchestration.store.item_files import (
     FencedError,
     Lease,
     config_hash,
@@ -48,8 +49,7 @@ from orchestration.item_files import (
     read_done,
     save_checkpoint,
 )
-from orchestration.plan import Item, base_id
-from orchestration.storage import Store
+from orchestration.store.storage import Store
 
 
 class TrialContext:
@@ -270,7 +270,7 @@ def generator_trainable(ctx: TrialContext) -> None:
     spec = {"generator": p["generator"], "input_size": ds.input_size, "dataset": p["dataset"], "source": p["source"]}
     bases, step_fn, actors = [], None, []
     if s.access == "pool":
-        from orchestration.pool import eopm_step_pooled, make_pools
+        from orchestration.sweep.pool import eopm_step_pooled, make_pools
 
         pg = ray.util.get_current_placement_group()
         pools = []
@@ -332,12 +332,12 @@ def evaluation_trainable(ctx: TrialContext) -> None:
     evaluation BER — the source models (eval) or every other model of the dataset (transfer).
     With ``fault_model: measured`` the chips are the measured fault maps instead (one row per
     target and precision). A BER-conditioned generator runs at each chip's BER."""
-    from orchestration.results import results_table, write_parquet
+    from orchestration.store.results import results_table, write_parquet
 
     p, e = ctx.item.params, ctx.cfg.evaluation
     measured = None
     if e.fault_model == MEASURED:  # validated before Ray started; read again here, in the trial
-        from orchestration.fault_maps_store import load_fault_maps_uri
+        from orchestration.store.fault_maps_store import load_fault_maps_uri
 
         measured = load_fault_maps_uri(e.fault_maps, ctx.cfg.s3_endpoint, ctx.cfg.s3_region)
     ds = ctx.dataset(p["dataset"])
@@ -351,7 +351,7 @@ def evaluation_trainable(ctx: TrialContext) -> None:
     bit_widths = e.bits or [p["bits"]]
     for target, bits in itertools.product(p["targets"], bit_widths):
         if e.pool_actors > 0:  # restricted access: pool actors return predictions only
-            from orchestration.pool import evaluate_pooled, make_pools
+            from orchestration.sweep.pool import evaluate_pooled, make_pools
 
             ck = ctx.base_checkpoint(target)
             pools = make_pools(

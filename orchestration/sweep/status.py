@@ -37,10 +37,11 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from orchestration.config import STAGES, SweepConfig
-from orchestration.item_files import item_dir
-from orchestration.plan import Item, plan
-from orchestration.storage import Store
+from orchestration.spec.config import STAGES, SweepConfig
+from orchestration.spec.plan import Item, plan
+from orchestration.store.item_files import item_dir
+from orchestration.store.roots import CONFIG_FILE
+from orchestration.store.storage import Store
 
 ITEMS = "items"
 INDEX_FILE = "status_index.json"
@@ -327,7 +328,7 @@ def _sweep_row(root: Store, name: str, parse: Callable[[Any], SweepConfig]) -> d
 
     store = root.sub(name)
     try:
-        raw = store.read_bytes("sweep.yaml")
+        raw = store.read_bytes(CONFIG_FILE)
     except (OSError, FileNotFoundError):
         return None  # not a sweep (results of something else, a report folder …)
     row: dict[str, Any] = {"name": name, "total": None, "error": None, "updated": None}
@@ -335,7 +336,7 @@ def _sweep_row(root: Store, name: str, parse: Callable[[Any], SweepConfig]) -> d
     try:
         cfg = parse(yaml.safe_load(raw))
     except ValueError as e:
-        row["error"] = f"sweep.yaml does not load: {str(e).splitlines()[0]}"
+        row["error"] = f"{CONFIG_FILE} does not load: {str(e).splitlines()[0]}"
         return row
     statuses = sweep_status(cfg, store, details=False)
     row["total"] = len(statuses)
@@ -349,7 +350,7 @@ def _sweep_row(root: Store, name: str, parse: Callable[[Any], SweepConfig]) -> d
 def list_sweeps(root: Store) -> list[dict[str, Any]]:
     """The sweeps under a storage root with their progress: one listing of the root, then per
     sweep (concurrently) its config, its index and one listing of its items."""
-    from orchestration.config import parse_config
+    from orchestration.spec.config import parse_config
 
     names = root.list()
     if not names:

@@ -6,7 +6,7 @@ trials creating experiments/runs on one SQLite file race, and an experiment crea
 a trial puts artifacts in the trial's temp dir, so the experiment (with an explicit
 artifact location), the parent run and the child runs are all created here, get-or-create,
 found again by tags so a resumed driver never duplicates a run. Trial results reach the
-tracker through ``orchestration.tune_callback``; ``orchestration.mlflow_server`` runs a server.
+tracker through ``orchestration.tracking.tune_callback``; ``orchestration.tracking.server`` runs a server.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ _BATCH_PARAMS = 100  # MLflow's limit on params per log_batch
 _BATCH_METRICS = 1000  # MLflow's limit on metrics per log_batch
 _STATUSES = frozenset(RunStatus.to_string(s) for s in RunStatus.all_status())
 _BAD_KEY_CHARS = re.compile(r"[^/\w.\- :]")  # what MLflow rejects in param and metric names
-_REPO = Path(__file__).resolve().parents[1]
+_REPO = Path(__file__).resolve().parents[2]
 
 
 def is_secret(key: str) -> bool:

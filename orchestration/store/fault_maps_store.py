@@ -1,13 +1,13 @@
 """Measured fault maps from a directory or an S3 prefix (`fault_maps: <dir or s3://bucket/prefix>`).
 
-Listing and reading go through orchestration.storage (pyarrow filesystems); parsing and
+Listing and reading go through orchestration.store.storage (pyarrow filesystems); parsing and
 validation are nf_core.fault_maps'. Every map is validated before any evaluation starts.
 """
 
 from __future__ import annotations
 
 from nf_core.fault_maps import SUFFIXES, MeasuredChip, parse_fault_map
-from orchestration.storage import Store
+from orchestration.store.storage import Store
 
 
 def load_fault_maps_uri(uri: str, s3_endpoint: str | None = None, s3_region: str | None = None) -> list[MeasuredChip]:

@@ -4,20 +4,22 @@ The per-stage model is deliberately simple: each stage on its own; a trial's pla
 bundles share one node (Tune packs them); within a stage all trials last epochs x
 epoch_seconds, so they run in waves of the cluster's concurrency; node start-up and dataset
 download are not counted. The makespan of the whole sweep, where stages overlap (the runner
-has no stage barriers), comes from orchestration.schedule's simulation. Eval and transfer
+has no stage barriers), comes from orchestration.cluster.schedule's simulation. Eval and transfer
 trials count one epoch each (one evaluation pass), so give their seconds per trial. The cluster comes from
-orchestration.clusterfile; the printed form from orchestration.views.
+orchestration.cluster.clusterfile; the printed form from orchestration.commands.views.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from typing import Any
 
-from orchestration.clusterfile import Cluster, NodeType, read_cluster
-from orchestration.config import STAGES, SweepConfig
-from orchestration.plan import Item
+from orchestration.cluster.clusterfile import Cluster, NodeType, read_cluster
+from orchestration.cluster.schedule import Node, Task, compare
+from orchestration.spec.config import STAGES, SweepConfig
+from orchestration.spec.plan import Item
 
 _EPS = 1e-9  # fractional resources: 1 / 0.5 must floor to 2, not 1.9999
 
@@ -171,9 +173,7 @@ def estimate(
         return sum(vals) if vals and all(v is not None for v in vals) else None
 
     schedule = None
-    if cluster is not None and seconds:  # makespan with and without stage barriers (orchestration.schedule)
-        from orchestration.schedule import simulate_plan
-
+    if cluster is not None and seconds:  # makespan with and without stage barriers (orchestration.cluster.schedule)
         schedule = simulate_plan(cfg, items, cluster, seconds)
     return {
         "sweep": cfg.name,
@@ -188,3 +188,79 @@ def estimate(
         },
         "notes": notes,
     }
+
+
+# ------------------------------------------------------------------ from a plan / a cluster
+def tasks_from_plan(
+    cfg: Any,
+    items: dict[str, list[Any]],
+    epoch_seconds: dict[str, float],
+    scale: Callable[[Any], float] | None = None,
+    group: str | None = None,
+) -> list[Task]:
+    """A sweep's items as tasks: ``epochs x epoch_seconds[stage] x scale(item)`` seconds and the
+    stage's trial resources (`trial_bundles`). Ids are prefixed by the group
+    (default: the sweep's name) so several sweeps can be simulated together."""
+    g = cfg.name if group is None else group
+    out = []
+    for stage, stage_items in items.items():
+        if not stage_items:
+            continue
+        if stage not in epoch_seconds:
+            raise ValueError(f"no epoch seconds for stage {stage!r}")
+        bundles = trial_bundles(cfg, stage)
+        cpus, gpus = sum(b.get("CPU", 0.0) for b in bundles), sum(b.get("GPU", 0.0) for b in bundles)
+        per = stage_epochs(cfg, stage) * epoch_seconds[stage]
+        for it in stage_items:
+            sec = per * (scale(it) if scale else 1.0)
+            out.append(Task(f"{g}/{it.id}", sec, gpus, cpus, tuple(f"{g}/{n}" for n in it.needs), stage, g))
+    return out
+
+
+def cluster_nodes(cluster: Any, gpus: float, cpus: float) -> list[Node]:
+    """The nodes of a cluster at its full size for trials of (cpus, gpus): the node types and
+    counts `pack` fills with as many such trials as fit."""
+    _, counts = pack(cluster, cpus, gpus, 10**9)
+    types = {t.name: t for t in cluster.node_types}
+    return [
+        Node(types[name].gpus, types[name].cpus, name)
+        for name, n in counts.items()
+        for _ in range(n)
+        if types[name].gpus or types[name].cpus
+    ]
+
+
+def simulate_plan(
+    cfg: Any, items: dict[str, list[Any]], cluster: Any, epoch_seconds: dict[str, float]
+) -> dict[str, Any] | None:
+    """`nf sweep plan --cluster --epoch-seconds`: the comparison on the cluster at full size, or None
+    when a stage with trials has no epoch seconds or the cluster cannot hold every trial."""
+    if any(items.get(s) and s not in epoch_seconds for s in STAGES):
+        return None
+    tasks = tasks_from_plan(cfg, items, epoch_seconds)
+    if not tasks:
+        return None
+    need = [(sum(b.get("GPU", 0.0) for b in bb), sum(b.get("CPU", 0.0) for b in bb)) for bb in _bundles(cfg, items)]
+    gpus, cpus = max(need)  # the nodes the most demanding trial packs onto
+    nodes = cluster_nodes(cluster, gpus, cpus)
+    try:
+        result = compare(tasks, nodes, STAGES)
+    except ValueError:
+        return None
+    return {
+        "nodes": _count(n.name for n in nodes),
+        "gpus": sum(n.gpus for n in nodes),
+        "runs": result,
+        "max_concurrent_ignored": bool(cfg.resources.max_concurrent),  # not simulated: said in the output
+    }
+
+
+def _bundles(cfg: Any, items: dict[str, list[Any]]) -> list[list[dict[str, float]]]:
+    return [trial_bundles(cfg, s) for s, v in items.items() if v]
+
+
+def _count(names: Iterable[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for n in names:
+        out[n] = out.get(n, 0) + 1
+    return out

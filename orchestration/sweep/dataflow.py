@@ -21,8 +21,8 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.search import Searcher
 
-from orchestration.config import SweepConfig
-from orchestration.plan import Item
+from orchestration.spec.config import SweepConfig
+from orchestration.spec.plan import Item
 
 
 class ReadyItems(Searcher):
@@ -93,8 +93,8 @@ class ReadyItems(Searcher):
 
 
 def run_item(config: dict[str, Any], cfg: SweepConfig, store: dict[str, Any]) -> None:
-    """The trainable of every trial: the item's stage's trainable (orchestration.trainables)."""
-    from orchestration.trainables import TRAINABLES
+    """The trainable of every trial: the item's stage's trainable (orchestration.sweep.trainables)."""
+    from orchestration.sweep.trainables import TRAINABLES
 
     return TRAINABLES[config["item"]["stage"]](config, cfg=cfg, store=store)
 
@@ -103,7 +103,7 @@ def item_resources(cfg: SweepConfig) -> Callable[[dict[str, Any]], Any]:
     """``config -> PlacementGroupFactory`` for tune.with_resources: each stage's own bundles."""
     from ray import tune
 
-    from orchestration.capacity import trial_bundles
+    from orchestration.cluster.capacity import trial_bundles
 
     factories = {
         s: tune.PlacementGroupFactory(trial_bundles(cfg, s)) for s in ("base", "generator", "eval", "transfer")
@@ -114,8 +114,8 @@ def item_resources(cfg: SweepConfig) -> Callable[[dict[str, Any]], Any]:
 def priorities(cfg: SweepConfig, items: Sequence[Item]) -> dict[str, float]:
     """Each item's longest chain of epochs to the end of the sweep (itself included), its priority:
     base models that many generators wait for go before a lone generator."""
-    from orchestration.capacity import stage_epochs
-    from orchestration.schedule import Task, ranks
+    from orchestration.cluster.capacity import stage_epochs
+    from orchestration.cluster.schedule import Task, ranks
 
     ids = {it.id for it in items}
     tasks = [
@@ -157,7 +157,7 @@ class StageClock(Callback):
 
 
 class TrackingPush(Callback):
-    """Uploads an S3 sweep's MLflow working copy while the run goes on (orchestration.tracking_sync).
+    """Uploads an S3 sweep's MLflow working copy while the run goes on (orchestration.tracking.sync).
 
     With stages no longer run one after another there is no stage end to upload at, so the copy
     goes up when a trial ends, at most every ``every`` seconds (the first time at once): a head
@@ -170,8 +170,8 @@ class TrackingPush(Callback):
         self._last = -math.inf
 
     def _maybe_push(self) -> None:
-        from orchestration.storage import Store
-        from orchestration.tracking_sync import push_tracking
+        from orchestration.store.storage import Store
+        from orchestration.tracking.sync import push_tracking
 
         now = time.monotonic()
         if now - self._last >= self.every:

@@ -9,12 +9,13 @@ closest valid name), raised as ``ConfigError``:
     generator.lr: -1 is out of range; expected a number > 0 (Adam learning rate)
 
 The grid (datasets × sources × generators × BER × λ × N × seeds) expands into stage items
-with stable ids (orchestration/plan.py), so a resumed sweep recognises its finished work.
+with stable ids (orchestration/spec/plan.py), so a resumed sweep recognises its finished work.
 Types are strict where YAML would otherwise slip through: ``true`` is not a number, a
 string, or a count; ``5`` is not a list. Numbers are stored as floats (``lambdas: [5]`` and
-``[5.0]`` are the same config) and counts as ints. This module imports no torch: it checks
-names against nf_core/names.py, whose tuples a test keeps equal to the real registries.
-Dataset roots on disk or S3 are checked separately (orchestration/preflight.py), by the CLI,
+``[5.0]`` are the same config) and counts as ints. This module imports no torch: registered names
+(models, generators, datasets, optimizers …) come from the registries through nf_core/catalog.py, read
+when a config is validated (cached, so validation stays torch-free after the first read).
+Dataset roots on disk or S3 are checked separately (orchestration/sweep/preflight.py), by the CLI,
 not on every parse (trials parse the config again).
 """
 
@@ -30,7 +31,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from nf_core import names
+from nf_core import catalog, validation
 
 STAGES = ("base", "generator", "eval", "transfer")
 ACCESS = ("in_process", "pool")
@@ -120,14 +121,30 @@ def _number_check(
     return check
 
 
-def _choice(what: str, choices: tuple[str, ...]) -> Any:
-    """One of a fixed set of names (a registry, an enum); a near miss is named."""
+class _Enum:
+    """JSON schema ``enum`` of a registry's names, read when the schema is built (not at import)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict[str, Any]:
+        schema = handler(core_schema)
+        schema["enum"] = list(catalog.names(self.kind))
+        return schema
+
+
+def _choice(what: str, choices: tuple[str, ...] | str) -> Any:
+    """One of a fixed set of names: a tuple, or the name of a registry in nf_core.catalog (read at
+    validation, so importing this module stays torch-free); a near miss is named."""
 
     def check(v: Any) -> Any:
-        if isinstance(v, str) and v in choices:
+        valid = catalog.names(choices) if isinstance(choices, str) else choices
+        if isinstance(v, str) and v in valid:
             return v
-        raise _fail(f"{_show(v)} is not a valid {what}{_suggest(v, choices)}; valid choices: {', '.join(choices)}")
+        raise _fail(f"{_show(v)} is not a valid {what}{_suggest(v, valid)}; valid choices: {', '.join(valid)}")
 
+    if isinstance(choices, str):
+        return Annotated[str, BeforeValidator(check), _Enum(choices)]
     return Annotated[Literal[choices], BeforeValidator(check)]
 
 
@@ -201,11 +218,11 @@ def _grid(item: Any, example: str, *, min_items: int = 1, unique: bool = True) -
 
 # Field types shared by several sections.
 Ber = _number(ge=0.0, le=1.0, hint="fraction of faulty memory cells, e.g. 0.01 for 1%")
-Bits = _number(integer=True, ge=names.MIN_BITS, le=names.MAX_BITS, hint="weight precision in bits")
+Bits = _number(integer=True, ge=validation.MIN_BITS, le=validation.MAX_BITS, hint="weight precision in bits")
 Count = _number(integer=True, ge=1)
-Model = _choice("model", names.MODELS)
-FaultModel = _choice("fault model", names.FAULT_MODELS)
-Layout = _choice("memory layout", names.LAYOUTS)
+Model = _choice("model", "models")
+FaultModel = _choice("fault model", validation.FAULT_MODELS)
+Layout = _choice("memory layout", validation.LAYOUTS)
 
 
 # The field annotations below call these helpers (pydantic evaluates them at class creation);
@@ -262,7 +279,7 @@ TrainBer = Annotated[float | BerRange, BeforeValidator(_train_ber)]
 class DatasetSpec(_Section):
     """One dataset of the sweep; in YAML a bare name (``- digits``) is short for ``{name: digits}``."""
 
-    name: _choice("dataset", names.DATASETS)
+    name: _choice("dataset", "datasets")
     """Registered dataset name (nf_core/data.py)."""
     root: _text("a local path or s3://bucket/prefix") | None = None
     """Folder holding the dataset's files: a local path (made absolute) or s3://bucket/prefix.
@@ -304,7 +321,7 @@ class BaseStage(_Section):
     """Training epochs."""
     batch_size: Count = 256
     """Training batch size."""
-    optimizer: _choice("optimizer", names.OPTIMIZERS) = "sgd"
+    optimizer: _choice("optimizer", "optimizers") = "sgd"
     """Optimizer."""
     lr: _number(gt=0, hint="learning rate") = 1e-3
     """Learning rate."""
@@ -312,7 +329,7 @@ class BaseStage(_Section):
     """SGD momentum (ignored by Adam)."""
     weight_decay: _number(ge=0, hint="L2 penalty") = 0.0
     """Weight decay."""
-    schedule: _choice("schedule", names.SCHEDULES) = "none"
+    schedule: _choice("schedule", "schedules") = "none"
     """Learning-rate schedule over the epochs."""
 
 
@@ -342,7 +359,7 @@ class GeneratorStage(_Section):
     """in_process: the trial holds the base model; pool: relaxed-access pool actors serve the chips."""
     pool_actors: Count = 1
     """Pool actor replicas per base model when access is pool."""
-    batching: _choice("batching", names.BATCHING) = "loop"
+    batching: _choice("batching", "batching") = "loop"
     """How the N perturbed models of a batch run: loop (one after another) or vmap (batched)."""
     # Speed options (nf_core.deployed.DeployedModel, nf_core.prefetch); the defaults leave CPU runs
     # exactly as without them. In-process access only (pool actors build plain models).
@@ -352,7 +369,7 @@ class GeneratorStage(_Section):
     off on the CPU."""
     channels_last: AutoFlag = "auto"
     """Channels-last (NHWC) memory format for the base models' passes. auto: on with CUDA, off on the CPU."""
-    amp: _choice("amp", names.AMP) | None = None
+    amp: _choice("amp", "amp") | None = None
     """bf16: autocast the base models' passes of EOPM training to bfloat16 (opt-in, meant for GPUs;
     chips still perturb the stored int8 codes); null: fp32."""
     prefetch: AutoFlag = "auto"
@@ -382,7 +399,7 @@ class EvalStage(_Section):
     """BERs to evaluate at, each in [0, 1]."""
     chips: Count = 10
     """Perturbed chips (fault patterns) per BER."""
-    fault_model: _choice("fault model", (*names.FAULT_MODELS, names.MEASURED)) | None = None
+    fault_model: _choice("fault model", (*validation.FAULT_MODELS, validation.MEASURED)) | None = None
     """Fault model at evaluation; null: the training fault model. measured: the chips are the measured
     fault maps of ``fault_maps`` instead of random ones (generators still train on random chips);
     ``bers`` and ``chips`` are then unused: each map is one chip, at its own measured BER."""
@@ -413,15 +430,15 @@ class EvalStage(_Section):
 
     @model_validator(mode="after")
     def _measured(self) -> EvalStage:
-        if self.fault_model == names.MEASURED and self.fault_maps is None:
+        if self.fault_model == validation.MEASURED and self.fault_maps is None:
             raise _fail(
                 "null is not possible: fault_model measured needs a folder or s3:// prefix of maps", "fault_maps"
             )
-        if self.fault_maps is not None and self.fault_model != names.MEASURED:
+        if self.fault_maps is not None and self.fault_model != validation.MEASURED:
             raise _fail(
                 f"{self.fault_maps!r} is only used with fault_model measured; set it or remove fault_maps", "fault_maps"
             )
-        if self.fault_model == names.MEASURED and self.pool_actors:
+        if self.fault_model == validation.MEASURED and self.pool_actors:
             raise _fail(
                 f"{self.pool_actors} is not possible: measured fault maps are evaluated in the trial's process; set 0",
                 "pool_actors",
@@ -490,10 +507,9 @@ def _source(v: Any) -> Any:
     if not isinstance(v, (str, list)) or (isinstance(v, list) and len(v) < 2):
         raise _fail(f"{_show(v)} is not a model name or a list of at least two model names")
     for m in [v] if isinstance(v, str) else v:
-        if not isinstance(m, str) or m not in names.MODELS:
-            raise _fail(
-                f"{_show(m)} is not a valid model{_suggest(m, names.MODELS)}; valid choices: {', '.join(names.MODELS)}"
-            )
+        models = catalog.names("models")
+        if not isinstance(m, str) or m not in models:
+            raise _fail(f"{_show(m)} is not a valid model{_suggest(m, models)}; valid choices: {', '.join(models)}")
     return v
 
 
@@ -531,7 +547,7 @@ class SweepConfig(_Section):
     sources: _Sources | None = None
     """What generators are trained against: model names and/or lists of models (ensembles).
     null: every model and every ensemble. Restricted-access sweeps list only the surrogates."""
-    generators: _grid(_choice("generator", names.GENERATORS), "[ConvL, UNetS]") = ["ConvL"]
+    generators: _grid(_choice("generator", "generators"), "[ConvL, UNetS]") = ["ConvL"]
     """Generator architectures (registered names, nf_core/generators)."""
     train_bers: _grid(TrainBer, "[0.01, 0.005]") = [0.01]
     """BERs the generators are trained at (the p of EOPM), each in [0, 1]; or, for BER-conditioned
@@ -591,15 +607,15 @@ class SweepConfig(_Section):
 
     def _check_ber_pairs(self) -> None:
         """Each train_bers entry trains some generator and each generator has a train_bers entry."""
-        conditioned = [g for g in self.generators if names.is_ber_conditioned(g)]
-        plain = [g for g in self.generators if not names.is_ber_conditioned(g)]
+        conditioned = [g for g in self.generators if catalog.is_ber_conditioned(g)]
+        plain = [g for g in self.generators if not catalog.is_ber_conditioned(g)]
         ranges = [b for b in self.train_bers if isinstance(b, BerRange)]
         for i, b in enumerate(self.train_bers):
             if isinstance(b, BerRange):
                 if not conditioned:
                     raise _fail(
                         f"{_show(b.model_dump())} is a range, which pairs only with BER-conditioned generators "
-                        f"(names ending in {names.BER_SUFFIX}); generators has none: {', '.join(self.generators)}",
+                        f"(names ending in {catalog.ber_suffix()}); generators has none: {', '.join(self.generators)}",
                         f"train_bers[{i}]",
                     )
                 if b in self.train_bers[:i]:  # two items with one id would write the same folder
@@ -614,15 +630,15 @@ class SweepConfig(_Section):
                     f"train_bers[{i}]",
                 )
         for i, g in enumerate(self.generators):
-            if names.is_ber_conditioned(g) and not ranges:
+            if catalog.is_ber_conditioned(g) and not ranges:
                 raise _fail(
                     f"{g!r} is BER-conditioned and trains over a range of BERs; train_bers has none: add "
                     f"{_RANGE_EXAMPLE}",
                     f"generators[{i}]",
                 )
-            if not names.is_ber_conditioned(g) and len(ranges) == len(self.train_bers):
+            if not catalog.is_ber_conditioned(g) and len(ranges) == len(self.train_bers):
                 raise _fail(
-                    f"{g!r} trains at one BER; train_bers has only ranges (for *{names.BER_SUFFIX} generators): "
+                    f"{g!r} trains at one BER; train_bers has only ranges (for *{catalog.ber_suffix()} generators): "
                     "add a number such as 0.01",
                     f"generators[{i}]",
                 )
@@ -639,7 +655,7 @@ class SweepConfig(_Section):
             (g, b)
             for g in self.generators
             for b in self.train_bers
-            if names.is_ber_conditioned(g) == isinstance(b, BerRange)
+            if catalog.is_ber_conditioned(g) == isinstance(b, BerRange)
         ]
 
     def to_dict(self) -> dict[str, Any]:
@@ -719,7 +735,7 @@ def parse_config(raw: dict[str, Any]) -> SweepConfig:
     maps = cfg.evaluation.fault_maps
     if maps and "://" not in maps:
         cfg.evaluation.fault_maps = os.path.abspath(maps)
-    from orchestration.resume import resolve_storage  # the rule for relative roots (documented there)
+    from orchestration.store.roots import resolve_storage  # the rule for relative roots (documented there)
 
     cfg.storage = resolve_storage(cfg.storage if "storage" in cfg.model_fields_set else None)
     return cfg

@@ -6,7 +6,7 @@ With no ``mlflow.tracking_uri`` a sweep is tracked in a SQLite file:
   database; its runs' artifact locations are moved along, see :func:`relocate_artifacts`);
 - S3 storage: a working copy in the local cache (``$XDG_CACHE_HOME/nf/mlflow/…``, default
   ``~/.cache``), uploaded whole (one PUT) to ``<storage>/<name>/mlflow/mlflow.db`` as trials end
-  (at most once a minute, orchestration.dataflow.TrackingPush) and when the sweep ends or fails.
+  (at most once a minute, orchestration.sweep.dataflow.TrackingPush) and when the sweep ends or fails.
   A driver starting on a machine without the working copy
   (a new head node, a wiped disk) fetches the storage copy first, so a resume anywhere continues
   the same runs. A working copy is used only if the storage copy is still the one it last
@@ -31,10 +31,12 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.fs as pafs
 
+from orchestration.store.item_files import item_dir
+
 if TYPE_CHECKING:
-    from orchestration.config import SweepConfig
-    from orchestration.plan import Item
-    from orchestration.storage import Store
+    from orchestration.spec.config import SweepConfig
+    from orchestration.spec.plan import Item
+    from orchestration.store.storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +63,15 @@ def default_db_exists(cfg: SweepConfig, store: Store) -> bool:
     return os.path.exists(os.path.join(cache_dir(cfg, store), "mlflow.db")) or _remote_stamp(store) is not None
 
 
+def artifact_location(cfg: SweepConfig, store: Store) -> str:
+    """A given ``mlflow.artifact_location``; else the sweep's ``mlartifacts`` folder in its storage."""
+    return cfg.mlflow.artifact_location or store.url("mlartifacts")
+
+
 def default_db(cfg: SweepConfig, store: Store) -> str:
     """Path of the default SQLite file, ready to open: fetched from storage when needed, its
     artifact locations pointing at this storage."""
-    from orchestration.runner import artifact_location
-    from orchestration.tracking import artifact_uri
+    from orchestration.tracking.tracker import artifact_uri
 
     if store.is_s3:
         folder = cache_dir(cfg, store)
@@ -175,8 +181,6 @@ def relocate_artifacts(db: str, experiment: str, expected: str) -> None:
 
 def _history(store: Store, stage: str, item_id: str) -> list[dict[str, Any]] | None:
     """An item's per-epoch results and its final one (None: not done)."""
-    from orchestration.trainables import item_dir
-
     d = item_dir(stage, item_id)
     if not store.exists(f"{d}/done.json"):
         return None
@@ -196,8 +200,8 @@ def backfill_history(tracker: Any, store: Store, stage: str, items: list[Item], 
 
     Items are done once: a run tagged ``nf.history=1`` is skipped, so this costs one search
     per stage after the first pass. Returns how many runs were completed."""
-    from orchestration.tracking import PARENT_TAG, _q
-    from orchestration.tune_callback import MlflowTuneCallback
+    from orchestration.tracking.tracker import PARENT_TAG, _q
+    from orchestration.tracking.tune_callback import MlflowTuneCallback
 
     complete: set[str] = set()
     flt = (

@@ -40,7 +40,7 @@ import time
 import uuid
 from typing import Any
 
-from orchestration.storage import Store
+from orchestration.store.storage import Store
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"

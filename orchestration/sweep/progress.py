@@ -320,7 +320,7 @@ class SweepProgress:
 
 def for_sweep(cfg: Any, store: Any = None, **kw: Any) -> SweepProgress:
     """The view of a sweep: its plan, and the items its storage already marks done."""
-    from orchestration.plan import plan
+    from orchestration.spec.plan import plan
 
     store = store if store is not None else _store(cfg)
     items = plan(cfg)
@@ -337,7 +337,7 @@ def for_sweep(cfg: Any, store: Any = None, **kw: Any) -> SweepProgress:
 
 
 def _store(cfg: Any) -> Any:
-    from orchestration.runner import sweep_store
+    from orchestration.store.roots import sweep_store
 
     return sweep_store(cfg)
 

@@ -6,7 +6,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestration.config import STAGES, BerRange, SweepConfig
+from orchestration.spec.config import STAGES, BerRange, SweepConfig
 
 
 @dataclass

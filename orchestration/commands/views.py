@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestration.config import STAGES, SweepConfig
-from orchestration.plan import Item
+from orchestration.spec.config import STAGES, SweepConfig
+from orchestration.spec.plan import Item
 from orchestration.tables import indent, table
 
 
@@ -39,7 +39,7 @@ def _g(v: float | None) -> str:
 
 
 def format_estimate(est: dict[str, Any]) -> str:
-    """A capacity estimate (orchestration.capacity.estimate) as `nf sweep plan --cluster` prints it."""
+    """A capacity estimate (orchestration.cluster.capacity.estimate) as `nf sweep plan --cluster` prints it."""
     c = est["cluster"]
     lines = [f"sweep {est['sweep']!r}" + (f" on cluster {c['name']!r} ({c['path']})" if c else "")]
     if c:
@@ -123,7 +123,7 @@ def _short(text: str | None, width: int | None) -> str:
 
 
 def format_items(statuses: list[Any], failed_only: bool = False, now: float | None = None) -> str:
-    """One line per item (``orchestration.status.ItemStatus``): stage, id, state, epoch k/of, last
+    """One line per item (``orchestration.sweep.status.ItemStatus``): stage, id, state, epoch k/of, last
     loss or accuracy, attempts, last update and, for a failed item, its error. ``failed_only``:
     only the failed items, with their whole error line."""
     import time
