@@ -233,14 +233,15 @@ def test_ber_conditioned_generator_trains_over_its_range_and_deploys_at_the_chip
     from nf_core.chips import ChipConfig
     from nf_core.data import make_loader
     from nf_core.evaluate import evaluate, evaluation_chip_seeds
+    from orchestration.experiment import trained_generator
     from orchestration.plan import Item
-    from orchestration.trainables import TrialContext, item_dir, trained_generator
+    from orchestration.trainables import TrialContext, item_dir
 
     store, tmp = trained
     cfg = parse_config({**TINY, "storage": str(tmp / "store")})
     gid = plan(cfg)["generator"][1].id
     ck = store.load_torch(f"{item_dir('generator', gid)}/checkpoint.pt")
-    assert ck["config"]["extra"]["ber_range"] == {"range": [0.02, 0.05], "log": True}
+    assert ck["config"]["ber"] == {"lo": 0.02, "hi": 0.05, "log": True}  # the BERRange, no placeholder BER
     assert 0.02 <= ck["history"][-1]["ber"] <= 0.05  # the batches' sampled BERs (mean over the epoch)
     rows = [r for d in _run(cfg, store, ("eval", "transfer"), only="ConvS_BER").values() for x in d for r in x["rows"]]
     assert {(r["stage"], r["target"], r["eval_ber"]) for r in rows} == {
