@@ -27,19 +27,13 @@ if TYPE_CHECKING:
     from orchestration.config import BaseStage, GeneratorStage
 
 
+# GeneratorStage fields that are GeneratorTrainConfig fields as they are (the others say how trials run).
+_GENERATOR_FIELDS = ("epochs", "batch_size", "lr", "step_size", "gamma", "generator_bits", "batching")
+
+
 def base_train_config(spec: BaseSpec, stage: BaseStage) -> BaseTrainConfig:
-    """nf_core's QAT config of a base-model trial."""
-    return BaseTrainConfig(
-        epochs=stage.epochs,
-        batch_size=stage.batch_size,
-        optimizer=stage.optimizer,
-        lr=stage.lr,
-        momentum=stage.momentum,
-        weight_decay=stage.weight_decay,
-        schedule=stage.schedule,
-        bits=spec.bits,
-        seed=spec.seed,
-    )
+    """nf_core's QAT config of a base-model trial: the stage's settings at the spec's bits and seed."""
+    return BaseTrainConfig(**stage.model_dump(), bits=spec.bits, seed=spec.seed)
 
 
 def generator_train_config(spec: GeneratorSpec, stage: GeneratorStage) -> GeneratorTrainConfig:
@@ -50,16 +44,10 @@ def generator_train_config(spec: GeneratorSpec, stage: GeneratorStage) -> Genera
         n_chips=spec.n,
         fault_model=spec.fault_model,
         layout=spec.layout,
-        epochs=stage.epochs,
-        batch_size=stage.batch_size,
-        lr=stage.lr,
-        betas=tuple(stage.betas),
-        step_size=stage.step_size,
-        gamma=stage.gamma,
-        generator_bits=stage.generator_bits,
-        batching=stage.batching,
-        prefetch=None if stage.prefetch == "auto" else stage.prefetch,  # None: nf_core's default, on with CUDA
         seed=spec.seed,
+        betas=tuple(stage.betas),
+        prefetch=None if stage.prefetch == "auto" else stage.prefetch,  # None: nf_core's default, on with CUDA
+        **{k: getattr(stage, k) for k in _GENERATOR_FIELDS},
     )
 
 
