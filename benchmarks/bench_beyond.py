@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from nf_core.ber_conditioned import BERRange, operating_ber, train_ber_conditioned
+from nf_core.ber_conditioned import BERRange, operating_ber
 from nf_core.chips import ChipConfig
 from nf_core.cost import twma
 from nf_core.data import load_dataset, make_loader
@@ -73,8 +73,8 @@ def main() -> None:
     g = create_generator("ConvS_BER")
     t = time.perf_counter()
     rng = BERRange(min(args.bers), max(args.bers), log=True)
-    train_ber_conditioned(
-        g, [base], ds.train, GeneratorTrainConfig(epochs=args.epochs, batch_size=64, n_chips=args.n), rng
+    train_generator(
+        g, [base], ds.train, GeneratorTrainConfig(ber=rng, epochs=args.epochs, batch_size=64, n_chips=args.n)
     )
     gens["ConvS_BER"], train_s["ConvS_BER"] = g, time.perf_counter() - t
     params = {k: sum(p.numel() for p in v.parameters()) for k, v in gens.items()}

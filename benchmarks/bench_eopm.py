@@ -25,9 +25,20 @@ from reference_style import perturbed_model, quantized_copy, reference_step
 
 from nf_core.chips import ChipConfig
 from nf_core.deployed import DeployedModel
-from nf_core.eopm import eopm_step, training_chip_seeds
+from nf_core.eopm import RandomChips, eopm_loss, eopm_step, training_chip_seeds
 from nf_core.generators import create_generator
 from nf_core.models import create_model
+
+
+class _FixedChips(RandomChips):
+    """The same prepared chips every step: times the compute alone, not drawing chips."""
+
+    def __init__(self, bases, chip, batching, codes) -> None:
+        super().__init__(bases, chip, batching)
+        self.codes = codes
+
+    def loss(self, x_t, y, chip_seeds, step, lam):
+        return eopm_loss(self.bases, x_t, y, chip_seeds, self.chip, lam, self.batching, self.codes)
 
 
 def timed(fn, steps: int, device: str) -> float:
@@ -90,7 +101,7 @@ def main() -> None:
             x_v = x.contiguous(memory_format=torch.channels_last)
         t = timed(
             lambda g_v=g_v, base=base, x_v=x_v, o_v=o_v, b=b, codes=codes: eopm_step(
-                g_v, [base], x_v, y, [], cfg, lam, o_v, batching=b, chip_codes=codes
+                g_v, _FixedChips([base], cfg, b, codes), x_v, y, [], lam, o_v
             ),
             a.steps,
             a.device,
@@ -103,7 +114,7 @@ def main() -> None:
         base = bases[name]
         t = timed(
             lambda base=base: eopm_step(
-                gen, [base], x, y, training_chip_seeds(0, next(step), a.n), cfg, lam, opt, batching="loop"
+                gen, RandomChips([base], cfg, "loop"), x, y, training_chip_seeds(0, next(step), a.n), lam, opt
             ),
             a.steps,
             a.device,

@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nf_core.chips import ChipConfig
 from nf_core.deployed import DeployedModel
-from nf_core.eopm import eopm_step, training_chip_seeds, training_chips
+from nf_core.eopm import RandomChips, eopm_step, training_chip_seeds
 from nf_core.evaluate import chips_per_pass_default, evaluate, evaluation_chip_seeds
 from nf_core.generators import create_generator
 from nf_core.models import create_model
@@ -56,7 +56,7 @@ def _sync(device: str) -> None:
 def step_flops(gen, base, x, y, cfg, n) -> int:
     opt = torch.optim.SGD(gen.parameters(), 0.0)
     with FlopCounterMode(display=False) as fc:
-        eopm_step(gen, [base], x, y, training_chip_seeds(0, 0, n), cfg, 5.0, opt, batching="loop")
+        eopm_step(gen, RandomChips([base], cfg, "loop"), x, y, training_chip_seeds(0, 0, n), 5.0, opt)
     return fc.get_total_flops()
 
 
@@ -68,11 +68,11 @@ def eopm_rate(model, gen_name, x, y, cfg, n, steps, device, batching, prefetch, 
         gen = gen.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.Adam(gen.parameters(), 1e-3, betas=(0.5, 0.999))
-    chips = training_chips([base], cfg, 0, n, 0, prefetch)
+    chips = RandomChips([base], cfg, batching, 0, n, prefetch)
+    chips.start(0)
 
     def step(k: int) -> None:
-        codes = chips.get(k) if chips is not None else None
-        eopm_step(gen, [base], x, y, training_chip_seeds(0, k, n), cfg, 5.0, opt, batching=batching, chip_codes=codes)
+        eopm_step(gen, chips, x, y, training_chip_seeds(0, k, n), 5.0, opt, step=k)
 
     try:
         step(0)  # warm-up (cuDNN autotuning, allocator)
@@ -83,8 +83,7 @@ def eopm_rate(model, gen_name, x, y, cfg, n, steps, device, batching, prefetch, 
         _sync(device)
         return steps / (time.perf_counter() - t)
     finally:
-        if chips is not None:
-            chips.close()
+        chips.close()
 
 
 def main() -> None:

@@ -13,24 +13,25 @@ The BER is a buffer (`ber`, default 0.01) so ``G(x)`` keeps the signature every 
 ``forward(x, ber=...)`` or `operating_ber` sets it for deployment at a chip's BER. Registered (by
 nf_core/generators.py) as ``<name>_BER`` for the paper's generators (``ConvS_BER`` …).
 
-Training (EOPM over a BER range): `BERRange` draws each batch's BER log-uniformly (or uniformly)
-from [lo, hi], deterministically from the batch's chip seeds, so a resumed run sees the same BERs;
-`ber_conditioned_step` draws the batch's chips at that BER and trains G conditioned on it.
+Training (EOPM over a BER range): `BERRange` (nf_core/ber_range.py) draws each batch's BER
+log-uniformly (or uniformly) from [lo, hi], deterministically from the batch's chip seeds, so a
+resumed run sees the same BERs; `BERSampledChips`, the EOPM step's source of perturbed models,
+draws the batch's chips at that BER and conditions G on it.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
 
-import numpy as np
 import torch
 from torch import nn
 
+from nf_core.ber_range import BERRange
 from nf_core.chips import ChipConfig
+from nf_core.deployed import DeployedModel
+from nf_core.eopm import RandomChips
 from nf_core.validation import check_ber
 
 LOG_BER_RANGE = (-6.0, -1.0)  # log10 BERs mapped to [-1, 1]
@@ -90,93 +91,41 @@ def operating_ber(generator: nn.Module | None, ber: float) -> Iterator[None]:
         generator.set_ber(old)
 
 
-@dataclass(frozen=True)
-class BERRange:
-    """Training BERs: each batch draws one BER from [lo, hi], log-uniform by default."""
+class BERSampledChips(RandomChips):
+    """Perturbed models of a BER-conditioned generator: each batch's chips are drawn at one BER
+    from ``ber_range`` (a fixed function of the batch's chip seeds) and G is conditioned on it."""
 
-    lo: float
-    hi: float
-    log: bool = True
+    def __init__(
+        self,
+        bases: Sequence[DeployedModel],
+        ber_range: BERRange,
+        fault_model: str = "stuck_at",
+        layout: str = "wrap",
+        batching: str = "vmap",
+    ) -> None:
+        super().__init__(bases, ChipConfig(ber_range.lo, fault_model, layout), batching)
+        self.ber_range = ber_range
 
-    def __post_init__(self) -> None:
-        check_ber(self.lo)
-        check_ber(self.hi)
-        if not 0 < self.lo <= self.hi:
-            raise ValueError(f"BER range [{self.lo!r}, {self.hi!r}]: need 0 < lo <= hi (log-uniform needs lo > 0)")
+    def start(self, step: int) -> None:
+        """No prefetch: a batch's chips depend on its sampled BER."""
 
-    @classmethod
-    def parse(cls, spec: Any) -> BERRange:
-        """``{"range": [lo, hi], "log": true}`` (the sweep syntax) → BERRange."""
-        if isinstance(spec, BERRange):
-            return spec
-        if not isinstance(spec, dict) or "range" not in spec or set(spec) - {"range", "log"}:
-            raise ValueError(f"train_bers {spec!r}: expected {{range: [lo, hi], log: true|false}}")
-        r = spec["range"]
-        if not isinstance(r, (list, tuple)) or len(r) != 2:
-            raise ValueError(f"train_bers range {r!r}: expected [lo, hi]")
-        return cls(float(r[0]), float(r[1]), bool(spec.get("log", True)))
+    def chip_for(self, chip_seeds: Sequence[int]) -> ChipConfig:
+        return replace(self.chip, ber=self.ber_range.for_batch(chip_seeds))
 
-    def sample(self, u: float) -> float:
-        """The BER at quantile u ∈ [0, 1)."""
-        if self.log:
-            return float(10 ** (math.log10(self.lo) + u * (math.log10(self.hi) - math.log10(self.lo))))
-        return float(self.lo + u * (self.hi - self.lo))
-
-    def for_batch(self, chip_seeds: Sequence[int]) -> float:
-        """The batch's BER, a fixed function of its chip seeds (so resumed runs repeat it)."""
-        u = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(s) for s in chip_seeds]))).random()
-        return self.sample(float(u))
-
-
-def ber_conditioned_step(
-    generator: BERConditioned,
-    bases: Sequence[Any],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    chip_seeds: Sequence[int],
-    chip: ChipConfig,
-    lam: float,
-    optimizer: torch.optim.Optimizer,
-    ber_range: BERRange,
-    scheduler: Any = None,
-    generator_bits: int | None = None,
-    batching: str = "vmap",
-) -> dict[str, float]:
-    """One EOPM update at a sampled BER: the batch's chips are drawn at it and G is conditioned on it."""
-    from nf_core.eopm import eopm_step
-
-    ber = ber_range.for_batch(chip_seeds)
-    generator.set_ber(ber)
-    m = eopm_step(
-        generator, bases, x, y, chip_seeds, replace(chip, ber=ber), lam, optimizer, scheduler, generator_bits, batching
-    )
-    return {**m, "ber": ber}
-
-
-def train_ber_conditioned(
-    generator: BERConditioned, bases: Sequence[Any], train_set: Any, cfg: Any, ber_range: BERRange, **kwargs: Any
-) -> dict[str, Any]:
-    """nf_core.train.train_generator with every batch at a BER drawn from ``ber_range`` (cfg.ber unused)."""
-    from nf_core.train import train_generator
-
-    if not isinstance(generator, BERConditioned):
-        raise ValueError(f"{type(generator).__name__} is not BER-conditioned; use a *{SUFFIX} generator")  # noqa: TRY004
-
-    def step_fn(g, x, y, seeds, opt, sched):
-        return ber_conditioned_step(
-            g, bases, x, y, seeds, cfg.chip, cfg.lam, opt, ber_range, sched, cfg.generator_bits, cfg.batching
-        )
-
-    return train_generator(generator, bases, train_set, cfg, step_fn=step_fn, **kwargs)
+    def prepare(self, generator: nn.Module, chip_seeds: Sequence[int]) -> dict[str, float]:
+        if not isinstance(generator, BERConditioned):
+            raise ValueError(f"{type(generator).__name__} is not BER-conditioned; use a *{SUFFIX} generator")  # noqa: TRY004
+        ber = self.ber_range.for_batch(chip_seeds)
+        generator.set_ber(ber)
+        return {"ber": ber}
 
 
 __all__ = [
     "LOG_BER_RANGE",
     "BERConditioned",
     "BERRange",
+    "BERSampledChips",
     "ber_code",
-    "ber_conditioned_step",
     "is_ber_conditioned",
     "operating_ber",
-    "train_ber_conditioned",
 ]

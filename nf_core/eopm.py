@@ -103,27 +103,88 @@ def eopm_loss(
     return total, {"loss": total.item(), "ce_clean": clean_ce / len(bases), "ce_perturbed": pert_ce / len(bases)}
 
 
+class PerturbedModels:
+    """Where the N perturbed models of an EOPM batch come from: one class per source.
+
+    `eopm_step` calls ``prepare`` before G runs (e.g. to condition G on the batch's BER), then
+    ``loss`` on the transformed inputs; the loop calls ``start`` once before its first step and
+    ``close`` at the end. A new source (pool actors, BER-sampled chips, adversarial bit errors …)
+    subclasses this and implements ``loss``: a scalar whose gradient w.r.t. ``x_t`` is the EOPM
+    gradient, and the step's metrics (``loss``, ``ce_clean``, ``ce_perturbed``).
+    """
+
+    def start(self, step: int) -> None:
+        """Before the first step (``step``: the step the loop starts or resumes at)."""
+
+    def prepare(self, generator: nn.Module, chip_seeds: Sequence[int]) -> dict[str, float]:
+        """Before G runs on the batch; returns extra metrics of the step (none by default)."""
+        return {}
+
+    def loss(
+        self, x_t: torch.Tensor, y: torch.Tensor, chip_seeds: Sequence[int], step: int, lam: float
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """After the last step (stop background work)."""
+
+
+class RandomChips(PerturbedModels):
+    """In-process random chips of the deployed base models at one chip config (`eopm_loss`);
+    with ``prefetch`` (None: on with CUDA) the next step's chips are drawn in the background."""
+
+    def __init__(
+        self,
+        bases: Sequence[DeployedModel],
+        chip: ChipConfig,
+        batching: str = "vmap",
+        seed: int = 0,
+        n: int = 0,
+        prefetch: bool | None = False,
+    ) -> None:
+        self.bases, self.chip, self.batching = list(bases), chip, batching
+        self.seed, self.n, self.prefetch = seed, n, prefetch
+        self._chips: ChipPrefetcher | None = None
+
+    def start(self, step: int) -> None:
+        self._chips = training_chips(self.bases, self.chip, self.seed, self.n, step, self.prefetch)
+
+    def chip_for(self, chip_seeds: Sequence[int]) -> ChipConfig:
+        """The chip config of the batch (one for every batch here)."""
+        return self.chip
+
+    def loss(
+        self, x_t: torch.Tensor, y: torch.Tensor, chip_seeds: Sequence[int], step: int, lam: float
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        codes = self._chips.get(step) if self._chips is not None else None
+        return eopm_loss(self.bases, x_t, y, chip_seeds, self.chip_for(chip_seeds), lam, self.batching, codes)
+
+    def close(self) -> None:
+        if self._chips is not None:
+            self._chips.close()
+            self._chips = None
+
+
 def eopm_step(
     generator: nn.Module,
-    bases: Sequence[DeployedModel],
+    models: PerturbedModels,
     x: torch.Tensor,
     y: torch.Tensor,
     chip_seeds: Sequence[int],
-    chip: ChipConfig,
     lam: float,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     generator_bits: int | None = None,
-    batching: str = "vmap",
-    chip_codes: Sequence[torch.Tensor] | None = None,
+    step: int = 0,
 ) -> dict[str, float]:
-    """One generator update: G(x) once, clean + N perturbed passes, backward into G only."""
+    """One generator update: G(x) once, clean + N perturbed passes from ``models``, backward into G only."""
     generator.train()
+    extra = models.prepare(generator, chip_seeds)
     x_t = transform(generator, x, generator_bits)
-    loss, metrics = eopm_loss(bases, x_t, y, chip_seeds, chip, lam, batching, chip_codes)
+    loss, metrics = models.loss(x_t, y, chip_seeds, step, lam)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     if scheduler is not None:
         scheduler.step()  # the paper steps StepLR every iteration
-    return metrics
+    return {**metrics, **extra}

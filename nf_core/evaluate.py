@@ -28,7 +28,8 @@ def evaluation_chip_seeds(m: int = DEFAULT_EVAL_CHIPS) -> list[int]:
     return list(range(m))
 
 
-def _accuracy(logits_fn, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
+def accuracy(logits_fn, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Accuracy in percent of ``logits_fn`` over the (inputs, labels) batches."""
     correct = total = 0
     for x, y in batches:
         correct += (logits_fn(x).argmax(1) == y).sum().item()
@@ -97,15 +98,7 @@ def evaluate(
     if generator is not None:
         gdev = next(generator.parameters()).device
         fused = [(neuralfuse(x.to(gdev), generator).to(x.device), y) for x, y in clean]
-    out: dict[str, Any] = {
-        "ber": chip.ber,
-        "fault_model": chip.fault_model,
-        "layout": chip.layout,
-        "bits": base.bits,
-        "chips": len(seeds),
-        "chip_seeds": seeds,
-    }
-    out["ca"] = _accuracy(lambda x: base.logits(x.to(dev, non_blocking=True)), clean)
+    ca = accuracy(lambda x: base.logits(x.to(dev, non_blocking=True)), clean)
     groups = [seeds[i : i + group] for i in range(0, len(seeds), group)]
     use_prefetch = prefetch_default(dev) if prefetch is None else prefetch
     pre = (
@@ -129,11 +122,41 @@ def evaluate(
     finally:
         if pre is not None:
             pre.close()
-    out.update(pa_mean=float(np.mean(pa)), pa_std=float(np.std(pa)), pa_per_chip=pa)
-    if fused is not None:
+    ca_nf = accuracy(lambda x: base.logits(x.to(dev, non_blocking=True)), fused) if fused is not None else None
+    return evaluation_metrics(chip_head(chip, base.bits, seeds), ca, pa, generator, ca_nf, pa_nf)
+
+
+def chip_head(chip: ChipConfig, bits: int, seeds: Sequence[int]) -> dict[str, Any]:
+    """What an evaluation on random chips ran at: BER, fault model, layout, bits and the chips."""
+    return {
+        "ber": chip.ber,
+        "fault_model": chip.fault_model,
+        "layout": chip.layout,
+        "bits": bits,
+        "chips": len(seeds),
+        "chip_seeds": list(seeds),
+    }
+
+
+def evaluation_metrics(
+    head: dict[str, Any],
+    ca: float,
+    pa: Sequence[float],
+    generator: nn.Module | None = None,
+    ca_nf: float | None = None,
+    pa_nf: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """The metrics of every evaluation path (random chips, pool actors, measured fault maps) from
+    its accuracies: CA, PA mean ± std (population std, ddof 0) and per chip; with a generator
+    also CA (NF), PA (NF), RP, the generator's parameters and the efficiency (RP per M params).
+    ``head`` (what the chips were) comes first."""
+    pa = list(pa)
+    out: dict[str, Any] = {**head, "ca": ca, "pa_mean": float(np.mean(pa)), "pa_std": float(np.std(pa))}
+    out["pa_per_chip"] = pa
+    if generator is not None:
+        pa_nf = list(pa_nf or [])
         n_params = sum(p.numel() for p in generator.parameters())
-        out["ca_nf"] = _accuracy(lambda x: base.logits(x.to(dev, non_blocking=True)), fused)
-        out.update(pa_nf_mean=float(np.mean(pa_nf)), pa_nf_std=float(np.std(pa_nf)), pa_nf_per_chip=pa_nf)
+        out.update(ca_nf=ca_nf, pa_nf_mean=float(np.mean(pa_nf)), pa_nf_std=float(np.std(pa_nf)), pa_nf_per_chip=pa_nf)
         out["rp"] = recovery(out["pa_nf_mean"], out["pa_mean"])
         out["generator_params"] = n_params
         out["efficiency"] = efficiency_ratio(out["rp"], n_params)

@@ -236,7 +236,7 @@ def evaluate_measured(
     nf_core.evaluate with the chip list replaced by the maps (``base`` is a DeployedModel).
     A BER-conditioned generator runs at each chip's measured BER (CA (NF) at its current BER)."""
     from nf_core.ber_conditioned import is_ber_conditioned, operating_ber
-    from nf_core.evaluate import _accuracy, efficiency_ratio, recovery
+    from nf_core.evaluate import accuracy, evaluation_metrics
     from nf_core.transform import neuralfuse
 
     if not chips:
@@ -247,7 +247,7 @@ def evaluate_measured(
         generator.eval()
     clean = [(x.to(dev), y.to(dev)) for x, y in loader]
     fused = [(neuralfuse(x, generator), y) for x, y in clean] if generator is not None else None
-    out: dict[str, Any] = {
+    head = {
         "ber": float(np.mean([c.ber for c in chips])),
         "fault_model": "measured",
         "layout": layout,
@@ -255,30 +255,20 @@ def evaluate_measured(
         "chips": len(chips),
         "chip_names": [c.name for c in chips],
         "chip_bers": [c.ber for c in chips],
-        "ca": _accuracy(base.logits, clean),
     }
+    ca = accuracy(base.logits, clean)
     pa, pa_nf = [], []
     for chip in chips:
         w = base.weights_from_codes(measured_codes(base.qw, chip, layout))  # folded / channels-last as deployed
-        pa.append(_accuracy(lambda x, w=w: base.logits(x, w), clean))
+        pa.append(accuracy(lambda x, w=w: base.logits(x, w), clean))
         if fused is not None:
             inputs = fused
             if is_ber_conditioned(generator):  # each measured chip has its own BER: deploy G at it
                 with operating_ber(generator, chip.ber):
                     inputs = [(neuralfuse(x, generator), y) for x, y in clean]
-            pa_nf.append(_accuracy(lambda x, w=w: base.logits(x, w), inputs))
-    out.update(pa_mean=float(np.mean(pa)), pa_std=float(np.std(pa)), pa_per_chip=pa)
-    if fused is not None:
-        n_params = sum(p.numel() for p in generator.parameters())
-        out.update(
-            ca_nf=_accuracy(base.logits, fused),
-            pa_nf_mean=float(np.mean(pa_nf)),
-            pa_nf_std=float(np.std(pa_nf)),
-            pa_nf_per_chip=pa_nf,
-        )
-        out["rp"] = recovery(out["pa_nf_mean"], out["pa_mean"])
-        out.update(generator_params=n_params, efficiency=efficiency_ratio(out["rp"], n_params))
-    return out
+            pa_nf.append(accuracy(lambda x, w=w: base.logits(x, w), inputs))
+    ca_nf = accuracy(base.logits, fused) if fused is not None else None
+    return evaluation_metrics(head, ca, pa, generator, ca_nf, pa_nf)
 
 
 __all__ = [

@@ -18,20 +18,19 @@ from torch.utils.data import Dataset
 
 from nf_core.awp import AWPConfig
 from nf_core.base_modes import BASE_MODES
+from nf_core.ber_conditioned import BERSampledChips
+from nf_core.ber_range import BERRange
 from nf_core.checkpoint import rng_state, set_rng_state
 from nf_core.chips import ChipConfig
 from nf_core.data import epoch_seed, make_loader
 from nf_core.deployed import BATCHING, DeployedModel
-from nf_core.eopm import eopm_step, training_chip_seeds, training_chips
+from nf_core.eopm import PerturbedModels, RandomChips, eopm_step, training_chip_seeds
 from nf_core.protect import CURRICULUM_THRESHOLD, PERTURBED_GRAD_CLIP, RANDBET_BER, WMAX, check_wmax
-from nf_core.validation import check_bits, check_choice, check_lambda, check_n_chips
+from nf_core.validation import check_bits, check_choice, check_fault_model, check_lambda, check_layout, check_n_chips
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("none", "cosine")
 EpochCallback = Callable[[int, dict[str, float], dict[str, Any]], None]
-# (generator, x, y, chip seeds, optimizer, scheduler) -> metrics; lets callers serve the
-# perturbed models from elsewhere (e.g. pool actors) while keeping this loop.
-StepFn = Callable[..., dict[str, float]]
 
 
 @dataclass
@@ -79,9 +78,12 @@ class BaseTrainConfig:
 
 @dataclass
 class GeneratorTrainConfig:
-    """EOPM training of a generator. Defaults: the paper's settings (docs/method.md, EOPM)."""
+    """EOPM training of a generator. Defaults: the paper's settings (docs/method.md, EOPM).
 
-    ber: float = 0.01
+    ``ber``: the training BER, or a `BERRange` (a BER-conditioned generator: each batch at a BER
+    drawn from it)."""
+
+    ber: float | BERRange = 0.01
     lam: float = 5.0
     n_chips: int = 5
     fault_model: str = "stuck_at"
@@ -96,10 +98,13 @@ class GeneratorTrainConfig:
     batching: str = "loop"
     prefetch: bool | None = None  # chips of step k+1 drawn while step k runs; None: on with CUDA
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _ = self.chip  # building the chip config validates BER, fault model and layout
+        if isinstance(self.ber, BERRange):
+            check_fault_model(self.fault_model)
+            check_layout(self.layout)
+        else:
+            _ = self.chip  # building the chip config validates BER, fault model and layout
         check_lambda(self.lam)
         check_n_chips(self.n_chips)
         check_choice("batching", self.batching, BATCHING)
@@ -109,7 +114,17 @@ class GeneratorTrainConfig:
 
     @property
     def chip(self) -> ChipConfig:
+        """The chip config of every batch (a fixed BER only)."""
+        if isinstance(self.ber, BERRange):
+            raise ValueError(f"BER range {self.ber}: each batch has its own chip config (BERSampledChips)")
         return ChipConfig(self.ber, self.fault_model, self.layout)
+
+    def perturbed_models(self, bases: Sequence[DeployedModel]) -> PerturbedModels:
+        """The in-process source of perturbed models: random chips at ``ber``, or at a BER drawn
+        per batch from a range."""
+        if isinstance(self.ber, BERRange):
+            return BERSampledChips(bases, self.ber, self.fault_model, self.layout, self.batching)
+        return RandomChips(bases, self.chip, self.batching, self.seed, self.n_chips, self.prefetch)
 
 
 def _device_of(module: nn.Module) -> torch.device:
@@ -214,42 +229,33 @@ def train_generator(
     resume: dict[str, Any] | None = None,
     on_epoch: EpochCallback | None = None,
     spec: dict[str, Any] | None = None,
-    step_fn: StepFn | None = None,
+    models: PerturbedModels | None = None,
 ) -> dict[str, Any]:
     """EOPM training of ``generator`` against one base model or an ensemble. Returns the final checkpoint.
 
-    ``step_fn`` replaces the in-process EOPM step (same arguments as `eopm_step` minus the
-    bases and config values); chips, data order and checkpoints stay this loop's.
+    ``models`` replaces the in-process perturbed models of ``bases`` (`cfg.perturbed_models`),
+    e.g. by pool actors; chips, data order and checkpoints stay this loop's.
     """
     opt, sched = generator_optimizer(generator, cfg)
     start, step, history = _resume(resume, generator, opt, sched)
-    ckpt = resume
-    chips = training_chips(bases, cfg.chip, cfg.seed, cfg.n_chips, step, cfg.prefetch) if step_fn is None else None
+    models = models if models is not None else cfg.perturbed_models(bases)
+    models.start(step)
     try:
         return _generator_epochs(
-            generator, bases, train_set, cfg, opt, sched, start, step, history, ckpt, chips, on_epoch, spec, step_fn
+            generator, models, train_set, cfg, opt, sched, start, step, history, resume, on_epoch, spec
         )
     finally:
-        if chips is not None:
-            chips.close()
+        models.close()
 
 
-def _generator_epochs(
-    generator, bases, train_set, cfg, opt, sched, start, step, history, ckpt, chips, on_epoch, spec, step_fn
-):
-    device, chip = _device_of(generator), cfg.chip
+def _generator_epochs(generator, models, train_set, cfg, opt, sched, start, step, history, ckpt, on_epoch, spec):
+    device = _device_of(generator)
     for epoch in range(start, cfg.epochs):
         t0, n, sums = time.perf_counter(), 0, {}
         for x, y in _epoch_loader(train_set, cfg.batch_size, cfg.seed, epoch):
             x, y = x.to(device), y.to(device)
             seeds = training_chip_seeds(cfg.seed, step, cfg.n_chips)
-            if step_fn is None:
-                codes = chips.get(step) if chips is not None else None
-                m = eopm_step(
-                    generator, bases, x, y, seeds, chip, cfg.lam, opt, sched, cfg.generator_bits, cfg.batching, codes
-                )
-            else:
-                m = step_fn(generator, x, y, seeds, opt, sched)
+            m = eopm_step(generator, models, x, y, seeds, cfg.lam, opt, sched, cfg.generator_bits, step)
             step += 1
             n += 1
             for k, v in m.items():

@@ -6,17 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from nf_core.ber_conditioned import (
-    BERConditioned,
-    BERRange,
-    ber_conditioned_step,
-    operating_ber,
-    train_ber_conditioned,
-)
+from nf_core.ber_conditioned import BERConditioned, BERRange, BERSampledChips, operating_ber
 from nf_core.deployed import DeployedModel
-from nf_core.eopm import training_chip_seeds
+from nf_core.eopm import eopm_step, training_chip_seeds
 from nf_core.generators import create_generator
-from nf_core.train import GeneratorTrainConfig, generator_optimizer
+from nf_core.train import GeneratorTrainConfig, generator_optimizer, train_generator
 
 
 def _trained_a_little() -> BERConditioned:
@@ -85,17 +79,19 @@ def test_eopm_step_draws_chips_at_the_sampled_ber():
     cfg = GeneratorTrainConfig(ber=0.5, n_chips=2, epochs=1, batch_size=8)
     opt, sched = generator_optimizer(g, cfg)
     r = BERRange(1e-3, 1e-1)
+    models = BERSampledChips([base], r, cfg.fault_model, cfg.layout, cfg.batching)
     x, y = torch.rand(8, 3, 32, 32) * 2 - 1, torch.randint(0, 3, (8,))
     for step in range(3):
         seeds = training_chip_seeds(0, step, 2)
-        m = ber_conditioned_step(g, [base], x, y, seeds, cfg.chip, 5.0, opt, r, sched)
+        m = eopm_step(g, models, x, y, seeds, 5.0, opt, sched, cfg.generator_bits, step)
         assert base.seen[-1] == (seeds, m["ber"]) and m["ber"] == r.for_batch(seeds)
         assert float(g.ber) == pytest.approx(m["ber"]) and 1e-3 <= m["ber"] <= 1e-1
     assert len({b for _, b in base.seen}) == 3  # a different BER every batch, never cfg.ber
     before = {k: v.clone() for k, v in g.state_dict().items()}
     ds = torch.utils.data.TensorDataset(x, y)
-    ck = train_ber_conditioned(g, [base], ds, cfg, r)
+    ranged = GeneratorTrainConfig(ber=r, n_chips=2, epochs=1, batch_size=8)
+    ck = train_generator(g, [base], ds, ranged)  # a BER range in the config: BER-sampled chips
     assert ck["step"] == 1 and all(b != 0.5 for _, b in base.seen)
     assert any(not torch.equal(before[k], v) for k, v in g.state_dict().items() if k.startswith("film"))
     with pytest.raises(ValueError, match="not BER-conditioned"):
-        train_ber_conditioned(create_generator("ConvS"), [base], ds, cfg, r)
+        train_generator(create_generator("ConvS"), [base], ds, ranged)

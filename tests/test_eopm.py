@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from nf_core.chips import ChipConfig
 from nf_core.deployed import DeployedModel
-from nf_core.eopm import TRAIN_SEED_BASE, eopm_loss, eopm_step, training_chip_seeds
+from nf_core.eopm import TRAIN_SEED_BASE, RandomChips, eopm_loss, eopm_step, training_chip_seeds
 from nf_core.evaluate import evaluation_chip_seeds
 from nf_core.generators import create_generator
 from nf_core.models import create_model
@@ -55,7 +55,7 @@ def test_gradients_reach_only_the_generator(base: DeployedModel) -> None:
     opt = torch.optim.Adam(g.parameters(), 1e-3)
     x, y = _batch()
     g0 = [p.clone() for p in g.parameters()]
-    eopm_step(g, [base], x, y, training_chip_seeds(0, 0, 2), ChipConfig(0.02), 5.0, opt)
+    eopm_step(g, RandomChips([base], ChipConfig(0.02)), x, y, training_chip_seeds(0, 0, 2), 5.0, opt)
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in g.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(g0, g.parameters()))
     assert all(p.grad is None and not p.requires_grad for p in base.module.parameters())

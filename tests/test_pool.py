@@ -10,11 +10,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from nf_core.chips import ChipConfig
 from nf_core.deployed import DeployedModel
-from nf_core.eopm import eopm_step, training_chip_seeds
+from nf_core.eopm import RandomChips, eopm_step, training_chip_seeds
 from nf_core.evaluate import evaluate
 from nf_core.generators import create_generator
 from nf_core.models import create_model
-from orchestration.sweep.pool import ChipPool, eopm_step_pooled, evaluate_pooled, make_pools
+from orchestration.sweep.pool import ChipPool, PooledChips, evaluate_pooled, make_pools
 
 SPEC = {"model": "resnet18", "num_classes": 10, "input_size": 32, "width": 0.125}
 CHIP = ChipConfig(0.02)
@@ -79,14 +79,15 @@ def test_restricted_access_returns_only_predictions(actors, base) -> None:
     assert clean.shape == (1, 8) and torch.equal(clean[0], base.logits(x).argmax(1))
 
 
-def _step(pools, step_fn, gen0) -> tuple[torch.nn.Module, dict]:
+def _step(models, gen0) -> tuple[torch.nn.Module, dict]:
+    """One EOPM step from ``models`` (in-process chips or pools): the same step function."""
     torch.manual_seed(2)
     x, y = _batch()
     g = copy.deepcopy(gen0)
     # SGD, not Adam: Adam's first step is ~lr·sign(grad), which magnifies float noise in
     # near-zero gradients (biases feeding BatchNorm) and hides real differences.
     opt = torch.optim.SGD(g.parameters(), lr=0.1)
-    metrics = step_fn(g, pools, x, y, training_chip_seeds(0, 0, 5), CHIP, 5.0, opt)
+    metrics = eopm_step(g, models, x, y, training_chip_seeds(0, 0, 5), 5.0, opt)
     return g, metrics
 
 
@@ -100,11 +101,11 @@ def _assert_same_generator(a, b, ma, mb) -> None:
 
 def test_pooled_eopm_step_matches_in_process(actors, state, base) -> None:
     gen0 = create_generator("ConvS")
-    ref, m_ref = _step([base], eopm_step, gen0)
+    ref, m_ref = _step(RandomChips([base], CHIP), gen0)
     assert any(not torch.equal(p, q) for p, q in zip(ref.parameters(), gen0.parameters()))
-    two, m_two = _step([actors[:2]], eopm_step_pooled, gen0)
+    two, m_two = _step(PooledChips([actors[:2]], CHIP), gen0)
     _assert_same_generator(ref, two, m_ref, m_two)
-    local, m_local = _step([[ChipPool(state, SPEC)]], eopm_step_pooled, gen0)
+    local, m_local = _step(PooledChips([[ChipPool(state, SPEC)]], CHIP), gen0)
     _assert_same_generator(ref, local, m_ref, m_local)
 
 
@@ -113,9 +114,9 @@ def test_pooled_ensemble_sums_models(actors, state, base) -> None:
     other_state = _load("vgg11").state_dict()
     other = DeployedModel(_load("vgg11", other_state))
     gen0 = create_generator("ConvS")
-    ref, m_ref = _step([base, other], eopm_step, gen0)
+    ref, m_ref = _step(RandomChips([base, other], CHIP), gen0)
     other_pool = ChipPool(other_state, {**SPEC, "model": "vgg11"})
-    mixed, m_mixed = _step([actors[:3], [other_pool]], eopm_step_pooled, gen0)  # actors and local together
+    mixed, m_mixed = _step(PooledChips([actors[:3], [other_pool]], CHIP), gen0)  # actors and local together
     _assert_same_generator(ref, mixed, m_ref, m_mixed)
 
 

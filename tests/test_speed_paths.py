@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from nf_core.chips import ChipConfig, perturb_codes
 from nf_core.deployed import DeployedModel
-from nf_core.eopm import eopm_loss, eopm_step, training_chip_seeds, training_chips
+from nf_core.eopm import RandomChips, eopm_loss, eopm_step, training_chip_seeds, training_chips
 from nf_core.evaluate import evaluate
 from nf_core.fold import conv_bn_pairs
 from nf_core.generators import create_generator
@@ -137,14 +137,12 @@ def test_channels_last_generator_step_matches(model) -> None:
         opt = torch.optim.SGD(gen.parameters(), 0.0)
         eopm_step(
             gen,
-            [base],
+            RandomChips([base], cfg, batching="loop"),
             x.contiguous(memory_format=torch.channels_last) if cl else x,
             y,
             seeds,
-            cfg,
             5.0,
             opt,
-            batching="loop",
         )
         grads.append([p.grad.clone() for p in gen.parameters()])
     # Summation order differs between the layouts: compare the whole gradient vector (conv biases

@@ -236,13 +236,14 @@ def test_ber_conditioned_generator_trains_over_its_range_and_deploys_at_the_chip
     from nf_core.evaluate import evaluate, evaluation_chip_seeds
     from orchestration.spec.plan import Item
     from orchestration.store.item_files import item_dir
-    from orchestration.sweep.trainables import TrialContext, trained_generator
+    from orchestration.sweep.experiment import trained_generator
+    from orchestration.sweep.trainables import TrialContext
 
     store, tmp = trained
     cfg = parse_config({**TINY, "storage": str(tmp / "store")})
     gid = plan(cfg)["generator"][1].id
     ck = store.load_torch(f"{item_dir('generator', gid)}/checkpoint.pt")
-    assert ck["config"]["extra"]["ber_range"] == {"range": [0.02, 0.05], "log": True}
+    assert ck["config"]["ber"] == {"lo": 0.02, "hi": 0.05, "log": True}  # the BERRange, no placeholder BER
     assert 0.02 <= ck["history"][-1]["ber"] <= 0.05  # the batches' sampled BERs (mean over the epoch)
     rows = [r for d in _run(cfg, store, ("eval", "transfer"), only="ConvS_BER").values() for x in d for r in x["rows"]]
     assert {(r["stage"], r["target"], r["eval_ber"]) for r in rows} == {

@@ -98,7 +98,7 @@ def test_quantized_generator_evaluates_with_its_training_weights() -> None:
     from nf_core.eopm import transform
     from nf_core.generators import UNetS
     from nf_core.transform import neuralfuse
-    from orchestration.sweep.trainables import trained_generator
+    from orchestration.sweep.experiment import trained_generator
 
     data = torch.utils.data.Subset(_small_digits().dataset, range(32))  # one step
     torch.manual_seed(0)

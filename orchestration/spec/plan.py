@@ -6,25 +6,34 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
+from nf_core.ber_range import BERRange
 from orchestration.spec.config import STAGES, BerRange, SweepConfig
+from orchestration.spec.trial import BaseSpec, EvalSpec, GeneratorSpec, TrialSpec, spec_from_params
 
 
 @dataclass
 class Item:
-    """One unit of work of a stage; ``id`` is stable across runs of the same config."""
+    """One unit of work of a stage; ``id`` is stable across runs of the same config. ``spec``
+    (orchestration/spec/trial.py) is what it computes, typed and in final form."""
 
     stage: str
     id: str
-    params: dict[str, Any]
+    spec: TrialSpec
     needs: list[str] = field(default_factory=list)  # ids of the items whose checkpoints it reads
 
+    @property
+    def params(self) -> dict[str, Any]:
+        """The spec as plain values: what MLflow records and the checkpoint hash covers."""
+        return self.spec.to_params()
+
     def to_dict(self) -> dict[str, Any]:
+        """The transport form across Ray Tune (a trial's config must be JSON)."""
         return {"stage": self.stage, "id": self.id, "params": self.params, "needs": self.needs}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Item:
-        """The inverse of ``to_dict`` (a trial's config holds its item as a dict)."""
-        return cls(d["stage"], d["id"], dict(d["params"]), list(d["needs"]))
+        """The inverse of ``to_dict``: the same item, its spec rebuilt in one call."""
+        return cls(d["stage"], d["id"], spec_from_params(d["stage"], d["params"]), list(d["needs"]))
 
 
 def base_id(dataset: str, model: str, bits: int, seed: int) -> str:
@@ -34,8 +43,9 @@ def base_id(dataset: str, model: str, bits: int, seed: int) -> str:
 def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
     """Items per stage: base (dataset, model, seed); generator (… × generator × BER × λ × N);
     eval (one per generator, on its source models); transfer (one per generator, on the
-    dataset's other models). A BER-conditioned generator's BER is a range: its params hold
-    ``ber: None`` and ``ber_range`` ({range: [lo, hi], log}), its id ``r<lo>-<hi>log`` for ``p<ber>``."""
+    dataset's other models). Every item's spec is built here, once. A BER-conditioned generator's
+    BER is a range (a BERRange; its params hold ``ber: None`` and ``ber_range`` {range: [lo, hi], log}),
+    its id ``r<lo>-<hi>log`` for ``p<ber>``."""
     out: dict[str, list[Item]] = {s: [] for s in STAGES}
     sources = cfg.source_list()
     for d, seed in itertools.product(cfg.datasets, cfg.seeds):
@@ -44,7 +54,7 @@ def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
                 Item(
                     "base",
                     base_id(d.name, m, cfg.bits, seed),
-                    {"dataset": d.name, "model": m, "bits": cfg.bits, "seed": seed, "width": cfg.width},
+                    BaseSpec(d.name, m, cfg.bits, seed, cfg.width),
                 )
             )
         for src, (g, ber), lam, n in itertools.product(sources, cfg.generator_bers(), cfg.lambdas, cfg.ns):
@@ -54,34 +64,37 @@ def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
                 f"{d.name}.{src_id}.{g}.{ber_tag}.l{lam:g}.n{n}.{cfg.fault_model}.{cfg.layout}.b{bits_tag(cfg)}.s{seed}"
             )
             needs = [base_id(d.name, m, cfg.bits, seed) for m in src]
-            params = {
-                "dataset": d.name,
-                "source": src,
-                "generator": g,
-                "ber": None if isinstance(ber, BerRange) else ber,
-                **({"ber_range": ber.model_dump()} if isinstance(ber, BerRange) else {}),
-                "lam": lam,
-                "n": n,
-                "fault_model": cfg.fault_model,
-                "layout": cfg.layout,
-                "bits": cfg.bits,
-                "seed": seed,
-                "width": cfg.width,
-                "generator_bits": cfg.generator.generator_bits,
-            }  # recorded in MLflow
-            out["generator"].append(Item("generator", gid, params, needs))
-            out["eval"].append(Item("eval", f"eval.{gid}", {**params, "targets": src}, [gid, *needs]))
+            spec = GeneratorSpec(
+                dataset=d.name,
+                source=tuple(src),
+                generator=g,
+                ber=BERRange(ber.range[0], ber.range[1], ber.log) if isinstance(ber, BerRange) else ber,
+                lam=lam,
+                n=n,
+                fault_model=cfg.fault_model,
+                layout=cfg.layout,
+                bits=cfg.bits,
+                seed=seed,
+                width=cfg.width,
+                generator_bits=cfg.generator.generator_bits,
+            )
+            out["generator"].append(Item("generator", gid, spec, needs))
+            out["eval"].append(Item("eval", f"eval.{gid}", _eval_spec(spec, src), [gid, *needs]))
             others = [m for m in cfg.models if m not in src]
             if cfg.transfer and others:
                 out["transfer"].append(
                     Item(
                         "transfer",
                         f"transfer.{gid}",
-                        {**params, "targets": others},
+                        _eval_spec(spec, others),
                         [gid, *[base_id(d.name, m, cfg.bits, seed) for m in others]],
                     )
                 )
     return out
+
+
+def _eval_spec(spec: GeneratorSpec, targets: list[str]) -> EvalSpec:
+    return EvalSpec(**{f: getattr(spec, f) for f in spec.__dataclass_fields__}, targets=tuple(targets))
 
 
 def bits_tag(cfg: SweepConfig) -> str:

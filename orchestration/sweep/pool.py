@@ -6,7 +6,8 @@ Two kinds of access, like the paper's two scenarios:
   restricted  inputs in → predictions out (nothing about the model leaves the pool).
 
 A `ChipPool` is plain Python (usable in-process); `PoolActor` is the same class as a Ray actor
-that restarts when it dies. `eopm_step_pooled` and `evaluate_pooled` accept a mix of both.
+that restarts when it dies. `PooledChips` (the EOPM step's perturbed models) and `evaluate_pooled`
+accept a mix of both.
 Chips are identified by seeds, so results do not depend on which pool scored which chip.
 """
 
@@ -16,7 +17,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import ray
 import torch
 import torch.nn as nn
@@ -26,8 +26,8 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from nf_core.chips import ChipConfig, perturb_codes
 from nf_core.deployed import DeployedModel
-from nf_core.eopm import transform
-from nf_core.evaluate import efficiency_ratio, evaluation_chip_seeds, recovery
+from nf_core.eopm import PerturbedModels
+from nf_core.evaluate import chip_head, evaluation_chip_seeds, evaluation_metrics
 from nf_core.models import create_model
 from nf_core.transform import neuralfuse
 
@@ -185,53 +185,43 @@ def _split(seeds: Sequence[int], n: int) -> list[list[int]]:
     return [list(seeds[r::n]) for r in range(n)]
 
 
-def eopm_step_pooled(
-    generator: nn.Module,
-    pools: Sequence[Sequence[Pool]],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    seeds: Sequence[int],
-    chip: ChipConfig,
-    lam: float,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    generator_bits: int | None = None,
-) -> dict[str, float]:
-    """One EOPM generator update with the base models behind pools (relaxed access).
+class PooledChips(PerturbedModels):
+    """The EOPM step's perturbed models behind pools (relaxed access): ``pools[m]`` are replicas of
+    base model m (an ensemble sums the models' losses). The pools return losses and gradients
+    w.r.t. the transformed inputs, not a graph: the loss handed to the step is a surrogate whose
+    gradient w.r.t. ``x_t`` is theirs, so the step's update and metrics equal in-process chips'."""
 
-    ``pools[m]`` are replicas of base model m (an ensemble sums the models' losses). The same
-    update as `nf_core.eopm.eopm_step`, with the same metrics.
-    """
-    if not seeds:
-        raise ValueError("EOPM needs at least one chip seed")
-    if not all(isinstance(r, (list, tuple)) and r for r in pools):
-        raise TypeError("pools must be a list (one per base model) of non-empty lists of pool replicas")
-    generator.train()
-    x_t = transform(generator, x, generator_bits)  # G(x) once per batch
-    xs, ys = _Shared(x_t.detach().cpu()), _Shared(y.detach().cpu())
-    calls, owner = [], []
-    for m, replicas in enumerate(pools):
-        for r, (pool, part) in enumerate(zip(replicas, _split(seeds, len(replicas)))):
-            if part or r == 0:  # replica 0 also does the clean pass
-                calls.append((pool, "relaxed", (xs, ys, part, chip, r == 0)))
-                owner.append(m)
-    n = len(seeds)
-    grad = torch.zeros_like(xs.value)
-    clean_ce, pert_ce = [0.0] * len(pools), [0.0] * len(pools)
-    for m, res in zip(owner, _run_all(calls)):
-        if res["clean_grad"] is not None:
-            grad += res["clean_grad"]
-            clean_ce[m] = res["clean_loss"]
-        if res["chip_grad"] is not None:
-            grad += lam * res["chip_grad"] / n
-            pert_ce[m] += sum(res["chip_losses"]) / n  # mean over chips of batch means = eopm_loss's CE
-    optimizer.zero_grad(set_to_none=True)
-    x_t.backward(grad.to(x_t.device))
-    optimizer.step()
-    if scheduler is not None:
-        scheduler.step()  # the paper steps StepLR every iteration
-    loss = sum(c + lam * p for c, p in zip(clean_ce, pert_ce))
-    return {"loss": loss, "ce_clean": sum(clean_ce) / len(pools), "ce_perturbed": sum(pert_ce) / len(pools)}
+    def __init__(self, pools: Sequence[Sequence[Pool]], chip: ChipConfig) -> None:
+        if not all(isinstance(r, (list, tuple)) and r for r in pools):
+            raise TypeError("pools must be a list (one per base model) of non-empty lists of pool replicas")
+        self.pools, self.chip = [list(r) for r in pools], chip
+
+    def loss(
+        self, x_t: torch.Tensor, y: torch.Tensor, chip_seeds: Sequence[int], step: int, lam: float
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        if not chip_seeds:
+            raise ValueError("EOPM needs at least one chip seed")
+        xs, ys = _Shared(x_t.detach().cpu()), _Shared(y.detach().cpu())
+        calls, owner = [], []
+        for m, replicas in enumerate(self.pools):
+            for r, (pool, part) in enumerate(zip(replicas, _split(chip_seeds, len(replicas)))):
+                if part or r == 0:  # replica 0 also does the clean pass
+                    calls.append((pool, "relaxed", (xs, ys, part, self.chip, r == 0)))
+                    owner.append(m)
+        n = len(chip_seeds)
+        grad = torch.zeros_like(xs.value)
+        clean_ce, pert_ce = [0.0] * len(self.pools), [0.0] * len(self.pools)
+        for m, res in zip(owner, _run_all(calls)):
+            if res["clean_grad"] is not None:
+                grad += res["clean_grad"]
+                clean_ce[m] = res["clean_loss"]
+            if res["chip_grad"] is not None:
+                grad += lam * res["chip_grad"] / n
+                pert_ce[m] += sum(res["chip_losses"]) / n  # mean over chips of batch means = eopm_loss's CE
+        loss = sum(c + lam * p for c, p in zip(clean_ce, pert_ce))
+        k = len(self.pools)
+        surrogate = (x_t * grad.to(x_t.device)).sum()  # d/dx_t = grad, exactly
+        return surrogate, {"loss": loss, "ce_clean": sum(clean_ce) / k, "ce_perturbed": sum(pert_ce) / k}
 
 
 @torch.no_grad()
@@ -266,23 +256,5 @@ def evaluate_pooled(
             if part:
                 acc[r :: len(pools)] = next(per_pool)
         per_chip.append(acc)
-    out: dict[str, Any] = {
-        "ber": chip.ber,
-        "fault_model": chip.fault_model,
-        "layout": chip.layout,
-        "bits": info["bits"],
-        "chips": len(seeds),
-        "chip_seeds": seeds,
-    }
-    pa = per_chip[0]
-    out["ca"] = cas[0][0]
-    out.update(pa_mean=float(np.mean(pa)), pa_std=float(np.std(pa)), pa_per_chip=pa)
-    if fused is not None:
-        pa_nf = per_chip[1]
-        n_params = sum(p.numel() for p in generator.parameters())
-        out["ca_nf"] = cas[1][0]
-        out.update(pa_nf_mean=float(np.mean(pa_nf)), pa_nf_std=float(np.std(pa_nf)), pa_nf_per_chip=pa_nf)
-        out["rp"] = recovery(out["pa_nf_mean"], out["pa_mean"])
-        out["generator_params"] = n_params
-        out["efficiency"] = efficiency_ratio(out["rp"], n_params)
-    return out
+    ca_nf, pa_nf = (cas[1][0], per_chip[1]) if fused is not None else (None, None)
+    return evaluation_metrics(chip_head(chip, info["bits"], seeds), cas[0][0], per_chip[0], generator, ca_nf, pa_nf)

@@ -26,18 +26,16 @@ import torch
 from ray import tune
 from torch.utils.data import Subset
 
-from nf_core.ber_conditioned import BERRange, operating_ber, train_ber_conditioned
+from nf_core.ber_conditioned import operating_ber
 from nf_core.chips import ChipConfig
 from nf_core.data import DatasetInfo, load_dataset, make_loader
 from nf_core.deployed import DeployedModel
-from nf_core.eopm import deployed_generator
 from nf_core.evaluate import evaluate, evaluation_chip_seeds
-from nf_core.generators import create_generator
 from nf_core.models import create_model
-from nf_core.train import BaseTrainConfig, GeneratorTrainConfig, train_base, train_generator
 from nf_core.validation import MEASURED
 from orchestration.spec.config import SweepConfig
 from orchestration.spec.plan import Item, base_id
+from orchestration.spec.trial import EvalSpec
 from orchestration.store.item_files import (
     FencedError,
     Lease,
@@ -50,6 +48,7 @@ from orchestration.store.item_files import (
     save_checkpoint,
 )
 from orchestration.store.storage import Store
+from orchestration.sweep.experiment import train_base_stage, train_generator_stage, trained_generator
 
 
 class TrialContext:
@@ -143,8 +142,8 @@ class TrialContext:
         return ds
 
     def base_checkpoint(self, model: str) -> dict[str, Any]:
-        p = self.item.params
-        return load_item_checkpoint(self.store, "base", base_id(p["dataset"], model, p["bits"], p["seed"]))
+        p = self.item.spec
+        return load_item_checkpoint(self.store, "base", base_id(p.dataset, model, p.bits, p.seed))
 
     def deployed(self, model: str, bits: int | None = None, **options: Any) -> DeployedModel:
         """The trained base model quantized to ``bits`` (default: the bits it was trained at);
@@ -152,7 +151,7 @@ class TrialContext:
         ck = self.base_checkpoint(model)
         module = create_model(**_model_kwargs(ck["spec"]))
         module.load_state_dict(ck["model"])
-        return DeployedModel(module, bits or self.item.params["bits"], self.device, **options)
+        return DeployedModel(module, bits or self.item.spec.bits, self.device, **options)
 
 
 def _model_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -209,30 +208,9 @@ def _finish(ctx: TrialContext, final: dict[str, float], extra: dict[str, Any] | 
 @_guard
 def base_trainable(ctx: TrialContext) -> None:
     """Stage (a): 8-bit (or b-bit) QAT of one base model on one dataset."""
-    p, s = ctx.item.params, ctx.cfg.base
-    ds = ctx.dataset(p["dataset"])
-    torch.manual_seed(p["seed"])
-    spec = {
-        "model": p["model"],
-        "num_classes": ds.num_classes,
-        "input_size": ds.input_size,
-        "width": p["width"],
-        "dataset": p["dataset"],
-    }
-    model = create_model(p["model"], ds.num_classes, ds.input_size, p["width"]).to(ctx.device)
-    tc = BaseTrainConfig(
-        epochs=s.epochs,
-        batch_size=s.batch_size,
-        optimizer=s.optimizer,
-        lr=s.lr,
-        momentum=s.momentum,
-        weight_decay=s.weight_decay,
-        schedule=s.schedule,
-        bits=p["bits"],
-        seed=p["seed"],
-    )
-    ck = train_base(model, ds.train, tc, resume=ctx.checkpoint(), on_epoch=_epoch_reporter(ctx), spec=spec)
-    base = DeployedModel(model, p["bits"], ctx.device)
+    spec = ctx.item.spec
+    ds = ctx.dataset(spec.dataset)
+    ck, base = train_base_stage(spec, ctx.cfg.base, ds, ctx.device, ctx.checkpoint(), _epoch_reporter(ctx))
     ca = evaluate(
         base, make_loader(ds.test, ctx.cfg.evaluation.batch_size, shuffle=False), ChipConfig(0.0), chip_seeds=[0]
     )["ca"]
@@ -243,44 +221,22 @@ def base_trainable(ctx: TrialContext) -> None:
 @_guard
 def generator_trainable(ctx: TrialContext) -> None:
     """Stage (b): EOPM training of one generator against one base model or an ensemble; a
-    BER-conditioned generator (``ber_range`` in its params) draws each batch's BER from the range."""
-    p, s = ctx.item.params, ctx.cfg.generator
-    ds = ctx.dataset(p["dataset"])
-    ber_range = BERRange.parse(p["ber_range"]) if p.get("ber_range") else None
-    tc = GeneratorTrainConfig(
-        ber=p["ber"] if ber_range is None else ber_range.hi,  # unused by a ranged run (a valid placeholder)
-        lam=p["lam"],
-        n_chips=p["n"],
-        fault_model=p["fault_model"],
-        layout=p["layout"],
-        epochs=s.epochs,
-        batch_size=s.batch_size,
-        lr=s.lr,
-        betas=tuple(s.betas),
-        step_size=s.step_size,
-        gamma=s.gamma,
-        generator_bits=s.generator_bits,
-        batching=s.batching,
-        prefetch=None if s.prefetch == "auto" else s.prefetch,  # None: nf_core's default, on with CUDA
-        seed=p["seed"],
-        extra={"ber_range": p["ber_range"]} if ber_range is not None else {},
-    )
-    torch.manual_seed(p["seed"])
-    gen = create_generator(p["generator"], ds.input_size, s.generator_bits).to(ctx.device)
-    spec = {"generator": p["generator"], "input_size": ds.input_size, "dataset": p["dataset"], "source": p["source"]}
-    bases, step_fn, actors = [], None, []
-    if s.access == "pool":
-        from orchestration.sweep.pool import eopm_step_pooled, make_pools
+    BER-conditioned generator (its spec's BER is a BERRange) draws each batch's BER from the range."""
+    spec, s = ctx.item.spec, ctx.cfg.generator
+    ds = ctx.dataset(spec.dataset)
+    bases, models, actors = [], None, []
+    if s.access == "pool":  # relaxed access: losses and input gradients only
+        from orchestration.sweep.pool import PooledChips, make_pools
 
         pg = ray.util.get_current_placement_group()
         pools = []
-        for m in p["source"]:
+        for m in spec.source:
             ck = ctx.base_checkpoint(m)
             pools.append(
                 make_pools(
                     ck["model"],
                     _model_spec(ck["spec"]),
-                    p["bits"],
+                    spec.bits,
                     s.pool_actors,
                     device=ctx.pool_device,
                     num_cpus=ctx.cfg.resources.pool_actor_cpus,
@@ -289,41 +245,17 @@ def generator_trainable(ctx: TrialContext) -> None:
                 )
             )
             actors += pools[-1]
-
-        def step_fn(g, x, y, seeds, opt, sched):  # relaxed access: losses and input gradients only
-            return eopm_step_pooled(g, pools, x, y, seeds, tc.chip, tc.lam, opt, sched, tc.generator_bits)
+        # the schema keeps pool access away from *_BER generators
+        models = PooledChips(pools, ChipConfig(spec.ber, spec.fault_model, spec.layout))
     else:
-        bases = [ctx.deployed(m, **s.deployed_options(ctx.device)) for m in p["source"]]
+        bases = [ctx.deployed(m, **s.deployed_options(ctx.device)) for m in spec.source]
     try:
-        if ber_range is not None:  # the schema keeps pool access away from *_BER generators
-            ck = train_ber_conditioned(
-                gen, bases, ds.train, tc, ber_range, resume=ctx.checkpoint(), on_epoch=_epoch_reporter(ctx), spec=spec
-            )
-        else:
-            ck = train_generator(
-                gen,
-                bases,
-                ds.train,
-                tc,
-                resume=ctx.checkpoint(),
-                on_epoch=_epoch_reporter(ctx),
-                spec=spec,
-                step_fn=step_fn,
-            )
+        ck = train_generator_stage(spec, s, ds, bases, ctx.device, ctx.checkpoint(), _epoch_reporter(ctx), models)
     finally:
         for a in actors:
             ray.kill(a)
     final = {"epoch": ck["epoch"], **{k: v for k, v in ck["history"][-1].items() if k != "epoch"}}
     _finish(ctx, final, {"history": ck["history"]})
-
-
-def trained_generator(ckpt: dict[str, Any], name: str, input_size: int, device: str = "cpu") -> torch.nn.Module:
-    """A generator checkpoint as evaluated: at the precision it was trained at (its config's
-    ``generator_bits``), so a quantized generator runs with the b-bit weights it trained with."""
-    bits = ckpt["config"].get("generator_bits")
-    gen = create_generator(name, input_size, bits).to(device)
-    gen.load_state_dict(ckpt["model"])
-    return deployed_generator(gen, bits)
 
 
 @_guard
@@ -334,22 +266,22 @@ def evaluation_trainable(ctx: TrialContext) -> None:
     target and precision). A BER-conditioned generator runs at each chip's BER."""
     from orchestration.store.results import results_table, write_parquet
 
-    p, e = ctx.item.params, ctx.cfg.evaluation
+    p, e = ctx.item.spec, ctx.cfg.evaluation
     measured = None
     if e.fault_model == MEASURED:  # validated before Ray started; read again here, in the trial
         from orchestration.store.fault_maps_store import load_fault_maps_uri
 
         measured = load_fault_maps_uri(e.fault_maps, ctx.cfg.s3_endpoint, ctx.cfg.s3_region)
-    ds = ctx.dataset(p["dataset"])
+    ds = ctx.dataset(p.dataset)
     gid = ctx.item.needs[0]
     ctx.record_attempt()
     gck = load_item_checkpoint(ctx.store, "generator", gid)
-    gen = trained_generator(gck, p["generator"], ds.input_size, ctx.device)
+    gen = trained_generator(gck, p.generator, ds.input_size, ctx.device)
     loader = make_loader(ds.test, e.batch_size, shuffle=False)
     seeds = evaluation_chip_seeds(e.chips)
     rows, metrics = [], {}
-    bit_widths = e.bits or [p["bits"]]
-    for target, bits in itertools.product(p["targets"], bit_widths):
+    bit_widths = e.bits or [p.bits]
+    for target, bits in itertools.product(p.targets, bit_widths):
         if e.pool_actors > 0:  # restricted access: pool actors return predictions only
             from orchestration.sweep.pool import evaluate_pooled, make_pools
 
@@ -374,13 +306,13 @@ def evaluation_trainable(ctx: TrialContext) -> None:
 
                 mean_ber = sum(c.ber for c in measured) / len(measured)
                 with operating_ber(gen, mean_ber):  # CA (NF); each chip's PA (NF) runs at that chip's BER
-                    r = evaluate_measured(base, loader, measured, gen, e.layout or p["layout"])
+                    r = evaluate_measured(base, loader, measured, gen, e.layout or p.layout)
                 rows.append(_row(ctx, p, target, r))
                 tag = f"{target}.measured" + (f".b{bits}" if len(bit_widths) > 1 else "")
                 for k in ("ca", "pa_mean", "ca_nf", "pa_nf_mean", "rp"):
                     metrics[f"{k}.{tag}"] = r[k]
             for ber in e.bers if measured is None else []:  # measured maps replace the random chips
-                chip = ChipConfig(ber, e.fault_model or p["fault_model"], e.layout or p["layout"])
+                chip = ChipConfig(ber, e.fault_model or p.fault_model, e.layout or p.layout)
                 with operating_ber(gen, ber):  # a BER-conditioned generator deploys at the chip's BER
                     r = score(chip)
                 rows.append(_row(ctx, p, target, r))
@@ -397,20 +329,20 @@ def evaluation_trainable(ctx: TrialContext) -> None:
     _finish(ctx, {"epoch": 1, **metrics}, {"rows": rows})
 
 
-def _row(ctx: TrialContext, p: dict[str, Any], target: str, r: dict[str, Any]) -> dict[str, Any]:
+def _row(ctx: TrialContext, p: EvalSpec, target: str, r: dict[str, Any]) -> dict[str, Any]:
     return {
         "item_id": ctx.item.id,
         "stage": ctx.item.stage,
-        "dataset": p["dataset"],
-        "source": "+".join(p["source"]),
-        "generator": p["generator"],
-        "train_ber": p["ber"],
-        "lam": p["lam"],
-        "n": p["n"],
+        "dataset": p.dataset,
+        "source": "+".join(p.source),
+        "generator": p.generator,
+        "train_ber": p.train_ber,
+        "lam": p.lam,
+        "n": p.n,
         "fault_model": r["fault_model"],
         "layout": r["layout"],
         "bits": r["bits"],
-        "seed": p["seed"],
+        "seed": p.seed,
         "eval_ber": r["ber"],
         "target": target,
         "chips": r["chips"],
@@ -419,7 +351,7 @@ def _row(ctx: TrialContext, p: dict[str, Any], target: str, r: dict[str, Any]) -
         "pa_per_chip": r.get("pa_per_chip"),
         "pa_nf_per_chip": r.get("pa_nf_per_chip"),
         # BER-conditioned generators (train_ber is null) and measured chips (done.json only)
-        "train_ber_range": p.get("ber_range"),
+        "train_ber_range": p.ber_range.to_dict() if p.ber_range is not None else None,
         "fault_maps": r.get("chip_names"),
         "fault_map_bers": r.get("chip_bers"),
     }

@@ -1,0 +1,114 @@
+"""Trial specs: what one sweep item computes, as one typed, frozen object.
+
+The plan (orchestration/spec/plan.py) builds every item's spec once, from the validated config, with
+each value in its final form (a BER-conditioned generator's BER is an `nf_core.ber_range.BERRange`);
+the trainables read the fields, nothing re-parses them. Across Ray Tune a spec travels as its
+params dict (``to_params``: what MLflow records, the item's checkpoint hash and done.json hold);
+`spec_from_params` rebuilds the same object in one call. Imports only nf_core's torch-free
+BERRange, so any layer (plan, runner, commands, trainables) may import it without a cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from nf_core.ber_range import BERRange
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    """Stage (a): QAT of one base model."""
+
+    dataset: str
+    model: str
+    bits: int
+    seed: int
+    width: float
+
+    def to_params(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "model": self.model, "bits": self.bits, "seed": self.seed, "width": self.width}
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """Stage (b): EOPM training of one generator against ``source`` (one model or an ensemble) at
+    ``ber``: one BER, or a `BERRange` for a BER-conditioned (``*_BER``) generator."""
+
+    dataset: str
+    source: tuple[str, ...]
+    generator: str
+    ber: float | BERRange
+    lam: float
+    n: int
+    fault_model: str
+    layout: str
+    bits: int
+    seed: int
+    width: float
+    generator_bits: int | None
+
+    @property
+    def ber_range(self) -> BERRange | None:
+        return self.ber if isinstance(self.ber, BERRange) else None
+
+    @property
+    def train_ber(self) -> float | None:
+        """The one training BER (None for a BER range)."""
+        return None if isinstance(self.ber, BERRange) else self.ber
+
+    def to_params(self) -> dict[str, Any]:
+        r = self.ber_range
+        return {
+            "dataset": self.dataset,
+            "source": list(self.source),
+            "generator": self.generator,
+            "ber": self.train_ber,
+            **({"ber_range": r.to_dict()} if r is not None else {}),
+            "lam": self.lam,
+            "n": self.n,
+            "fault_model": self.fault_model,
+            "layout": self.layout,
+            "bits": self.bits,
+            "seed": self.seed,
+            "width": self.width,
+            "generator_bits": self.generator_bits,
+        }
+
+
+@dataclass(frozen=True)
+class EvalSpec(GeneratorSpec):
+    """Stages (c) and (d): the generator of the same grid values, scored on ``targets``."""
+
+    targets: tuple[str, ...] = ()
+
+    def to_params(self) -> dict[str, Any]:
+        return {**super().to_params(), "targets": list(self.targets)}
+
+
+TrialSpec = BaseSpec | GeneratorSpec | EvalSpec
+
+
+def spec_from_params(stage: str, p: dict[str, Any]) -> TrialSpec:
+    """The inverse of ``to_params`` (the transport form across Ray Tune); no validation: the
+    values were validated once, when the plan built the spec from the config."""
+    if stage == "base":
+        return BaseSpec(p["dataset"], p["model"], p["bits"], p["seed"], p["width"])
+    r = p.get("ber_range")
+    fields = {
+        "dataset": p["dataset"],
+        "source": tuple(p["source"]),
+        "generator": p["generator"],
+        "ber": BERRange(r["range"][0], r["range"][1], r["log"]) if r else p["ber"],
+        "lam": p["lam"],
+        "n": p["n"],
+        "fault_model": p["fault_model"],
+        "layout": p["layout"],
+        "bits": p["bits"],
+        "seed": p["seed"],
+        "width": p["width"],
+        "generator_bits": p["generator_bits"],
+    }
+    if stage == "generator":
+        return GeneratorSpec(**fields)
+    return EvalSpec(**fields, targets=tuple(p["targets"]))
