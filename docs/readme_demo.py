@@ -37,7 +37,6 @@ RECORD = ROOT / "docs" / "demo_run.json"
 README = ROOT / "README.md"
 # report figure (first match) -> docs/img name: the main figure of the demo's first model, and the energy figure
 FIGURES = {"bars_digits_resnet18.png": "report_bars.png", "*energy*.png": "report_energy.png"}
-SHOWN_ROWS = 8  # the table's first rows; the rest are summarised in one line
 DEFAULT_FLOOR = 90.0
 
 
@@ -150,16 +149,17 @@ def record(
 
 
 def demo_table(rec: dict[str, Any]) -> str:
-    """The results table as `nf demo` prints it: its first rows and a one-line summary of the rest."""
+    """The results table as `nf demo` prints it: the evaluation rows (each generator on its own source
+    model, which `nf demo` prints first) and a one-line summary of the transfer rows after them."""
     from orchestration.results import format_table
 
     rows = rec["rows"]
-    lines = format_table(rows).splitlines()
     own = sum(r["source"] == r["target"] for r in rows)
-    return "\n".join(
-        lines[: 2 + SHOWN_ROWS]
-        + [f"…  ({len(rows)} rows: {own} evaluation rows on the source model, {len(rows) - own} transfer rows)"]
-    )
+    rp = sorted(r["rp"] for r in rows if r["source"] != r["target"])
+    lines = format_table(rows).splitlines()
+    more = f"…  and {len(rows) - own} transfer rows (each generator on the other model"
+    more += f": RP {rp[0]:+.2f} … {rp[-1]:+.2f})" if rp else ")"
+    return "\n".join(lines[: 2 + own] + [more])
 
 
 def blocks(rec: dict[str, Any]) -> dict[str, str]:
