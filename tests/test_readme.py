@@ -287,7 +287,7 @@ def test_every_readme_command_works_as_written(world) -> None:
         if line.startswith("make ") or line == "nf sweep run my_sweep.yaml":
             continue
         for cmd in as_run(line, _places(line)):
-            patterns = shape_of(cmd)
+            patterns, t0 = shape_of(cmd), time.monotonic()
             try:
                 if cmd.startswith("nf ui"):
                     out = _run_ui(cmd, cwd, env)
@@ -306,5 +306,6 @@ def test_every_readme_command_works_as_written(world) -> None:
             except AssertionError as e:
                 failures.append(f"[{section}] {cmd}: {e}")
             ran.append(cmd)
+            print(f"{time.monotonic() - t0:6.1f} s  {cmd}")  # pytest -s: where the test's time goes
     assert not failures, "README commands that do not work as written:\n" + "\n\n".join(failures)
     assert len(ran) >= 15, ran
