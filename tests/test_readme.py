@@ -11,9 +11,10 @@ How a README line becomes a test command (`readme_commands`, `as_run`):
   loopback (AWS_ENDPOINT_URL), so that line runs as written against a bucket of that name;
 * `a|b|c` after `nf list` is three commands;
 * what a test cannot wait for runs in a form that still proves the command: `nf ui` gets a free `--port`
-  and is stopped once it answers; `nf single` gets `--base-epochs 1 --generator-epochs 1` (the defaults
-  train for minutes); `nf demo` itself runs in `make demo` (~4 min of sweep, outside the suite's budget):
-  the test checks that `make demo` runs `nf demo` and that `nf demo --help` works.
+  and is stopped once it answers; `nf single` gets `--base-epochs 1 --generator-epochs 1` and, where the line
+  names no width, `--width 0.125` (the defaults train for minutes); `nf demo` itself runs in `make demo`
+  (~4 min of sweep, outside the suite's budget): the test checks that `make demo` runs `nf demo` and that
+  `nf demo --help` works.
 
 Each command must exit 0 and print what its section says it prints (`SHAPES`); a README command that no
 rule in `SHAPES` knows fails the test, so a new command cannot slip in untried.
@@ -294,8 +295,8 @@ def test_every_readme_command_works_as_written(world) -> None:
                 elif "s3://" in cmd:
                     out = _run_s3_status(cmd, world)
                 else:
-                    if cmd.startswith("nf single"):
-                        cmd += " --base-epochs 1 --generator-epochs 1"
+                    if cmd.startswith("nf single"):  # its defaults train for minutes; the path is the same
+                        cmd += " --base-epochs 1 --generator-epochs 1" + ("" if "--width" in cmd else " --width 0.125")
                     res = _sh(cmd, cwd, env)
                     out = res.stdout
                     assert res.returncode == 0, f"exit {res.returncode}: {res.stdout[-1500:]}{res.stderr[-1500:]}"
