@@ -115,7 +115,7 @@ def record(
     storage: str, lines: list[str], sweep_s: float | None, total_s: float | None, min_accuracy: float
 ) -> dict[str, Any]:
     """Read the finished demo in ``storage`` and build docs/demo_run.json's record."""
-    from orchestration.runner import collect_rows, open_sweep, sweep_store
+    from orchestration.sweep.runner import collect_rows, open_sweep, sweep_store
 
     cfg = open_sweep("demo", storage)
     store = sweep_store(cfg)

@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT / "docs"))
 import readme_demo  # noqa: E402  (docs/readme_demo.py: the script that writes the README's demo blocks)
 
 from nf_core.voltage import load_voltage_table  # noqa: E402
-from orchestration.config import parse_config  # noqa: E402
-from orchestration.plan import plan  # noqa: E402
+from orchestration.spec.config import parse_config  # noqa: E402
+from orchestration.spec.plan import plan  # noqa: E402
 
 
 def _record() -> dict:
