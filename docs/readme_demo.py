@@ -115,7 +115,8 @@ def record(
     storage: str, lines: list[str], sweep_s: float | None, total_s: float | None, min_accuracy: float
 ) -> dict[str, Any]:
     """Read the finished demo in ``storage`` and build docs/demo_run.json's record."""
-    from orchestration.sweep.runner import collect_rows, open_sweep, sweep_store
+    from orchestration.store.roots import sweep_store
+    from orchestration.sweep.runner import collect_rows, open_sweep
 
     cfg = open_sweep("demo", storage)
     store = sweep_store(cfg)
@@ -151,7 +152,7 @@ def record(
 def demo_table(rec: dict[str, Any]) -> str:
     """The results table as `nf demo` prints it: the evaluation rows (each generator on its own source
     model, which `nf demo` prints first) and a one-line summary of the transfer rows after them."""
-    from orchestration.results import format_table
+    from orchestration.store.results import format_table
 
     rows = rec["rows"]
     own = sum(r["source"] == r["target"] for r in rows)

@@ -308,9 +308,12 @@ def energy_figures(
         if k not in ("dataset", "eval_ber", "model", "energy_saving", "rp", "rp_std", "pareto")
     ]
     for (ds, ber), grp in points.groupby(["dataset", "eval_ber"], sort=True):
-        fig, ax = plt.subplots(figsize=(6.4, 4.4), constrained_layout=True)
+        fig, ax = plt.subplots(figsize=(9.6, 4.6), constrained_layout=True)
         markers = dict(zip(sorted(grp["model"].unique()), "osD^vP*X"))
-        for _, r in grp.iterrows():
+        # points sit close (one generator at several training BERs): each gets a number, named in a key beside
+        stack = grp.groupby("energy_saving")["rp"].rank(method="first", ascending=False).astype(int) - 1
+        key = []
+        for n, (i, r) in enumerate(grp.iterrows(), 1):
             gl = variant_label(r, [k for k in keys if k != "generator"])
             if pd.notna(r.get("rp_std")):  # RP's paired std over chips
                 ax.errorbar(r["energy_saving"], r["rp"], yerr=r["rp_std"], color="0.5", lw=1, capsize=3, zorder=2)
@@ -324,15 +327,17 @@ def energy_figures(
                 zorder=3,
             )
             ax.annotate(
-                f"{r['model']} / {gl}",
+                str(n),
                 (r["energy_saving"], r["rp"]),
                 fontsize=7,
-                xytext=(4, 4),
+                xytext=(6, 2 - 9 * int(stack[i])),
                 textcoords="offset points",
             )
+            key.append(f"{n:>2}  {r['model']} / {gl}: {r['energy_saving']:.1f}%, RP {r['rp']:+.2f}")
+        ax.text(1.02, 1.0, "\n".join(key), transform=ax.transAxes, fontsize=7, va="top", family="monospace")
         front = grp[grp["pareto"]].sort_values("energy_saving")
         ax.plot(front["energy_saving"], front["rp"], "k-", lw=1, alpha=0.6, label="Pareto front", zorder=2)
-        ax.set_xlabel(f"energy saving (%)  — cost model, {convention}, generator at nominal voltage")
+        ax.set_xlabel(f"energy saving (%)\ncost model, {convention}, generator at nominal voltage")
         ax.set_ylabel("RP (pp), ± std over chips")
         ax.set_title(f"{ds} · evaluation BER {ber:g}: recovery vs energy saving")
         ax.grid(alpha=0.3)
