@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.sweep_support import ensure_ray
+from tests.sweep_support import ensure_ray, start_moto
 
 # Two cores in CI: keep torch from oversubscribing them, and make runs repeatable.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -48,3 +48,14 @@ def _ray_down_at_the_end() -> Iterator[None]:
     ray = sys.modules.get("ray")  # imported only if some test used it
     if ray is not None and ray.is_initialized():
         ray.shutdown()
+
+
+# ---------------------------------------------------------------- one S3 server for the session
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """moto's S3 server on loopback for the whole session (its URL); each test keeps to buckets of its own.
+    Tests that count the server's requests or kill it start their own (`sweep_support.start_moto`)."""
+    proc, url = start_moto()
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
