@@ -1,4 +1,4 @@
-"""Shared pieces of the sweep tests: a tiny sweep, process-tree cleanup, an S3 server."""
+"""Shared pieces of the sweep tests: tiny sweeps, measured fault maps, process-tree cleanup, an S3 server."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 TINY: dict[str, Any] = {
     "name": "tiny",
@@ -24,6 +27,66 @@ TINY: dict[str, Any] = {
     "transfer": True,
 }
 TRIALS = {"base": 2, "generator": 8, "eval": 8, "transfer": 8}
+
+# A BER-conditioned generator beside a plain one, measured fault maps and the speed options: the schema
+# tests (test_config_options.py) and the in-process trainables (test_trainables.py).
+TINY_RANGES: dict[str, Any] = {
+    "name": "wiring",
+    "device": "cpu",
+    "datasets": [{"name": "digits", "train_subset": 192, "test_subset": 90}],
+    "models": ["resnet18", "vgg11"],
+    "sources": ["resnet18"],
+    "width": 0.125,
+    "generators": ["ConvS", "ConvS_BER"],
+    "train_bers": [0.03, {"range": [0.02, 0.05], "log": True}],
+    "ns": [2],
+    "base": {"epochs": 4, "batch_size": 16, "optimizer": "adam", "lr": 0.005},  # resnet18: ~70% CA
+    "generator": {"epochs": 1, "batch_size": 64},
+    "evaluation": {"bers": [0.02, 0.05], "chips": 2},
+    "transfer": True,
+}
+
+
+def write_fault_maps(folder: Path) -> list[str]:
+    """Two measured chips: a_faulty (one in five cells stuck) and b_clean (no faulty cell)."""
+    from nf_core.fault_maps import save_fault_map
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, cols = 64, 128
+    rng = np.random.default_rng(0)
+    cells = rng.choice(rows * cols, size=rows * cols // 5, replace=False)
+    faults = np.stack([cells // cols, cells % cols, rng.integers(0, 2, cells.size)], axis=1)
+    save_fault_map(folder / "a_faulty.npz", faults, rows, cols)
+    save_fault_map(folder / "b_clean.parquet", np.zeros((0, 3), np.int64), rows, cols)
+    return ["a_faulty.npz", "b_clean.parquet"]
+
+
+def measured_config(tmp_path: Path, maps: Path, **evaluation: Any) -> dict[str, Any]:
+    return {
+        **TINY_RANGES,
+        "evaluation": {**TINY_RANGES["evaluation"], "fault_model": "measured", "fault_maps": str(maps), **evaluation},
+    }
+
+
+def ensure_ray() -> Any:
+    """The session's local Ray instance (2 CPUs, as the CI box), started on first use.
+
+    Starting Ray costs seconds, so the tests that run Tune or actors in this process share one
+    instance (`run_sweep` uses a running instance as it is). A test that needs Ray of its own
+    (other CPUs, a killed node) calls ``ray.shutdown()`` first; the next user starts it again.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            object_store_memory=200 * 2**20,
+        )
+    return ray
 
 
 def descendants(pid: int) -> list[int]:

@@ -16,7 +16,6 @@ import yaml
 from nf_core import catalog, validation
 from orchestration.spec.config import BaseStage, ConfigError, GeneratorStage, SweepConfig, load_config, parse_config
 from orchestration.sweep.preflight import check_dataset_roots
-from tests.sweep_support import start_moto
 from tests.test_data import write_cifar10, write_cifar100, write_gtsrb, write_imagenet10
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -304,50 +303,46 @@ def test_missing_local_root_stops_plan_and_run_before_ray(tmp_path: Path, capsys
 
 
 def test_s3_dataset_root_checked_on_a_real_s3_server(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, s3_server
 ) -> None:
     import boto3
 
-    server, endpoint = start_moto()
+    endpoint = s3_server  # the session's moto server (tests/conftest.py)
     env = {"AWS_ACCESS_KEY_ID": "nf-test", "AWS_SECRET_ACCESS_KEY": "nf-test-secret", "AWS_DEFAULT_REGION": "us-east-1"}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    try:
-        s3 = boto3.client("s3", endpoint_url=endpoint)
-        s3.create_bucket(Bucket="data")
-        write_cifar10(tmp_path / "c10")
-        for f in (tmp_path / "c10").rglob("*"):
-            if f.is_file():
-                s3.upload_file(str(f), "data", f"sets/cifar10/{f.relative_to(tmp_path / 'c10')}")
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    s3.create_bucket(Bucket="data")
+    write_cifar10(tmp_path / "c10")
+    for f in (tmp_path / "c10").rglob("*"):
+        if f.is_file():
+            s3.upload_file(str(f), "data", f"sets/cifar10/{f.relative_to(tmp_path / 'c10')}")
 
-        def cfg(root: str) -> SweepConfig:
-            return parse_config({"name": "t", "s3_endpoint": endpoint, "datasets": [{"name": "cifar10", "root": root}]})
+    def cfg(root: str) -> SweepConfig:
+        return parse_config({"name": "t", "s3_endpoint": endpoint, "datasets": [{"name": "cifar10", "root": root}]})
 
+    check_dataset_roots(cfg("s3://data/sets/cifar10"))
+    with pytest.raises(ConfigError, match=r"^datasets\[0\]\.root: 's3://data/sets/cifar100': no object under this"):
+        check_dataset_roots(cfg("s3://data/sets/cifar100"))
+    s3.delete_object(Bucket="data", Key="sets/cifar10/cifar-10-batches-py/test_batch")
+    with pytest.raises(ConfigError, match="lacks cifar-10-batches-py/test_batch"):
         check_dataset_roots(cfg("s3://data/sets/cifar10"))
-        with pytest.raises(ConfigError, match=r"^datasets\[0\]\.root: 's3://data/sets/cifar100': no object under this"):
-            check_dataset_roots(cfg("s3://data/sets/cifar100"))
-        s3.delete_object(Bucket="data", Key="sets/cifar10/cifar-10-batches-py/test_batch")
-        with pytest.raises(ConfigError, match="lacks cifar-10-batches-py/test_batch"):
-            check_dataset_roots(cfg("s3://data/sets/cifar10"))
-        with pytest.raises(ConfigError, match=r"^datasets\[0\]\.root: .*s3://nobucket/x"):
-            check_dataset_roots(cfg("s3://nobucket/x"))
+    with pytest.raises(ConfigError, match=r"^datasets\[0\]\.root: .*s3://nobucket/x"):
+        check_dataset_roots(cfg("s3://nobucket/x"))
 
-        path = tmp_path / "s3.yaml"
-        s3.create_bucket(Bucket="sweeps")
-        path.write_text(
-            yaml.safe_dump(
-                {
-                    **GOOD,
-                    "storage": "s3://sweeps/team",
-                    "s3_endpoint": endpoint,
-                    "datasets": [{"name": "cifar10", "root": "s3://data/sets/missing"}],
-                }
-            )
+    path = tmp_path / "s3.yaml"
+    s3.create_bucket(Bucket="sweeps")
+    path.write_text(
+        yaml.safe_dump(
+            {
+                **GOOD,
+                "storage": "s3://sweeps/team",
+                "s3_endpoint": endpoint,
+                "datasets": [{"name": "cifar10", "root": "s3://data/sets/missing"}],
+            }
         )
-        code, _, err = _nf(capsys, "sweep", "run", str(path))
-        assert code == 2 and err.startswith("nf: error: datasets[0].root: 's3://data/sets/missing': no object"), err
-        assert not _ray_started()
-        assert s3.list_objects_v2(Bucket="sweeps").get("KeyCount") == 0  # nothing written
-    finally:
-        server.kill()
-        server.wait()
+    )
+    code, _, err = _nf(capsys, "sweep", "run", str(path))
+    assert code == 2 and err.startswith("nf: error: datasets[0].root: 's3://data/sets/missing': no object"), err
+    assert not _ray_started()
+    assert s3.list_objects_v2(Bucket="sweeps").get("KeyCount") == 0  # nothing written

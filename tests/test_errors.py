@@ -21,7 +21,7 @@ import yaml
 
 from orchestration import errors
 from orchestration.cli import build_parser
-from tests.sweep_support import alive, descendants, free_port, kill_tree, start_moto
+from tests.sweep_support import alive, descendants, free_port, kill_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "torchvision", "ray", "mlflow", "pandas", "pyarrow", "matplotlib", "sklearn")
@@ -187,19 +187,15 @@ def test_unreachable_tracking_server_is_one_line_before_ray(tmp_path) -> None:
 
 
 @pytest.fixture(scope="module")
-def moto_s3():
-    proc, url = start_moto()
-    try:
-        with pytest.MonkeyPatch.context() as mp:  # module-scoped: restored when the module's tests end
-            for k, v in S3_ENV.items():
-                mp.setenv(k, v)
-            import boto3
+def moto_s3(s3_server):
+    url = s3_server  # the session's moto server (tests/conftest.py); this module's bucket
+    with pytest.MonkeyPatch.context() as mp:  # module-scoped: restored when the module's tests end
+        for k, v in S3_ENV.items():
+            mp.setenv(k, v)
+        import boto3
 
-            boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket="nf-errors")
-            yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket="nf-errors")
+        yield url
 
 
 def test_lost_s3_objects_are_named(moto_s3) -> None:

@@ -130,32 +130,28 @@ def test_evaluate_on_measured_chips_matches_random_chips(tmp_path):
     assert got["ca"] == ref["ca"] and got["rp"] == pytest.approx(ref["rp"])
 
 
-def test_fault_maps_from_an_s3_prefix(tmp_path, monkeypatch):
+def test_fault_maps_from_an_s3_prefix(tmp_path, monkeypatch, s3_server):
     # orchestration's loader: maps listed and read through pyarrow's S3 filesystem (moto on loopback)
     import boto3
 
     from orchestration.store.fault_maps_store import load_fault_maps_uri
-    from tests.sweep_support import kill_tree, start_moto
 
     for k, v in {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(k, v)
-    server, endpoint = start_moto()
-    try:
-        s3 = boto3.client("s3", endpoint_url=endpoint)
-        s3.create_bucket(Bucket="maps")
-        save_fault_map(tmp_path / "b.npz", [(1, 2, 1)], ROWS, COLS)
-        save_fault_map(tmp_path / "a.parquet", [(0, 0, 0), (63, 127, 1)], ROWS, COLS)
-        for p in ("b.npz", "a.parquet"):
-            s3.upload_file(str(tmp_path / p), "maps", f"chipset/{p}")
-        s3.put_object(Bucket="maps", Key="chipset/README.txt", Body=b"not a map")
-        chips = load_fault_maps_uri("s3://maps/chipset", endpoint)
-        assert [c.name for c in chips] == ["a.parquet", "b.npz"]
-        assert chips[0].cells.tolist() == [0, ROWS * COLS - 1] and chips[1].cells.tolist() == [130]
-        s3.put_object(Bucket="maps", Key="chipset/c.npz", Body=b"junk")
-        with pytest.raises(ValueError, match=r"fault map c.npz: not a readable .npz file"):
-            load_fault_maps_uri("s3://maps/chipset", endpoint)
-    finally:
-        kill_tree(server)
+    endpoint = s3_server  # the session's moto server (tests/conftest.py)
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    s3.create_bucket(Bucket="maps")
+    save_fault_map(tmp_path / "b.npz", [(1, 2, 1)], ROWS, COLS)
+    save_fault_map(tmp_path / "a.parquet", [(0, 0, 0), (63, 127, 1)], ROWS, COLS)
+    for p in ("b.npz", "a.parquet"):
+        s3.upload_file(str(tmp_path / p), "maps", f"chipset/{p}")
+    s3.put_object(Bucket="maps", Key="chipset/README.txt", Body=b"not a map")
+    chips = load_fault_maps_uri("s3://maps/chipset", endpoint)
+    assert [c.name for c in chips] == ["a.parquet", "b.npz"]
+    assert chips[0].cells.tolist() == [0, ROWS * COLS - 1] and chips[1].cells.tolist() == [130]
+    s3.put_object(Bucket="maps", Key="chipset/c.npz", Body=b"junk")
+    with pytest.raises(ValueError, match=r"fault map c.npz: not a readable .npz file"):
+        load_fault_maps_uri("s3://maps/chipset", endpoint)
 
 
 def test_ber_conditioned_generator_runs_at_each_measured_chips_ber(tmp_path):

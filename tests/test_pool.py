@@ -15,6 +15,7 @@ from nf_core.evaluate import evaluate
 from nf_core.generators import create_generator
 from nf_core.models import create_model
 from orchestration.sweep.pool import ChipPool, PooledChips, evaluate_pooled, make_pools
+from tests.sweep_support import ensure_ray
 
 SPEC = {"model": "resnet18", "num_classes": 10, "input_size": 32, "width": 0.125}
 CHIP = ChipConfig(0.02)
@@ -22,9 +23,7 @@ CHIP = ChipConfig(0.02)
 
 @pytest.fixture(scope="module")
 def ray_session():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20)
-    yield
-    ray.shutdown()
+    return ensure_ray()  # the session's local Ray (tests/sweep_support.py)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +41,10 @@ def base(state) -> DeployedModel:
 
 @pytest.fixture(scope="module")
 def actors(ray_session, state) -> list:
-    return make_pools(state, SPEC, 8, n_actors=3)  # shared by every test: actors are slow to start
+    handles = make_pools(state, SPEC, 8, n_actors=3)  # shared by every test: actors are slow to start
+    yield handles
+    for h in handles:  # their CPUs back to the session's Ray
+        ray.kill(h, no_restart=True)
 
 
 def _load(name: str, state: dict | None = None) -> torch.nn.Module:

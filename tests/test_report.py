@@ -295,12 +295,11 @@ def test_report_of_unknown_sweep_is_a_clear_error(tmp_path, capsys):
     assert "no sweep 'nope'" in capsys.readouterr().err
 
 
-def test_report_of_a_sweep_on_s3(tmp_path, monkeypatch, capsys):
+def test_report_of_a_sweep_on_s3(tmp_path, monkeypatch, capsys, s3_server):
     """S3 storage (moto's server on loopback): the page is written beside the sweep, in the bucket."""
     import boto3
 
     from orchestration import cli
-    from tests.sweep_support import kill_tree, start_moto
 
     for k, v in {
         "AWS_ACCESS_KEY_ID": "nf-test-key",
@@ -311,29 +310,26 @@ def test_report_of_a_sweep_on_s3(tmp_path, monkeypatch, capsys):
     # nf report sets MLflow's S3 endpoint itself; set-then-delete makes pytest restore the original afterwards
     monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", "unset")
     monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL")
-    server, endpoint = start_moto()
-    try:
-        s3 = boto3.client("s3", endpoint_url=endpoint)
-        s3.create_bucket(Bucket="nf-sweeps")
-        _, _, tracker, parent = _stored_sweep(
-            "s3://nf-sweeps/team",
-            tmp_path,
-            done_evals=4,
-            s3_endpoint=endpoint,
-            mlflow={"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},
-        )
-        s3.put_object(Bucket="nf-sweeps", Key="team/rep/report/figures/old.png", Body=b"an earlier report's")
-        assert cli.main(["report", "rep", "--storage", "s3://nf-sweeps/team", "--s3-endpoint", endpoint]) == 0
-        assert "report uploaded to s3://nf-sweeps/team/rep/report/index.html" in capsys.readouterr().out
-        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="nf-sweeps", Prefix="team/rep/report/")["Contents"]}
-        assert {
-            "team/rep/report/index.html",
-            "team/rep/report/tables/main.csv",
-            "team/rep/report/figures/bars_digits_vgg11.png",
-        } <= keys
-        assert "team/rep/report/figures/old.png" not in keys
-        page = s3.get_object(Bucket="nf-sweeps", Key="team/rep/report/index.html")["Body"].read().decode()
-        assert "Partial sweep" not in page  # every eval item done (base/generator markers too)
-        assert "report/figures/bars_digits_vgg11.png" in _artifacts(tracker.client, parent)
-    finally:
-        kill_tree(server)
+    endpoint = s3_server  # the session's moto server (tests/conftest.py)
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    s3.create_bucket(Bucket="nf-sweeps")
+    _, _, tracker, parent = _stored_sweep(
+        "s3://nf-sweeps/team",
+        tmp_path,
+        done_evals=4,
+        s3_endpoint=endpoint,
+        mlflow={"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},
+    )
+    s3.put_object(Bucket="nf-sweeps", Key="team/rep/report/figures/old.png", Body=b"an earlier report's")
+    assert cli.main(["report", "rep", "--storage", "s3://nf-sweeps/team", "--s3-endpoint", endpoint]) == 0
+    assert "report uploaded to s3://nf-sweeps/team/rep/report/index.html" in capsys.readouterr().out
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="nf-sweeps", Prefix="team/rep/report/")["Contents"]}
+    assert {
+        "team/rep/report/index.html",
+        "team/rep/report/tables/main.csv",
+        "team/rep/report/figures/bars_digits_vgg11.png",
+    } <= keys
+    assert "team/rep/report/figures/old.png" not in keys
+    page = s3.get_object(Bucket="nf-sweeps", Key="team/rep/report/index.html")["Body"].read().decode()
+    assert "Partial sweep" not in page  # every eval item done (base/generator markers too)
+    assert "report/figures/bars_digits_vgg11.png" in _artifacts(tracker.client, parent)

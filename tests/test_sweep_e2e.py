@@ -33,7 +33,16 @@ from orchestration.store.results import format_table
 from orchestration.store.roots import sweep_store
 from orchestration.sweep.runner import collect_rows, run_sweep, stage_states, tracking_uri
 from orchestration.tracking.server import start_mlflow_server, stop_mlflow_server
-from tests.sweep_support import TINY, TRIALS, assert_secret_nowhere, descendants, kill_tree, nf, start_moto
+from tests.sweep_support import (
+    TINY,
+    TRIALS,
+    assert_secret_nowhere,
+    descendants,
+    ensure_ray,
+    kill_tree,
+    nf,
+    start_moto,
+)
 
 REPO = str(Path(__file__).resolve().parents[1])
 
@@ -106,96 +115,87 @@ REFERENCE = {**TINY, "evaluation": {**TINY["evaluation"], "bits": [8, 4]}}
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> tuple:
-    """One uninterrupted run of REFERENCE (in-process): checked in detail by the end-to-end test,
-    and the result that every interrupted run of the same config must reproduce exactly."""
-    import ray
-
+    """One uninterrupted run of REFERENCE (in-process, on the session's Ray): checked in detail by the
+    end-to-end test, and the result that every interrupted run of the same config must reproduce exactly."""
+    ensure_ray()
     cfg = parse_config({**REFERENCE, "storage": str(tmp_path_factory.mktemp("reference") / "sweeps")})
-    try:
-        rows = run_sweep(cfg, verbose=0)
-    finally:
-        ray.shutdown()
+    rows = run_sweep(cfg, verbose=0)
     return cfg, rows
 
 
-def test_tiny_sweep_end_to_end(reference, tmp_path, capsys) -> None:
-    import ray
-
+def test_tiny_sweep_end_to_end(reference, tmp_path, capsys, ray_local) -> None:
     cfg, rows = reference
-    try:
-        store = sweep_store(cfg)
-        uri = tracking_uri(cfg, store)
-        # MLflow: one parent, one child per trial, all finished, with params, metrics and artifacts.
-        runs = _runs(uri, "tiny")
-        parents = [r for r in runs if r.data.tags.get("nf.role") == "parent"]
-        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
-        assert len(parents) == 1 and len(children) == sum(TRIALS.values()) == len(runs) - 1
-        assert all(r.info.status == "FINISHED" for r in runs)
-        client = MlflowClient(uri)
-        by_stage: dict[str, list] = {}
-        for r in children:
-            by_stage.setdefault(r.data.tags["nf.stage"], []).append(r)
-        assert {k: len(v) for k, v in by_stage.items()} == TRIALS
-        g = by_stage["generator"][0]
-        for key in ("dataset", "generator", "ber", "lam", "n", "fault_model", "bits", "seed", "code_version"):
-            assert key in g.data.params, key
-        assert [m.step for m in client.get_metric_history(g.info.run_id, "loss")] == [1, 2, 3]
-        assert {"checkpoint.pt", "sweep.yaml"} <= {a.path for a in client.list_artifacts(g.info.run_id)}
-        e = by_stage["eval"][0]
-        assert "results.parquet" in {a.path for a in client.list_artifacts(e.info.run_id)}
-        parent_art = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
-        assert {"results.parquet", "transfer_digits.parquet", "transfer_digits.png", "sweep.yaml"} <= parent_art
+    store = sweep_store(cfg)
+    uri = tracking_uri(cfg, store)
+    # MLflow: one parent, one child per trial, all finished, with params, metrics and artifacts.
+    runs = _runs(uri, "tiny")
+    parents = [r for r in runs if r.data.tags.get("nf.role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(parents) == 1 and len(children) == sum(TRIALS.values()) == len(runs) - 1
+    assert all(r.info.status == "FINISHED" for r in runs)
+    client = MlflowClient(uri)
+    by_stage: dict[str, list] = {}
+    for r in children:
+        by_stage.setdefault(r.data.tags["nf.stage"], []).append(r)
+    assert {k: len(v) for k, v in by_stage.items()} == TRIALS
+    g = by_stage["generator"][0]
+    for key in ("dataset", "generator", "ber", "lam", "n", "fault_model", "bits", "seed", "code_version"):
+        assert key in g.data.params, key
+    assert [m.step for m in client.get_metric_history(g.info.run_id, "loss")] == [1, 2, 3]
+    assert {"checkpoint.pt", "sweep.yaml"} <= {a.path for a in client.list_artifacts(g.info.run_id)}
+    e = by_stage["eval"][0]
+    assert "results.parquet" in {a.path for a in client.list_artifacts(e.info.run_id)}
+    parent_art = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"results.parquet", "transfer_digits.parquet", "transfer_digits.png", "sweep.yaml"} <= parent_art
 
-        # The printed table's numbers are the Parquet artifact's.
-        local = client.download_artifacts(parents[0].info.run_id, "results.parquet", str(tmp_path))
-        table = pq.read_table(local).to_pylist()
-        assert len(table) == len(rows) == (8 + 8) * 2 * 2  # (eval + transfer) × eval BERs × bit widths
-        assert {r["bits"] for r in table} == {8, 4}
-        ca = {(r["target"], r["bits"]): r["ca"] for r in table}
-        assert any(ca[(m, 4)] != ca[(m, 8)] for m in ("resnet18", "vgg11"))  # 4-bit copies really are re-quantized
-        key = lambda r: (r["item_id"], r["target"], r["eval_ber"])  # noqa: E731
-        for a, b in zip(sorted(rows, key=key), sorted(table, key=key)):
-            for col in ("ca", "pa_mean", "pa_std", "ca_nf", "pa_nf_mean", "rp"):
-                assert a[col] == pytest.approx(b[col], abs=1e-9)
-        text = format_table(table)
-        assert f"{table[0]['rp']:+.2f}" in text and f"{table[0]['pa_nf_mean']:.2f}" in text
-        assert {r["target"] for r in table if r["stage"] == "transfer"} == {"resnet18", "vgg11"}
+    # The printed table's numbers are the Parquet artifact's.
+    local = client.download_artifacts(parents[0].info.run_id, "results.parquet", str(tmp_path))
+    table = pq.read_table(local).to_pylist()
+    assert len(table) == len(rows) == (8 + 8) * 2 * 2  # (eval + transfer) × eval BERs × bit widths
+    assert {r["bits"] for r in table} == {8, 4}
+    ca = {(r["target"], r["bits"]): r["ca"] for r in table}
+    assert any(ca[(m, 4)] != ca[(m, 8)] for m in ("resnet18", "vgg11"))  # 4-bit copies really are re-quantized
+    key = lambda r: (r["item_id"], r["target"], r["eval_ber"])  # noqa: E731
+    for a, b in zip(sorted(rows, key=key), sorted(table, key=key)):
+        for col in ("ca", "pa_mean", "pa_std", "ca_nf", "pa_nf_mean", "rp"):
+            assert a[col] == pytest.approx(b[col], abs=1e-9)
+    text = format_table(table)
+    assert f"{table[0]['rp']:+.2f}" in text and f"{table[0]['pa_nf_mean']:.2f}" in text
+    assert {r["target"] for r in table if r["stage"] == "transfer"} == {"resnet18", "vgg11"}
 
-        assert all(s == "done" for st in stage_states(cfg).values() for s in st.values())
-        # A trial's config (Tune's params.json) is its item, nothing shared; the sweep goes once via with_parameters.
-        configs = {
-            t: store.read_json(f"tune/{exp}/{t}/params.json")
-            for exp in store.list("tune")
-            for t in store.list(f"tune/{exp}")
-            if store.exists(f"tune/{exp}/{t}/params.json")
-        }
-        assert len(configs) == sum(TRIALS.values())
-        for trial, config in configs.items():
-            assert config == {"item": store.read_json(f"items/{config['item']['stage']}/{trial}/done.json")["item"]}
-        # `nf select` on the finished sweep: the rows carry per-chip accuracies for --percentile.
-        assert all(len(r["pa_per_chip"]) == len(r["pa_nf_per_chip"]) == 3 for r in rows)
-        vt = tmp_path / "vt.csv"
-        vt.write_text("voltage,ber,energy_ratio\n1,0,1\n0.8,0.03,0.64\n0.78,0.05,0.61\n")
-        argv = ["select", "tiny", "--storage", cfg.storage, "--voltage-table", str(vt), "--json"]
-        capsys.readouterr()  # drop the sweep's own output
-        assert cli_main([*argv, "--min-accuracy", "0", "--percentile", "10"]) == 0
-        sel = json.loads(capsys.readouterr().out)
-        assert sorted((m["model"], m["bits"]) for m in sel["models"]) == [
-            ("resnet18", 4),
-            ("resnet18", 8),
-            ("vgg11", 4),
-            ("vgg11", 8),
-        ]
-        for m in sel["models"]:  # a 0% floor: the lowest voltage evaluated, and NF never saves less
-            assert m["without_nf"]["ber"] == 0.05 and m["with_nf"]["energy_saving"] >= m["without_nf"]["energy_saving"]
-        assert store.exists("results/select_0_p10.png")
-        # Run again: complete items are never run again, no run is duplicated.
-        attempts = store.read_bytes("items/generator/" + store.list("items/generator")[0] + "/attempts.json")
-        run_sweep(cfg, verbose=0)
-        assert len(_runs(uri, "tiny")) == len(runs)
-        assert store.read_bytes("items/generator/" + store.list("items/generator")[0] + "/attempts.json") == attempts
-    finally:
-        ray.shutdown()
+    assert all(s == "done" for st in stage_states(cfg).values() for s in st.values())
+    # A trial's config (Tune's params.json) is its item, nothing shared; the sweep goes once via with_parameters.
+    configs = {
+        t: store.read_json(f"tune/{exp}/{t}/params.json")
+        for exp in store.list("tune")
+        for t in store.list(f"tune/{exp}")
+        if store.exists(f"tune/{exp}/{t}/params.json")
+    }
+    assert len(configs) == sum(TRIALS.values())
+    for trial, config in configs.items():
+        assert config == {"item": store.read_json(f"items/{config['item']['stage']}/{trial}/done.json")["item"]}
+    # `nf select` on the finished sweep: the rows carry per-chip accuracies for --percentile.
+    assert all(len(r["pa_per_chip"]) == len(r["pa_nf_per_chip"]) == 3 for r in rows)
+    vt = tmp_path / "vt.csv"
+    vt.write_text("voltage,ber,energy_ratio\n1,0,1\n0.8,0.03,0.64\n0.78,0.05,0.61\n")
+    argv = ["select", "tiny", "--storage", cfg.storage, "--voltage-table", str(vt), "--json"]
+    capsys.readouterr()  # drop the sweep's own output
+    assert cli_main([*argv, "--min-accuracy", "0", "--percentile", "10"]) == 0
+    sel = json.loads(capsys.readouterr().out)
+    assert sorted((m["model"], m["bits"]) for m in sel["models"]) == [
+        ("resnet18", 4),
+        ("resnet18", 8),
+        ("vgg11", 4),
+        ("vgg11", 8),
+    ]
+    for m in sel["models"]:  # a 0% floor: the lowest voltage evaluated, and NF never saves less
+        assert m["without_nf"]["ber"] == 0.05 and m["with_nf"]["energy_saving"] >= m["without_nf"]["energy_saving"]
+    assert store.exists("results/select_0_p10.png")
+    # Run again: complete items are never run again, no run is duplicated.
+    attempts = store.read_bytes("items/generator/" + store.list("items/generator")[0] + "/attempts.json")
+    run_sweep(cfg, verbose=0)
+    assert len(_runs(uri, "tiny")) == len(runs)
+    assert store.read_bytes("items/generator/" + store.list("items/generator")[0] + "/attempts.json") == attempts
 
     # A real MLflow server on loopback answers a search for the sweep's runs.
     proc, url = start_mlflow_server(uri, store.url("mlartifacts"))
@@ -497,6 +497,7 @@ def test_items_start_when_their_needs_are_done(tmp_path) -> None:
     cfg = parse_config(raw)
     # Three trial slots: the three base models start together (a barrier-free runner needs no free
     # slot to be "unfair"; a stage barrier would hold digits' generator back however many there are).
+    ray.shutdown()  # not the session's 2-CPU instance: a Ray of its own
     ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
     try:
         with pytest.raises(SweepError, match=r"1 trial\(s\) failed: cifar100\.resnet18\.b8\.s0; 2 item\(s\) blocked"):

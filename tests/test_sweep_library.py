@@ -1,17 +1,19 @@
 """sweeps/: the paper's programme as ready configs. Each passes the project's validation,
 plans exactly the grid its YAML spells out (counted here independently of plan()), keeps the
-paper's hyperparameters (docs/method.md), and together they cover the paper's experiments.
+paper's hyperparameters (docs/method.md), and together they cover the paper's experiments; one of them
+(sweeps/ber_conditioned.yaml) runs small, end to end, on a local Ray.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from orchestration.spec.config import load_config
+from orchestration.spec.config import load_config, parse_config
 from orchestration.spec.plan import plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,3 +215,34 @@ def test_smoke_sweep_is_cpu_sized() -> None:
     assert cfg.resources.gpus == 0 and [d.name for d in cfg.datasets] == ["digits"]
     assert cfg.base.epochs * cfg.generator.epochs <= 4 and cfg.width <= 0.25
     assert cfg.resources.cpus == 1  # one CPU per trial: lands on any worker
+
+
+# ------------------------------------------------------------------ a shipped config, run small
+def test_ber_conditioned_sweep_runs_small(tmp_path: Path, ray_local) -> None:
+    """sweeps/ber_conditioned.yaml as shipped, shrunk to digits on the CPU, through run_sweep on a local Ray."""
+    from orchestration.sweep.runner import run_sweep
+
+    raw = yaml.safe_load((ROOT / "sweeps" / "ber_conditioned.yaml").read_text())
+    small = copy.deepcopy(raw)
+    small.update(
+        storage=str(tmp_path / "store"),
+        datasets=[{"name": "digits", "train_subset": 128, "test_subset": 60}],
+        models=["resnet18"],
+        width=0.125,
+        ns=[2],
+        base={**raw["base"], "epochs": 1, "batch_size": 64},
+        generator={**raw["generator"], "epochs": 1, "batch_size": 64},
+        evaluation={**raw["evaluation"], "chips": 2},
+        resources={"cpus": 1, "gpus": 0, "max_failures": 0},
+        mlflow={},
+    )
+    cfg = parse_config(small)
+    assert cfg.generators == ["ConvS", "ConvS_BER"] and len(plan(cfg)["generator"]) == 4
+    rows = run_sweep(cfg, verbose=0, log=lambda _: None)
+    bers = raw["evaluation"]["bers"]
+    assert sorted((r["generator"], r["train_ber"] or 0.0, r["eval_ber"]) for r in rows) == sorted(
+        [("ConvS", tb, eb) for tb in raw["train_bers"][:3] for eb in bers] + [("ConvS_BER", 0.0, eb) for eb in bers]
+    )
+    cond = [r for r in rows if r["generator"] == "ConvS_BER"]
+    assert all(r["train_ber_range"] == {"range": [0.001, 0.0125], "log": True} for r in cond)
+    assert (tmp_path / "store" / "ber_conditioned" / "results" / "results.parquet").exists()

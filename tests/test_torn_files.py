@@ -31,7 +31,7 @@ from orchestration.store.item_files import (
     save_checkpoint,
 )
 from orchestration.store.storage import Store
-from tests.sweep_support import TINY, start_moto
+from tests.sweep_support import TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -107,40 +107,36 @@ while True:
 """
 
 
-def test_s3_object_is_whole_after_a_writer_is_killed_mid_upload(tmp_path, monkeypatch) -> None:
+def test_s3_object_is_whole_after_a_writer_is_killed_mid_upload(tmp_path, monkeypatch, s3_server) -> None:
     import boto3
 
     for k, v in {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(k, v)
     env = {**os.environ, "PYTHONPATH": ROOT}
-    server, endpoint = start_moto()
+    endpoint = s3_server  # the session's moto server (tests/conftest.py)
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    s3.create_bucket(Bucket="torn")
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _S3_WRITER, "s3://torn/t", endpoint], env=env, stdout=subprocess.PIPE, text=True
+    )
     try:
-        s3 = boto3.client("s3", endpoint_url=endpoint)
-        s3.create_bucket(Bucket="torn")
-        writer = subprocess.Popen(
-            [sys.executable, "-c", _S3_WRITER, "s3://torn/t", endpoint], env=env, stdout=subprocess.PIPE, text=True
-        )
-        try:
-            for _ in range(4):  # several objects written and replaced, then a kill mid-stream
-                assert writer.stdout.readline(), "writer died"
-            time.sleep(0.15)
-            versions = set()
-            for _ in range(3):
-                data = s3.get_object(Bucket="torn", Key="t/obj.bin")["Body"].read()
-                assert _valid(data)
-                versions.add(int(data[:8]))
-        finally:
-            writer.send_signal(signal.SIGKILL)
-            writer.wait(timeout=30)
-        data = s3.get_object(Bucket="torn", Key="t/obj.bin")["Body"].read()
-        assert _valid(data)  # the object is one writer's whole payload, never a partial one
-        # A server-side copy is whole as well.
-        store = Store("s3://torn/t", endpoint=endpoint)
-        store.copy("obj.bin", "copy.bin")
-        assert store.read_bytes("copy.bin") == data
+        for _ in range(4):  # several objects written and replaced, then a kill mid-stream
+            assert writer.stdout.readline(), "writer died"
+        time.sleep(0.15)
+        versions = set()
+        for _ in range(3):
+            data = s3.get_object(Bucket="torn", Key="t/obj.bin")["Body"].read()
+            assert _valid(data)
+            versions.add(int(data[:8]))
     finally:
-        server.kill()
-        server.wait()
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=30)
+    data = s3.get_object(Bucket="torn", Key="t/obj.bin")["Body"].read()
+    assert _valid(data)  # the object is one writer's whole payload, never a partial one
+    # A server-side copy is whole as well.
+    store = Store("s3://torn/t", endpoint=endpoint)
+    store.copy("obj.bin", "copy.bin")
+    assert store.read_bytes("copy.bin") == data
 
 
 # ------------------------------------------------------------------ done.json

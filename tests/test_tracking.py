@@ -154,8 +154,7 @@ def test_ui_command():
     assert ui_command("http://127.0.0.1:5001") == "open http://127.0.0.1:5001"
 
 
-def test_callback_with_ray_tune(tmp_path, _offline_env):
-    ray = pytest.importorskip("ray")
+def test_callback_with_ray_tune(tmp_path, _offline_env, ray_local):
     from ray import tune
 
     tracker = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "nf-tune", str(tmp_path / "artifacts"))
@@ -172,20 +171,16 @@ def test_callback_with_ray_tune(tmp_path, _offline_env):
                 raise RuntimeError("simulated trial failure")
             _tune.report({"epoch": epoch, "loss": offsets[item] + epoch, "tag": "x"})
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        # As the runner does: a trial's config is its item; shared settings go through with_parameters.
-        tuner = tune.Tuner(
-            tune.with_parameters(trainable, offsets=items),
-            param_space={"item": tune.grid_search([{"id": item, "stage": "generator"} for item in items])},
-            tune_config=tune.TuneConfig(max_concurrent_trials=2),
-            run_config=tune.RunConfig(
-                name="cb", storage_path=str(tmp_path / "ray"), verbose=0, callbacks=[MlflowTuneCallback(tracker, runs)]
-            ),
-        )
-        grid = tuner.fit()
-    finally:
-        ray.shutdown()
+    # As the runner does: a trial's config is its item; shared settings go through with_parameters.
+    tuner = tune.Tuner(
+        tune.with_parameters(trainable, offsets=items),
+        param_space={"item": tune.grid_search([{"id": item, "stage": "generator"} for item in items])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=2),
+        run_config=tune.RunConfig(
+            name="cb", storage_path=str(tmp_path / "ray"), verbose=0, callbacks=[MlflowTuneCallback(tracker, runs)]
+        ),
+    )
+    grid = tuner.fit()
     assert sorted(r.config["item"]["id"] for r in grid) == sorted(items)
     assert all(set(r.config) == {"item"} for r in grid)  # nothing shared is copied into a trial's config
     assert grid.num_errors == 1
