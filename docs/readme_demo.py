@@ -151,7 +151,7 @@ def record(
 def demo_table(rec: dict[str, Any]) -> str:
     """The results table as `nf demo` prints it: the evaluation rows (each generator on its own source
     model, which `nf demo` prints first) and a one-line summary of the transfer rows after them."""
-    from orchestration.results import format_table
+    from orchestration.store.results import format_table
 
     rows = rec["rows"]
     own = sum(r["source"] == r["target"] for r in rows)
