@@ -13,8 +13,10 @@ import yaml
 from orchestration.spec.plan import plan
 from tests.status_support import item_files, write_local
 
-# A voltage table holding the demo's evaluation BERs (0.03, 0.05): hand-made for the tests.
-DEMO_VOLTAGE_TABLE = "voltage,ber,energy_ratio\n1.0,0,1.0\n0.83,0.01,0.694\n0.8,0.03,0.64\n0.78,0.05,0.61\n"
+# A voltage table holding the demo's evaluation BERs (0.01, 0.01212883) and two more: hand-made for the tests.
+DEMO_VOLTAGE_TABLE = (
+    "voltage,ber,energy_ratio\n1.0,0,1.0\n0.83,0.01,0.694\n0.8265,0.01212883,0.683\n0.8,0.03,0.64\n0.78,0.05,0.61\n"
+)
 
 
 def demo_raw(name: str = "demo", storage: str | None = None) -> dict[str, Any]:
@@ -33,12 +35,13 @@ def _accuracy(seed: int, *parts: object) -> float:
     return 20.0 + (zlib.crc32(repr((seed, *parts)).encode()) % 7900) / 100.0
 
 
-def eval_rows(item: Any, chips: int) -> list[dict[str, Any]]:
-    """The rows of a finished eval/transfer item, shaped like trainables._row (per-chip lists included)."""
+def eval_rows(item: Any, chips: int, bers: list[float]) -> list[dict[str, Any]]:
+    """The rows of a finished eval/transfer item at evaluation BERs ``bers``, shaped like trainables._row
+    (per-chip lists included)."""
     p = item.params
     rows = []
     for target in p["targets"]:
-        for ber in (0.03, 0.05):
+        for ber in bers:
             pa = [_accuracy(1, item.id, target, ber, c) * 0.5 for c in range(chips)]
             nf = [_accuracy(2, item.id, target, ber, c) for c in range(chips)]
             ca = 95.0 + (_accuracy(3, target) % 4)
@@ -85,6 +88,7 @@ def write_demo_sweep(root: str, name: str = "demo", **changes: Any) -> None:
         for it in items:
             files.update(item_files(it, "done", 3))
             if stage in ("eval", "transfer"):
-                done = {"item": it.to_dict(), "final": {"epoch": 1}, "rows": eval_rows(it, cfg.evaluation.chips)}
+                rows = eval_rows(it, cfg.evaluation.chips, cfg.evaluation.bers)
+                done = {"item": it.to_dict(), "final": {"epoch": 1}, "rows": rows}
                 files[f"items/{stage}/{it.id}/done.json"] = json.dumps(done).encode()
     write_local(f"{root}/{name}", files)

@@ -1,9 +1,23 @@
-"""Fixtures and settings every test shares.
+"""Fixtures and settings every test shares; the test files, by concern:
+
+* the paper's steps (nf_core): test_chips, test_quant, test_eopm, test_ber_conditioned, test_adversarial,
+  test_awp, test_protect, test_train, test_evaluate, test_fault_maps, test_speed_paths, test_end_to_end,
+  test_registries, test_preact, test_vit, test_data, test_cost, test_latency, test_select, test_paper,
+  test_embeddings, test_export;
+* the config schema and the plan: test_config_schema, test_sweep_config, test_config_options,
+  test_trial_spec, test_sweep_library;
+* storage: test_storage, test_torn_files, test_credentials, test_resume;
+* dataflow (running sweeps): test_trainables, test_pool, test_schedule, test_capacity, test_progress,
+  test_sweep_e2e, test_multinode;
+* tracking: test_tracking, test_ui;  report: test_report, test_report_browser;
+* the command line and its errors: test_cli, test_errors, test_status, test_reading_commands;
+* what the repository promises: test_readme, test_readme_demo, test_import_graph, test_cluster_files,
+  test_cluster_references.
 
 Helpers live beside this file, by what they build: sweep_support.py (tiny sweep configs, measured
-fault maps, process trees, moto's S3 server), cli_support.py / status_support.py (hand-made finished
-sweep stores), report_support.py (hand-made results tables), cluster_support.py (cluster files),
-scalesim_env.py (the real SCALE-SIM).
+fault maps, the session's Ray, process trees, moto's S3 server), cli_support.py / status_support.py
+(hand-made finished sweep stores), report_support.py (hand-made results tables), cluster_support.py
+(cluster files), scalesim_env.py (the real SCALE-SIM).
 """
 
 import os

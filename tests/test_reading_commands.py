@@ -78,12 +78,12 @@ def test_default_root_is_the_one_sweep_run_uses(tmp_path, monkeypatch):
 
 
 def test_energy_convention_is_one_across_profile_report_select(swept):
-    """resnet18 behind its own ConvS (training BER 0.03) at evaluation BER 0.03: one saving everywhere."""
+    """resnet18 behind its own ConvS (training BER 0.01) at evaluation BER 0.01: one saving everywhere."""
     root, elsewhere, vt = swept
-    row = {"model": "resnet18", "generator": "ConvS", "ber": "0.03"}
+    row = {"model": "resnet18", "generator": "ConvS", "ber": "0.01"}
     prof = {}
     for flags, width in (([], 1.0), (["--width", "0.125"], 0.125)):
-        p = nf("profile", "--model", "resnet18", "--generator", "ConvS", "--dataset", "digits", "--ber", "0.03",
+        p = nf("profile", "--model", "resnet18", "--generator", "ConvS", "--dataset", "digits", "--ber", "0.01",
                "--voltage-table", str(vt), "--json", *flags, cwd=elsewhere, storage=None)  # fmt: skip
         assert p.returncode == 0, p.stderr
         prof[width] = json.loads(p.stdout)
@@ -99,7 +99,7 @@ def test_energy_convention_is_one_across_profile_report_select(swept):
             c
             for c in sel["candidates"]
             if (c["model"], c["generator"], c["source"], c["train_ber"], c["ber"])
-            == ("resnet18", "ConvS", "resnet18", 0.03, 0.03)  # fmt: skip
+            == ("resnet18", "ConvS", "resnet18", 0.01, 0.01)  # fmt: skip
         ]
         return {"saving": c["energy_saving"], "convention": sel["energy_convention"]}
 
@@ -113,7 +113,7 @@ def test_energy_convention_is_one_across_profile_report_select(swept):
     assert f"report: {root / 'demo' / 'report' / 'index.html'}" in p.stdout
     with open(root / "demo" / "report" / "tables" / "energy.csv", newline="") as f:
         table = list(csv.DictReader(f))
-    (r,) = [r for r in table if (r["model"], r["generator"], r["eval_ber"], r["train_ber"]) == (*row.values(), "0.03")]
+    (r,) = [r for r in table if (r["model"], r["generator"], r["eval_ber"], r["train_ber"]) == (*row.values(), "0.01")]
     assert float(r["energy_saving"]) == prof[0.125]["energy_saving"]
     html = (root / "demo" / "report" / "index.html").read_text()
     assert "energy: width 0.125 networks" in html
