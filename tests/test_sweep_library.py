@@ -39,7 +39,8 @@ def expected_trials(r: dict[str, Any]) -> dict[str, int]:
     """The grid's product, from the YAML alone: datasets x seeds x sources x generators x BERs x lambdas x Ns.
     Base models: every model (sources' and transfer targets'); transfer: sources with a model outside them.
     A BER range ({range: ...}) trains only *_BER generators, and a single BER only the others."""
-    d, s = len(r["datasets"]), len(r.get("seeds", [0]))
+    # each base-training mode (base.training) repeats the grid with its own base items
+    d, s = len(r["datasets"]), len(r.get("seeds", [0])) * len((r.get("base") or {}).get("training", ["standard"]))
     models = r["models"]
     if r.get("sources") is not None:  # each a model name, or a list of models (an ensemble)
         sources = [[x] if isinstance(x, str) else x for x in r["sources"]]
