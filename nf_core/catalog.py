@@ -84,7 +84,8 @@ def catalog() -> dict[str, Any]:
 
 
 def names(kind: str) -> tuple[str, ...]:
-    """The registered names of ``kind`` (models, generators, datasets, optimizers, schedules, batching, amp, base_modes)."""
+    """The registered names of ``kind`` (models, generators, datasets, optimizers, schedules, batching, amp,
+    base_modes)."""
     entries = catalog()[kind]
     return tuple(entries)
 

@@ -16,7 +16,8 @@ from orchestration.spec.plan import plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
-PAPER = [p for p in SWEEPS if p.stem != "smoke"]
+# protection_baselines: beyond the paper (Stutz et al.'s base-training recipe for both base modes)
+PAPER = [p for p in SWEEPS if p.stem not in ("smoke", "protection_baselines")]
 ALL_MODELS = ["resnet18", "resnet50", "vgg11", "vgg16", "vgg19"]
 ALL_GENERATORS = ["ConvL", "ConvS", "DeConvL", "DeConvS", "UNetL", "UNetS"]
 

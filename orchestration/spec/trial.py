@@ -15,7 +15,6 @@ from typing import Any
 
 from nf_core.ber_range import BERRange
 
-
 # BaseStage fields a base item's spec carries (training mode and its options), not its stage settings:
 # the checkpoint hash reads them from the item, so a standard item's hash ignores them.
 PROTECTION_FIELDS = ("training", "wmax", "randbet_ber", "randbet_grad_clip", "randbet_threshold", "awp")
