@@ -555,6 +555,10 @@ class MlflowSpec(_Section):
     """MLflow experiment; null: the sweep name."""
     artifact_location: _text("a URI such as s3://bucket/prefix or a local path") | None = None
     """Artifact root of a new experiment; null: <storage>/<name>/mlartifacts."""
+    register_generators: Flag = True
+    """Log every finished generator as an MLflow model (a torch.export archive, with signature and input
+    example) and register it as ``nf-<sweep>-<dataset>-<source>-<generator>``, its evaluation numbers as
+    tags (orchestration/sweep/registration.py); false: only the checkpoints are logged."""
 
 
 def _section(v: Any) -> Any:
