@@ -169,7 +169,7 @@ def build_sections(
     out.append(s)
     from orchestration.report.protection import section as protection_section
 
-    s = protection_section(rows, out_dir, energy or F.cost_model_saving, training_hours, _table)
+    s = protection_section(rows, out_dir, energy or F.cost_model_saving, training_hours, _table, convention)
     if s is not None:  # only sweeps with a base.training other than standard
         out.append(s)
     return out

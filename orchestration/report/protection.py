@@ -103,7 +103,7 @@ def options_table(
                 "chips": int(part["chips"].max()),
                 "train_hours": base_h,
                 "energy_saving": saving(model, None, ds, float(ber)),
-                "weight_access": "none (unprotected)" if mode == "standard" else access,
+                "weight_access": "no (unprotected)" if mode == "standard" else access,
             }
         )
         for gen, g in part.groupby("generator", sort=True):
@@ -127,7 +127,38 @@ def options_table(
                 }
             )
     cols = [*COLUMNS[:4], "base_training", "generator", "accuracy", "accuracy_std", "clean_accuracy", *COLUMNS[6:]]
-    return pd.DataFrame(out, columns=cols), why
+    table = pd.DataFrame(out, columns=cols)
+    # standard first, then the weight-protected modes; each base alone before its generators
+    order = {m: i for i, m in enumerate(MODE_LABEL)}
+    table = table.assign(
+        _m=table["base_training"].map(lambda m: order.get(m, len(order))), _g=table["generator"].fillna("")
+    )
+    table = table.sort_values(["dataset", "model", "eval_ber", "_m", "_g"], kind="stable")
+    return table.drop(columns=["_m", "_g"]).reset_index(drop=True), why
+
+
+def _num(v: Any, spec: str) -> str:
+    return "-" if v is None or (isinstance(v, float) and v != v) else format(float(v), spec)
+
+
+def display_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """The options table as the page shows it: accuracy ± std over chips, hours to 3 significant digits."""
+    return pd.DataFrame(
+        {
+            "dataset": table["dataset"],
+            "base model": table["model"],
+            "BER": [f"{b:g}" for b in table["eval_ber"]],
+            "option": table["option"],
+            "accuracy (%)": [
+                f"{_num(a, '.2f')} ± {_num(s, '.2f')}" for a, s in zip(table["accuracy"], table["accuracy_std"])
+            ],
+            "CA (%)": [_num(v, ".2f") for v in table["clean_accuracy"]],
+            "chips": table["chips"].astype(int).astype(str),
+            "training (device-h)": [_num(v, ".3g") for v in table["train_hours"]],
+            "ES (%)": [_num(v, ".1f") for v in table["energy_saving"]],
+            "needs the weights": table["weight_access"],
+        }
+    )
 
 
 def _mean_hours(part: pd.DataFrame, hours: dict[str, float], stage: str) -> float | None:
@@ -174,7 +205,7 @@ def figure(table: pd.DataFrame, out_dir: str) -> list[str]:
     plt = _plt()
     panels = list(table.groupby(["dataset", "model"], sort=True))
     fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 4.2), squeeze=False, constrained_layout=True)
-    options = list(dict.fromkeys(table.sort_values(["base_training", "generator"], na_position="first")["option"]))
+    options = list(dict.fromkeys(table["option"]))  # the table's order: standard first, each base before its NF
     colours = plt.get_cmap("tab10")
     width = 0.8 / max(1, len(options))
     for ax, ((ds, model), part) in zip(axes[0], panels):
@@ -198,7 +229,8 @@ def figure(table: pd.DataFrame, out_dir: str) -> list[str]:
         ax.set_ylabel("accuracy on the chips (%)")
         ax.set_title(f"{ds} · {model}")
         ax.set_ylim(0, 100)
-    axes[0][-1].legend(fontsize=8, loc="lower left")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(options)), fontsize=8)
     return [_save(fig, out_dir, "protection")]
 
 
@@ -208,6 +240,7 @@ def section(
     energy: Callable[[str, str | None, str, float], float] | None,
     hours: dict[str, float] | None,
     add_table: Callable[[Any, pd.DataFrame, str, str, str], None],
+    convention: str = "paper full-size networks (width 1)",
 ) -> Any:
     """The page section (figure, table, reading guidance), or None when the sweep compares no base-training modes."""
     from orchestration.report.figures import Skip
@@ -215,21 +248,23 @@ def section(
 
     if not has_weight_protection(rows):
         return None
-    s = Section("protection", "g. Input-side vs weight-side protection on the same chips", READING)
+    s = Section(
+        "protection", "g. Input-side vs weight-side protection on the same chips", f"{READING} Energy: {convention}."
+    )
     table, why = options_table(rows, energy, hours)
     try:
         s.figures += [f"figures/{n}" for n in figure(table, os.path.join(out_dir, "figures"))]
     except Skip as e:
         s.skipped = str(e)
         return s
-    shown = table.drop(columns=["base_training", "generator"])
     add_table(
         s,
-        shown,
+        display_frame(table),
         out_dir,
         "protection",
-        "Options per dataset × model × evaluation BER: accuracy (%) ± std over the same chips, clean accuracy, "
-        "training device-hours (measured), energy saving (%, cost model), weight access",
+        "Options per dataset × model × evaluation BER: accuracy (%) ± std over the same chips; CA, the clean accuracy; "
+        "training device-hours measured from the runs (base, plus generator for NF); ES, the inference energy saving "
+        f"(%, cost model; energy: {convention}); whether the option needs the base model's weights",
     )
     s.notes += [f"Energy left out: {w}" for w in why]
     return s

@@ -212,14 +212,15 @@ def _pm(mean: Any, std: Any, spec: str = ".2f") -> str:
 
 
 def format_table(rows: Rows) -> str:
-    """Console table: source, generator, BERs, target, CA, PA, CA (NF), PA (NF), RP (numbers right-aligned);
+    """Console table: source (with its base training when not standard), generator, BERs, target, CA, PA,
+    CA (NF), PA (NF), RP (numbers right-aligned);
     PA, PA (NF) and RP ± their std over the evaluation chips (RP's: paired per chip, when the rows hold them)."""
     from orchestration.tables import table
 
     head = ["source", "generator", "training BER", "evaluation BER", "target", "CA", "PA", "CA (NF)", "PA (NF)", "RP"]
     body = [
         [
-            r["source"],
+            r["source"] + ("" if r["base_training"] in (None, "standard") else f" ({r['base_training']})"),
             r["generator"] or "-",
             _fmt_ber(r["train_ber"]),
             _fmt_ber(r["eval_ber"]),
