@@ -65,8 +65,9 @@ def test_registered_once_then_tagged_with_the_evaluation(tmp_path, monkeypatch) 
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from orchestration.store.item_files import item_dir
+    from orchestration.store.item_files import item_dir, load_item_checkpoint
     from orchestration.sweep.registration import register_generators
+    from orchestration.tracking.model_registry import generator_from_checkpoint
 
     monkeypatch.chdir(tmp_path)
     cfg, store, tracker, items, runs, gens = _sweep(tmp_path)
@@ -86,14 +87,15 @@ def test_registered_once_then_tagged_with_the_evaluation(tmp_path, monkeypatch) 
     again = register_generators(cfg, store, tracker, items["generator"], runs, log=lambda _: None)
     assert list(again) == [ev.needs[0]]
     (v,) = client.search_model_versions("name = 'nf-reg-digits-resnet18-ConvS'")
-    assert v.version == "1" and v.tags["rp.resnet18.p0.01"] == "30" and v.tags["base_training"] == "standard"
+    assert int(v.version) == 1 and v.tags["rp.resnet18.p0.01"] == "30" and v.tags["base_training"] == "standard"
     assert client.get_run(runs[ev.needs[0]]).data.tags["nf.registered_eval"] == "1"
     # the registered model is the checkpoint's generator, exactly
     mlflow.set_tracking_uri(tracker.tracking_uri)
     mlflow.set_registry_uri(tracker.tracking_uri)
     x = check_inputs(32, n=3)
+    gen, _ = generator_from_checkpoint(load_item_checkpoint(store, "generator", ev.needs[0]))
     with torch.no_grad():
-        want = deployable(gens[ev.needs[0]].eval())(x).numpy()
+        want = deployable(gen)(x).numpy()
     got = np.asarray(mlflow.pyfunc.load_model(f"models:/{v.name}/1").predict(x.numpy()))
     assert np.array_equal(got, want)
 

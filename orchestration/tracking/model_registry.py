@@ -103,7 +103,7 @@ def register_generator(
 
     from nf_core.export import check_inputs, deployable
 
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)  # the sweep's registry, not a global one
     name = registered_model_name(sweep, params)
     if client.search_registered_models(f"name = '{name}'"):
         for v in client.search_model_versions(f"name = '{name}'"):
@@ -120,6 +120,7 @@ def register_generator(
         signature = infer_signature(example, module(torch.from_numpy(example)).numpy())
     tags = {**item_tags(sweep, item_id, params), **(metrics or {})}
     mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)  # the sweep's registry, whatever an earlier call in this process set
     if run_id is None:  # the item's own run when the sweep logged one, else a new run for the model
         exp = client.get_experiment_by_name(experiment)
         exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment, artifact_location)
