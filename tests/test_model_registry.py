@@ -117,3 +117,24 @@ def test_register_generators_must_be_a_boolean(value) -> None:
 
     with pytest.raises(ConfigError, match=r"mlflow.register_generators: .* is not a boolean; expected true or false"):
         parse_config({**RAW, "mlflow": {"register_generators": value}})
+
+
+def test_a_generator_that_cannot_be_registered_does_not_stop_the_others(tmp_path, monkeypatch) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from orchestration.store.item_files import item_dir
+    from orchestration.sweep.registration import register_generators
+
+    monkeypatch.chdir(tmp_path)
+    cfg, store, tracker, items, runs, _ = _sweep(tmp_path)
+    broken, fine = items["generator"]
+    for name in store.list(item_dir("generator", broken.id)):
+        if name.endswith(".pt"):
+            store.write_bytes(f"{item_dir('generator', broken.id)}/{name}", b"torn")
+    lines: list[str] = []
+    assert list(register_generators(cfg, store, tracker, items["generator"], runs, log=lines.append)) == [fine.id]
+    assert any(line.startswith(f"nf: warning: registering {broken.id} failed") for line in lines)
+    names = [
+        m.name for m in MlflowClient(tracker.tracking_uri, registry_uri=tracker.tracking_uri).search_registered_models()
+    ]
+    assert names == ["nf-reg-digits-resnet18.randbet-p0.01-w0.1-ConvS"]

@@ -42,19 +42,26 @@ def register_generators(
         if tags.get("nf.registered") == "1" and (done is None or tags.get("nf.registered_eval") == "1"):
             continue  # registered, with every evaluation number there is so far
         t0 = time.perf_counter()
-        gen, size = generator_from_checkpoint(load_item_checkpoint(store, "generator", it.id))
-        v = register_generator(
-            tracker.tracking_uri,
-            tracker.experiment,
-            cfg.name,
-            it.id,
-            it.params,
-            gen,
-            size,
-            eval_tags(done.get("rows", [])) if done else None,
-            run_id=runs[it.id],
-            artifact_location=tracker.artifact_location,
-        )
+        try:
+            gen, size = generator_from_checkpoint(load_item_checkpoint(store, "generator", it.id))
+            v = register_generator(
+                tracker.tracking_uri,
+                tracker.experiment,
+                cfg.name,
+                it.id,
+                it.params,
+                gen,
+                size,
+                eval_tags(done.get("rows", [])) if done else None,
+                run_id=runs[it.id],
+                artifact_location=tracker.artifact_location,
+            )
+        except Exception as e:  # noqa: BLE001 (a registry hiccup must not fail a sweep whose work is done)
+            log(
+                f"nf: warning: registering {it.id} failed ({type(e).__name__}: {e}); the next "
+                f"`nf sweep resume {cfg.name}` or `nf export {cfg.name} {it.id} --onnx OUT --register` retries"
+            )
+            continue
         tracker.set_tag(runs[it.id], "nf.registered", "1")
         if done:
             tracker.set_tag(runs[it.id], "nf.registered_eval", "1")
