@@ -52,6 +52,9 @@ def read_registries() -> dict[str, Any]:
     out["optimizers"], out["schedules"] = list(train.OPTIMIZERS), list(train.SCHEDULES)
     out["batching"], out["amp"] = list(deployed.BATCHING), [a for a in deployed.AMP if a is not None]
     out["ber_suffix"] = SUFFIX
+    from nf_core.base_modes import BASE_MODES
+
+    out["base_modes"] = list(BASE_MODES)
     return out
 
 
@@ -81,7 +84,8 @@ def catalog() -> dict[str, Any]:
 
 
 def names(kind: str) -> tuple[str, ...]:
-    """The registered names of ``kind`` (models, generators, datasets, optimizers, schedules, batching, amp)."""
+    """The registered names of ``kind`` (models, generators, datasets, optimizers, schedules, batching, amp,
+    base_modes)."""
     entries = catalog()[kind]
     return tuple(entries)
 

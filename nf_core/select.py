@@ -6,6 +6,11 @@ write them: ``source``, ``target``, ``generator`` (None: no NeuralFuse), ``train
 ``pa_nf_per_chip``), an accuracy floor A, a voltage table, and the TWMA of every model and
 generator (keyed by name, or by (dataset, name) when datasets differ in shape).
 
+A weight-protected base model (``base_training`` of the rows, e.g. RandBET: Stutz et al. 2021) is a
+deployment of its own: alone ("RandBET (weights retrained)") and with each generator trained for it;
+they compete with the standard base's candidates, while the answer "without NeuralFuse" stays the
+standard base alone (the unprotected reference).
+
 A candidate with NeuralFuse is one generator: its source (the model(s) it was trained on), its
 name, its training BER, on one target at one evaluation BER. A generator transferred from another
 model is a candidate of its own, labelled with its source (``candidate_label``), never averaged with
@@ -53,6 +58,9 @@ class Candidate:
     accuracy: float  # the statistic (mean or percentile over chips), percent
     energy_saving: float  # percent, ES with the generator's accesses at nominal voltage
     meets: bool
+    # the base model's training mode (nf_core.base_modes): a weight-protected base (e.g. RandBET) is a
+    # deployment of its own, with or without a generator trained for it
+    base_training: str = "standard"
 
 
 def accuracy_statistic(mean: float | None, per_chip: Iterable[float] | None, percentile: float | None) -> float | None:
@@ -72,10 +80,17 @@ def _missing(x: Any) -> bool:
 def candidate_label(c: Mapping[str, Any] | Candidate) -> str:
     """The generator's name, with its source when it was trained on another model ("ConvS from vgg11")."""
     c = asdict(c) if isinstance(c, Candidate) else c
+    mode = c.get("base_training") or "standard"
+    retrained = f"{BASE_LABEL.get(mode, mode)} (weights retrained)"
     if c["generator"] is None:
-        return "-"
+        return "-" if mode == "standard" else retrained
     own = c.get("source") in (None, c["model"])
-    return c["generator"] if own else f"{c['generator']} from {c['source']}"
+    name = c["generator"] if own else f"{c['generator']} from {c['source']}"
+    return name if mode == "standard" else f"{name} on {retrained}"
+
+
+# how a base-training mode is named in labels (Stutz et al. 2021's "RandBET")
+BASE_LABEL = {"clip": "clipped", "randbet": "RandBET", "awp": "AWP"}
 
 
 def _twma(twma: Mapping[Any, int], dataset: str | None, name: str, what: str) -> int:
@@ -106,6 +121,7 @@ def operating_candidates(
     for r in rows:
         dataset, model = r.get("dataset"), r.get("target") or r.get("source")
         fm, bits, ber = r.get("fault_model"), r.get("bits"), float(r["eval_ber"])
+        mode = r.get("base_training") or "standard"
         base_twma = _twma(twma, dataset, model, "base model")
         try:
             point = table.point(ber, interpolate=interpolate)
@@ -115,11 +131,11 @@ def operating_candidates(
         # Without NeuralFuse: every row carries the base model's PA at its BER (same chips).
         stat = accuracy_statistic(r.get("pa_mean"), r.get("pa_per_chip"), percentile)
         if stat is not None:
-            key = (dataset, model, fm, bits, None, None, None, ber)
+            key = (dataset, model, fm, bits, None, None, None, ber, mode)
             cands.setdefault(key, []).append(stat)
             meta[key] = (point, energy_saving(base_twma, 0, point.energy_ratio))
         if not _missing(r.get("ca")):
-            key = (dataset, model, fm, bits, None, None, None, 0.0)
+            key = (dataset, model, fm, bits, None, None, None, 0.0, mode)
             cands.setdefault(key, []).append(float(r["ca"]))
             meta[key] = (table.point(0.0) if 0.0 in table.bers() else None, 0.0)
         gen = r.get("generator")
@@ -130,12 +146,12 @@ def operating_candidates(
             notes.add(f"{model}/{gen} at BER {ber:g}: no per-chip PA (NF) list for the percentile; row skipped")
             continue
         gen_twma = _twma(twma, dataset, gen, "generator")
-        key = (dataset, model, fm, bits, gen, r.get("source") or model, r.get("train_ber"), ber)
+        key = (dataset, model, fm, bits, gen, r.get("source") or model, r.get("train_ber"), ber, mode)
         cands.setdefault(key, []).append(stat)
         meta[key] = (point, energy_saving(base_twma, gen_twma, point.energy_ratio))
     out = []
     for key, stats in cands.items():
-        dataset, model, fm, bits, gen, source, train_ber, ber = key
+        dataset, model, fm, bits, gen, source, train_ber, ber, mode = key
         point, es = meta[key]
         acc = float(np.mean(stats))  # repeated rows (seeds, several items) are averaged
         out.append(
@@ -153,6 +169,7 @@ def operating_candidates(
                 acc,
                 es,
                 acc >= min_accuracy,
+                mode,
             )
         )
     out.sort(
@@ -161,6 +178,7 @@ def operating_candidates(
             c.model,
             c.fault_model or "",
             c.bits or 0,
+            c.base_training != "standard",
             c.ber,
             c.generator or "",
             c.source or "",
@@ -208,7 +226,8 @@ def select_operating_points(
     models = []
     for (dataset, model, fm, bits), cs in groups.items():
         with_nf = _best(cs)  # nominal voltage and bare-model points compete too: NF is chosen only if it wins
-        without = _best([c for c in cs if c.generator is None])
+        # the unprotected reference: the standard base alone (a retrained base competes in with_nf)
+        without = _best([c for c in cs if c.generator is None and c.base_training == "standard"])
         meeting = [c for c in cs if c.meets and c.ber > 0]
         if with_nf is None:
             msg = f"no operating point meets the floor {min_accuracy:g}% ({statistic}), not even nominal voltage"
@@ -221,6 +240,8 @@ def select_operating_points(
             )
         elif with_nf.ber == 0:
             msg = "only nominal voltage meets the floor: no energy saving"
+        elif with_nf.generator is None and with_nf.base_training != "standard":
+            msg = f"evaluation BER {with_nf.ber:g} with {candidate_label(with_nf)}, no generator"
         elif with_nf.generator is None:
             msg = f"evaluation BER {with_nf.ber:g} without NeuralFuse; no generator saves more energy at this floor"
         else:
@@ -329,15 +350,18 @@ def selection_figure(sel: Mapping[str, Any], path: str) -> str:
         ]
         series: dict[tuple, list] = {}  # one line per generator (source, training BER apart)
         for c in cs:
-            series.setdefault((c["generator"] or "", c["source"] or "", c["train_ber"] or 0.0), []).append(c)
-        for (gen, _, train_ber), group in sorted(series.items()):
+            key = (c["generator"] or "", c["source"] or "", c["train_ber"] or 0.0, c.get("base_training") or "standard")
+            series.setdefault(key, []).append(c)
+        for (gen, _, train_ber, mode), group in sorted(series.items()):
             pts = sorted(group, key=lambda c: c["energy_saving"])
             ax.plot(
                 [c["energy_saving"] for c in pts],
                 [c["accuracy"] for c in pts],
                 "o-" if gen else "s--",
-                label=f"{candidate_label(pts[0])}, training BER {train_ber:g}" if gen else "no NeuralFuse",
-                color=None if gen else "gray",
+                label=f"{candidate_label(pts[0])}, training BER {train_ber:g}"
+                if gen
+                else ("no NeuralFuse" if mode == "standard" else candidate_label(pts[0])),
+                color=None if gen or mode != "standard" else "gray",
                 ms=4,
             )
         for key, marker, label in (("with_nf", "*", "chosen"), ("without_nf", "X", "chosen, no NF")):

@@ -9,6 +9,7 @@ How a README line becomes a test command (`readme_commands`, `as_run`):
   `my_sweep.yaml` / `fixed.yaml` → its config; `DIR` → an empty folder, or a small CIFAR-10 folder after
   `--root`; `relaxed_cifar10` with `s3://YOUR-BUCKET/…` → the small sweep copied to moto's S3 on
   loopback (AWS_ENDPOINT_URL), so that line runs as written against a bucket of that name;
+* `ITEM` → the small sweep's first generator item (`nf export NAME ITEM`);
 * `a|b|c` after `nf list` is three commands;
 * what a test cannot wait for runs in a form that still proves the command: `nf ui` gets a free `--port`
   and is stopped once it answers; `nf single` gets `--base-epochs 1 --generator-epochs 1` and, where the line
@@ -80,6 +81,7 @@ SHAPES: list[tuple[str, list[re.Pattern[str]]]] = [
     ("nf list datasets", [re.compile(r"^digits\s", re.M), re.compile(r"^cifar10\s", re.M)]),
     ("nf --version", [re.compile(r"^nf .*\d+\.\d+", re.M)]),
     ("nf ui", [re.compile(r"MLflow UI for sweep")]),
+    ("nf export", [re.compile(r"out\.onnx: generator .* onnxruntime vs PyTorch on \d+ inputs: max abs difference")]),
 ]
 
 
@@ -180,7 +182,15 @@ def _places(cmd: str) -> dict[str, str]:
         "my_sweep.yaml": "my_sweep.yaml",
         "fixed.yaml": "fixed.yaml",
         "DIR": "cifar" if "--root DIR" in cmd else "out",
+        "ITEM": _generator_item(),  # `nf export NAME ITEM`: the small sweep's generator
     }
+
+
+def _generator_item() -> str:
+    from orchestration.spec.config import parse_config
+    from orchestration.spec.plan import plan
+
+    return plan(parse_config(SMALL))["generator"][0].id
 
 
 def _run_ui(cmd: str, cwd: Path, env: dict[str, str]) -> str:

@@ -18,7 +18,8 @@ from orchestration.spec.plan import plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
-PAPER = [p for p in SWEEPS if p.stem != "smoke"]
+# protection_baselines: beyond the paper (Stutz et al.'s base-training recipe for both base modes)
+PAPER = [p for p in SWEEPS if p.stem not in ("smoke", "protection_baselines")]
 ALL_MODELS = ["resnet18", "resnet50", "vgg11", "vgg16", "vgg19"]
 ALL_GENERATORS = ["ConvL", "ConvS", "DeConvL", "DeConvS", "UNetL", "UNetS"]
 
@@ -41,7 +42,8 @@ def expected_trials(r: dict[str, Any]) -> dict[str, int]:
     """The grid's product, from the YAML alone: datasets x seeds x sources x generators x BERs x lambdas x Ns.
     Base models: every model (sources' and transfer targets'); transfer: sources with a model outside them.
     A BER range ({range: ...}) trains only *_BER generators, and a single BER only the others."""
-    d, s = len(r["datasets"]), len(r.get("seeds", [0]))
+    # each base-training mode (base.training) repeats the grid with its own base items
+    d, s = len(r["datasets"]), len(r.get("seeds", [0])) * len((r.get("base") or {}).get("training", ["standard"]))
     models = r["models"]
     if r.get("sources") is not None:  # each a model name, or a list of models (an ensemble)
         sources = [[x] if isinstance(x, str) else x for x in r["sources"]]

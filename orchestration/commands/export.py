@@ -39,7 +39,7 @@ def _base(store, cfg, it, model: str | None):
     if model not in cfg.models:
         raise ValueError(f"unknown base model {model!r} for --with-base; valid choices: {', '.join(cfg.models)}")
     p = it.params
-    ck = load_item_checkpoint(store, "base", base_id(p["dataset"], model, p["bits"], p["seed"]))
+    ck = load_item_checkpoint(store, "base", base_id(p["dataset"], model, p["bits"], p["seed"], p.get("base_tag", "")))
     s = ck["spec"]
     net = create_model(s["model"], s["num_classes"], s["input_size"], s["width"])
     net.load_state_dict(ck["model"])

@@ -40,7 +40,11 @@ def _cols(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
 
 
 def build_sections(
-    rows: Any, out_dir: str, energy: F.EnergyFn | None = None, energy_convention: str | None = None
+    rows: Any,
+    out_dir: str,
+    energy: F.EnergyFn | None = None,
+    energy_convention: str | None = None,
+    training_hours: dict[str, float] | None = None,
 ) -> list[Section]:
     """Every section's figures and tables written under ``out_dir`` (figures/, tables/)."""
     from orchestration.store.results import results_table, transfer_matrix
@@ -163,6 +167,11 @@ def build_sections(
             "Ensemble and single-model generators",
         )
     out.append(s)
+    from orchestration.report.protection import section as protection_section
+
+    s = protection_section(rows, out_dir, energy or F.cost_model_saving, training_hours, _table, convention)
+    if s is not None:  # only sweeps with a base.training other than standard
+        out.append(s)
     return out
 
 
@@ -196,6 +205,7 @@ def config_summary(cfg: dict[str, Any]) -> list[tuple[str, str]]:
         ("evaluation chips", ev.get("chips")),
         ("evaluation bits", ev.get("bits")),
         ("base epochs", cfg.get("base", {}).get("epochs")),
+        ("base training", cfg.get("base", {}).get("training")),
         ("generator epochs", cfg.get("generator", {}).get("epochs")),
         ("transfer", cfg.get("transfer")),
         ("storage", cfg.get("storage")),
@@ -211,6 +221,7 @@ def build_report(
     title: str = "NeuralFuse sweep report",
     energy: F.EnergyFn | None = None,
     energy_convention: str | None = None,
+    training_hours: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Write index.html, figures/ (PNG + SVG) and tables/ (CSV, LaTeX, Markdown) under ``out_dir``.
 
@@ -220,7 +231,7 @@ def build_report(
     os.makedirs(out_dir, exist_ok=True)
     if isinstance(rows, pd.DataFrame):
         rows = rows.to_dict("records")
-    sections = build_sections(rows, out_dir, energy, energy_convention)
+    sections = build_sections(rows, out_dir, energy, energy_convention, training_hours)
     n = len(T.frame(rows))
     sub = f"{n} result rows · built {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by nf report"
     index = os.path.join(out_dir, "index.html")
@@ -373,8 +384,17 @@ def report_sweep(
     from orchestration.store.cost_counts import sweep_counts  # the counts cache `nf select` uses too
 
     with sweep_counts(store):
+        from orchestration.report.protection import training_hours  # measured epoch times (done.json)
+
         res = build_report(
-            rows, out, cfg.to_dict(), missing, f"NeuralFuse sweep {cfg.name!r}", energy, energy_convention(width)
+            rows,
+            out,
+            cfg.to_dict(),
+            missing,
+            f"NeuralFuse sweep {cfg.name!r}",
+            energy,
+            energy_convention(width),
+            training_hours(cfg, store),
         )
     if upload:  # S3 storage: the report goes beside the sweep's results, replacing the earlier one
         _upload(store, out, log)

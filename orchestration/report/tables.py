@@ -11,7 +11,7 @@ import pandas as pd
 from orchestration.store.results import Rows, results_table
 
 # Keys that tell two generator configurations apart; a report shows only those the sweep varies.
-VARIANT_KEYS = ("source", "train_ber", "lam", "n", "fault_model", "layout", "bits", "eval_ber")
+VARIANT_KEYS = ("source", "base_training", "train_ber", "lam", "n", "fault_model", "layout", "bits", "eval_ber")
 _METRICS = ("ca", "pa_mean", "pa_std", "ca_nf", "pa_nf_mean", "pa_nf_std", "rp", "rp_std", "efficiency")
 
 

@@ -311,6 +311,23 @@ def _dataset_entry(v: Any) -> Any:
     return {"name": v} if isinstance(v, str) else v
 
 
+class AwpOptions(_Section):
+    """base.awp: overrides of nf_core.awp.AWPConfig (null: the published default)."""
+
+    epsilon: _number(ge=0, hint="PGD radius, pixel units of [0, 1]") | None = None
+    """PGD L-inf radius (default 8/255)."""
+    step_size: _number(ge=0, hint="PGD step, pixel units of [0, 1]") | None = None
+    """PGD step size (default 2/255)."""
+    steps: _number(integer=True, ge=0) | None = None
+    """PGD steps (default 10)."""
+    gamma: _number(ge=0, hint="AWP weight-perturbation size") | None = None
+    """AWP relative weight-perturbation size (default 5e-3)."""
+    warmup: _number(integer=True, ge=0) | None = None
+    """Epochs of plain PGD training before AWP starts (default 0)."""
+    proxy_lr: _number(gt=0, hint="AWP proxy learning rate") | None = None
+    """Learning rate of the AWP proxy (default 0.01)."""
+
+
 # The stage sections' defaults are nf_core's training defaults (BaseTrainConfig and
 # GeneratorTrainConfig in nf_core/train.py, the paper's settings); they are repeated here so
 # this module needs no torch, and tests/test_config_schema.py keeps the two equal.
@@ -331,6 +348,47 @@ class BaseStage(_Section):
     """Weight decay."""
     schedule: _choice("schedule", "schedules") = "none"
     """Learning-rate schedule over the epochs."""
+    # Weight-side protection (nf_core.base_modes, nf_core.protect): `training` is a grid; each mode
+    # other than standard is a base item of its own (id suffix, e.g. .randbet-p0.01-w0.1).
+    training: _grid(_choice("base training", "base_modes"), "[standard, randbet]") = ["standard"]
+    """Base-training modes, each its own base item: standard (plain QAT), clip (weights clipped to
+    [-wmax, wmax]), randbet (clipping + random bit error training at randbet_ber on the sweep's fault
+    model and layout; Stutz et al. 2021), awp (PGD + adversarial weight perturbation; Wu et al. 2020)."""
+    wmax: _number(gt=0, hint="weight clipping bound") = 0.1
+    """clip / randbet: weights are clipped to [-wmax, wmax] (Stutz et al.: 0.1)."""
+    randbet_ber: Ber = 0.01
+    """randbet: BER of the random chip injected in every training step (Stutz et al.: 0.01)."""
+    randbet_grad_clip: _number(gt=0, hint="elementwise bound on the perturbed-loss gradient") = 0.05
+    """randbet: elementwise bound on the perturbed-loss gradient (Stutz et al.: 0.05)."""
+    randbet_threshold: _number(gt=0, hint="clean-loss threshold of the curriculum") | None = 1.75
+    """randbet: the perturbed loss joins once the clean loss is below this (their CIFAR-10 value);
+    null: from the first step."""
+    awp: Annotated[AwpOptions, BeforeValidator(lambda v: {} if v is None else v)] = Field(
+        default_factory=lambda: AwpOptions()
+    )
+    """awp: PGD + AWP options; fields left out keep the published defaults (nf_core.awp.AWPConfig)."""
+
+    def training_options(self, mode: str, fault_model: str, layout: str) -> dict[str, Any]:
+        """The BaseTrainConfig fields a base item of ``mode`` depends on (its spec carries them; empty for
+        standard, so standard items keep their ids and checkpoint hashes)."""
+        if mode == "clip":
+            return {"wmax": self.wmax}
+        if mode == "randbet":
+            keys = ("wmax", "randbet_ber", "randbet_grad_clip", "randbet_threshold")
+            return {**{k: getattr(self, k) for k in keys}, "fault_model": fault_model, "layout": layout}
+        if mode == "awp":
+            return {"awp": self.awp.model_dump(exclude_none=True)}
+        return {}
+
+    def training_tag(self, mode: str) -> str:
+        """A base item's id suffix for ``mode`` ('' for standard): clip-w0.1, randbet-p0.01-w0.1, awp."""
+        if mode == "standard":
+            return ""
+        if mode == "clip":
+            return f"clip-w{self.wmax:g}"
+        if mode == "randbet":
+            return f"randbet-p{self.randbet_ber:g}-w{self.wmax:g}"
+        return mode
 
 
 class GeneratorStage(_Section):
@@ -497,6 +555,10 @@ class MlflowSpec(_Section):
     """MLflow experiment; null: the sweep name."""
     artifact_location: _text("a URI such as s3://bucket/prefix or a local path") | None = None
     """Artifact root of a new experiment; null: <storage>/<name>/mlartifacts."""
+    register_generators: Flag = True
+    """Log every finished generator as an MLflow model (a torch.export archive, with signature and input
+    example) and register it as ``nf-<sweep>-<dataset>-<source>-<generator>``, its evaluation numbers as
+    tags (orchestration/sweep/registration.py); false: only the checkpoints are logged."""
 
 
 def _section(v: Any) -> Any:

@@ -36,34 +36,39 @@ class Item:
         return cls(d["stage"], d["id"], spec_from_params(d["stage"], d["params"]), list(d["needs"]))
 
 
-def base_id(dataset: str, model: str, bits: int, seed: int) -> str:
-    return f"{dataset}.{model}.b{bits}.s{seed}"
+def base_id(dataset: str, model: str, bits: int, seed: int, tag: str = "") -> str:
+    """A base item's id; ``tag``: its training mode's suffix (BaseStage.training_tag, '' for standard)."""
+    return f"{dataset}.{model}.b{bits}.s{seed}" + (f".{tag}" if tag else "")
 
 
 def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
-    """Items per stage: base (dataset, model, seed); generator (… × generator × BER × λ × N);
+    """Items per stage: base (dataset, model, seed, base-training mode); generator (… × generator × BER × λ × N);
     eval (one per generator, on its source models); transfer (one per generator, on the
     dataset's other models). Every item's spec is built here, once. A BER-conditioned generator's
     BER is a range (a BERRange; its params hold ``ber: None`` and ``ber_range`` {range: [lo, hi], log}),
-    its id ``r<lo>-<hi>log`` for ``p<ber>``."""
+    its id ``r<lo>-<hi>log`` for ``p<ber>``. A base-training mode other than standard suffixes its base
+    ids (``.randbet-p0.01-w0.1``) and the source part of its generator/eval/transfer ids alike."""
     out: dict[str, list[Item]] = {s: [] for s in STAGES}
     sources = cfg.source_list()
-    for d, seed in itertools.product(cfg.datasets, cfg.seeds):
+    for d, seed, mode in itertools.product(cfg.datasets, cfg.seeds, cfg.base.training):
+        tag = cfg.base.training_tag(mode)  # '' for standard: its ids are the ones before the modes
+        opts = cfg.base.training_options(mode, cfg.fault_model, cfg.layout)
         for m in cfg.models:
             out["base"].append(
                 Item(
                     "base",
-                    base_id(d.name, m, cfg.bits, seed),
-                    BaseSpec(d.name, m, cfg.bits, seed, cfg.width),
+                    base_id(d.name, m, cfg.bits, seed, tag),
+                    BaseSpec(d.name, m, cfg.bits, seed, cfg.width, mode, opts),
                 )
             )
+        src_tag = f".{tag}" if tag else ""
         for src, (g, ber), lam, n in itertools.product(sources, cfg.generator_bers(), cfg.lambdas, cfg.ns):
-            src_id = "+".join(src)
+            src_id = "+".join(src) + src_tag
             ber_tag = ber.tag() if isinstance(ber, BerRange) else f"p{ber:g}"
             gid = (
                 f"{d.name}.{src_id}.{g}.{ber_tag}.l{lam:g}.n{n}.{cfg.fault_model}.{cfg.layout}.b{bits_tag(cfg)}.s{seed}"
             )
-            needs = [base_id(d.name, m, cfg.bits, seed) for m in src]
+            needs = [base_id(d.name, m, cfg.bits, seed, tag) for m in src]
             spec = GeneratorSpec(
                 dataset=d.name,
                 source=tuple(src),
@@ -77,6 +82,7 @@ def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
                 seed=seed,
                 width=cfg.width,
                 generator_bits=cfg.generator.generator_bits,
+                base_tag=tag,
             )
             out["generator"].append(Item("generator", gid, spec, needs))
             out["eval"].append(Item("eval", f"eval.{gid}", _eval_spec(spec, src), [gid, *needs]))
@@ -87,7 +93,7 @@ def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
                         "transfer",
                         f"transfer.{gid}",
                         _eval_spec(spec, others),
-                        [gid, *[base_id(d.name, m, cfg.bits, seed) for m in others]],
+                        [gid, *[base_id(d.name, m, cfg.bits, seed, tag) for m in others]],
                     )
                 )
     return out

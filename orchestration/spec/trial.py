@@ -10,24 +10,34 @@ BERRange, so any layer (plan, runner, commands, trainables) may import it withou
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nf_core.ber_range import BERRange
 
+# BaseStage fields a base item's spec carries (training mode and its options), not its stage settings:
+# the checkpoint hash reads them from the item, so a standard item's hash ignores them.
+PROTECTION_FIELDS = ("training", "wmax", "randbet_ber", "randbet_grad_clip", "randbet_threshold", "awp")
+
 
 @dataclass(frozen=True)
 class BaseSpec:
-    """Stage (a): QAT of one base model."""
+    """Stage (a): QAT of one base model; ``training`` its base-training mode (nf_core.base_modes) and
+    ``training_options`` the BaseTrainConfig fields that mode reads (empty for standard)."""
 
     dataset: str
     model: str
     bits: int
     seed: int
     width: float
+    training: str = "standard"
+    training_options: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def to_params(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "model": self.model, "bits": self.bits, "seed": self.seed, "width": self.width}
+        p = {"dataset": self.dataset, "model": self.model, "bits": self.bits, "seed": self.seed, "width": self.width}
+        if self.training != "standard":  # standard params as before the modes: ids and hashes unchanged
+            p.update(training=self.training, training_options=dict(self.training_options))
+        return p
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,12 @@ class GeneratorSpec:
     seed: int
     width: float
     generator_bits: int | None
+    base_tag: str = ""  # the source base items' id suffix (BaseStage.training_tag); "": standard QAT
+
+    @property
+    def base_training(self) -> str:
+        """The source base models' training mode (standard, clip, randbet, awp)."""
+        return self.base_tag.split("-")[0] if self.base_tag else "standard"
 
     @property
     def ber_range(self) -> BERRange | None:
@@ -73,6 +89,7 @@ class GeneratorSpec:
             "seed": self.seed,
             "width": self.width,
             "generator_bits": self.generator_bits,
+            **({"base_tag": self.base_tag} if self.base_tag else {}),
         }
 
 
@@ -93,7 +110,15 @@ def spec_from_params(stage: str, p: dict[str, Any]) -> TrialSpec:
     """The inverse of ``to_params`` (the transport form across Ray Tune); no validation: the
     values were validated once, when the plan built the spec from the config."""
     if stage == "base":
-        return BaseSpec(p["dataset"], p["model"], p["bits"], p["seed"], p["width"])
+        return BaseSpec(
+            p["dataset"],
+            p["model"],
+            p["bits"],
+            p["seed"],
+            p["width"],
+            p.get("training", "standard"),
+            dict(p.get("training_options", {})),
+        )
     r = p.get("ber_range")
     fields = {
         "dataset": p["dataset"],
@@ -108,6 +133,7 @@ def spec_from_params(stage: str, p: dict[str, Any]) -> TrialSpec:
         "seed": p["seed"],
         "width": p["width"],
         "generator_bits": p["generator_bits"],
+        "base_tag": p.get("base_tag", ""),
     }
     if stage == "generator":
         return GeneratorSpec(**fields)

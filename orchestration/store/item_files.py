@@ -86,13 +86,17 @@ def item_done(store: Store, stage: str, item_id: str) -> bool:
 # ------------------------------------------------------------------ checkpoints
 # Fields that say how the work is spread, not what it computes: changing them keeps checkpoints.
 _NOT_NUMERIC = {"access", "pool_actors"}
+# Base-training mode and its options: a base item's spec carries those its mode reads (item.to_dict()
+# below), so standard items hash as before the modes existed (orchestration.spec.trial.PROTECTION_FIELDS).
+_IN_SPEC = {"training", "wmax", "randbet_ber", "randbet_grad_clip", "randbet_threshold", "awp"}
 
 
 def config_hash(cfg: Any, item: Any) -> str:
     """A hash of everything that shapes an item's checkpoint: its grid values, its stage's
     training settings and its dataset's subsets (a checkpoint under other values is not resumed)."""
     section = {"base": getattr(cfg, "base", None), "generator": getattr(cfg, "generator", None)}.get(item.stage)
-    settings = {k: v for k, v in section.model_dump().items() if k not in _NOT_NUMERIC} if section is not None else {}
+    skip = _NOT_NUMERIC | _IN_SPEC
+    settings = {k: v for k, v in section.model_dump().items() if k not in skip} if section is not None else {}
     dataset = next((d for d in cfg.datasets if d.name == item.params.get("dataset")), None)
     data = {"train_subset": dataset.train_subset, "test_subset": dataset.test_subset} if dataset else {}
     payload = {"item": item.to_dict(), "settings": settings, "dataset": data}

@@ -22,6 +22,7 @@ SCHEMA = pa.schema(
         ("stage", pa.string()),
         ("dataset", pa.string()),
         ("source", pa.string()),  # base model id, or ensemble id, the generator was trained with
+        ("base_training", pa.string()),  # the base models' training mode (nf_core.base_modes); null read as standard
         ("generator", pa.string()),  # null: the base model evaluated without NeuralFuse
         ("train_ber", pa.float64()),
         ("lam", pa.float64()),
@@ -67,6 +68,8 @@ def _normalise(row: Mapping[str, Any]) -> dict[str, Any]:
     out = {c: row.get(c) for c in COLUMNS}  # extra keys (per-chip lists, …) are not tabulated
     if out["target"] is None:
         out["target"] = out["source"]
+    if out["base_training"] is None:
+        out["base_training"] = "standard"  # rows from before the base-training modes
     if out["rp"] is None and out["pa_nf_mean"] is not None and out["pa_mean"] is not None:
         out["rp"] = out["pa_nf_mean"] - out["pa_mean"]  # RP = PA (NF) mean − PA mean
     if out["rp_std"] is None:
@@ -97,7 +100,7 @@ def _frame(rows: Rows) -> pd.DataFrame:
     return results_table(rows).to_pandas()
 
 
-_KEYS = ["source", "generator", "train_ber", "fault_model", "target", "eval_ber"]
+_KEYS = ["source", "base_training", "generator", "train_ber", "fault_model", "target", "eval_ber"]
 
 
 def transfer_matrix(rows: Rows, dataset: str) -> pa.Table:
@@ -209,14 +212,15 @@ def _pm(mean: Any, std: Any, spec: str = ".2f") -> str:
 
 
 def format_table(rows: Rows) -> str:
-    """Console table: source, generator, BERs, target, CA, PA, CA (NF), PA (NF), RP (numbers right-aligned);
+    """Console table: source (with its base training when not standard), generator, BERs, target, CA, PA,
+    CA (NF), PA (NF), RP (numbers right-aligned);
     PA, PA (NF) and RP ± their std over the evaluation chips (RP's: paired per chip, when the rows hold them)."""
     from orchestration.tables import table
 
     head = ["source", "generator", "training BER", "evaluation BER", "target", "CA", "PA", "CA (NF)", "PA (NF)", "RP"]
     body = [
         [
-            r["source"],
+            r["source"] + ("" if r["base_training"] in (None, "standard") else f" ({r['base_training']})"),
             r["generator"] or "-",
             _fmt_ber(r["train_ber"]),
             _fmt_ber(r["eval_ber"]),

@@ -21,7 +21,7 @@ from nf_core.eopm import PerturbedModels, deployed_generator
 from nf_core.generators import create_generator
 from nf_core.models import create_model
 from nf_core.train import BaseTrainConfig, EpochCallback, GeneratorTrainConfig, train_base, train_generator
-from orchestration.spec.trial import BaseSpec, GeneratorSpec
+from orchestration.spec.trial import PROTECTION_FIELDS, BaseSpec, GeneratorSpec
 
 if TYPE_CHECKING:
     from orchestration.spec.config import BaseStage, GeneratorStage
@@ -32,8 +32,10 @@ _GENERATOR_FIELDS = ("epochs", "batch_size", "lr", "step_size", "gamma", "genera
 
 
 def base_train_config(spec: BaseSpec, stage: BaseStage) -> BaseTrainConfig:
-    """nf_core's QAT config of a base-model trial: the stage's settings at the spec's bits and seed."""
-    return BaseTrainConfig(**stage.model_dump(), bits=spec.bits, seed=spec.seed)
+    """nf_core's QAT config of a base-model trial: the stage's settings at the spec's bits and seed, in the
+    spec's base-training mode with the options it carries (for randbet the sweep's fault model and layout)."""
+    settings = {k: v for k, v in stage.model_dump().items() if k not in PROTECTION_FIELDS}
+    return BaseTrainConfig(**settings, bits=spec.bits, seed=spec.seed, training=spec.training, **spec.training_options)
 
 
 def generator_train_config(spec: GeneratorSpec, stage: GeneratorStage) -> GeneratorTrainConfig:

@@ -22,6 +22,7 @@ from orchestration.spec.plan import Item, plan
 from orchestration.store.item_files import item_done, read_done
 from orchestration.store.roots import CONFIG_FILE, resolve_storage, sweep_store
 from orchestration.store.storage import Store
+from orchestration.sweep.registration import register_generators
 from orchestration.sweep.status import item_dir, stage_states  # noqa: F401 (stage_states: re-exported)
 
 
@@ -147,6 +148,7 @@ def run_sweep(
             for stage in STAGES:
                 backfill_history(tracker, store, stage, items[stage], runs)  # epochs a killed driver never logged
                 _log_item_artifacts(tracker, store, stage, items[stage], runs)
+            register_generators(cfg, store, tracker, items["generator"], runs, log)  # mlflow.register_generators
             for item_id in blocked:  # never started: something it needs failed
                 tracker.set_tag(runs[item_id], "nf.blocked", "1")
                 tracker.finish(runs[item_id], "KILLED")

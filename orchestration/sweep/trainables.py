@@ -143,7 +143,7 @@ class TrialContext:
 
     def base_checkpoint(self, model: str) -> dict[str, Any]:
         p = self.item.spec
-        return load_item_checkpoint(self.store, "base", base_id(p.dataset, model, p.bits, p.seed))
+        return load_item_checkpoint(self.store, "base", base_id(p.dataset, model, p.bits, p.seed, p.base_tag))
 
     def deployed(self, model: str, bits: int | None = None, **options: Any) -> DeployedModel:
         """The trained base model quantized to ``bits`` (default: the bits it was trained at);
@@ -335,6 +335,7 @@ def _row(ctx: TrialContext, p: EvalSpec, target: str, r: dict[str, Any]) -> dict
         "stage": ctx.item.stage,
         "dataset": p.dataset,
         "source": "+".join(p.source),
+        "base_training": p.base_training,
         "generator": p.generator,
         "train_ber": p.train_ber,
         "lam": p.lam,

@@ -4,8 +4,10 @@ Name: ``nf-<sweep>-<dataset>-<source>-<generator>`` (an ensemble's sources joine
 One registered model per (sweep, dataset, source models, generator architecture); each trained
 generator of that family (training BER, λ, N, fault model, layout, seed) is one *version* of it,
 so the versions of a name are the variants a user compares. The sweep's name is part of the
-name, so two sweeps never share a registered model even on one tracking server; registering an
-item again returns its existing version (tag ``nf.item``) instead of adding one.
+name, so two sweeps never share a registered model even on one tracking server; a generator of a
+weight-protected base (``base.training``) has the base's mode in the source part
+(``…-resnet18.randbet-p0.01-w0.1-ConvL``). Registering an item again returns its existing version
+(tag ``nf.item``) instead of adding one, with evaluation numbers that arrived since added as tags.
 
 The logged model is the `mlflow.pytorch` flavour (a torch.export "pt2" archive) of
 x → x' = clamp(x + G(x), -1, 1) with the generator's evaluated (fake-quantized) weights
@@ -27,6 +29,8 @@ def registered_model_name(sweep: str, params: dict[str, Any]) -> str:
     """The registered model of a generator item (its ``params`` as in the sweep plan)."""
     source = params["source"]
     source = "+".join(source) if isinstance(source, (list, tuple)) else str(source)
+    if params.get("base_tag"):  # a generator for a weight-protected base (e.g. .randbet-p0.01-w0.1): its own name
+        source += f".{params['base_tag']}"
     return f"nf-{sweep}-{params['dataset']}-{source}-{params['generator']}"
 
 
@@ -58,6 +62,7 @@ def item_tags(sweep: str, item_id: str, params: dict[str, Any]) -> dict[str, str
         if params.get(k) is not None:
             tags[k] = str(params[k])
     tags["source"] = "+".join(params["source"]) if isinstance(params["source"], list) else str(params["source"])
+    tags["base_training"] = str(params.get("base_tag") or "standard")
     ber = params.get("ber")
     if ber is not None:
         tags["train_ber"] = f"{ber:g}"
@@ -98,12 +103,16 @@ def register_generator(
 
     from nf_core.export import check_inputs, deployable
 
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)  # the sweep's registry, not a global one
     name = registered_model_name(sweep, params)
     if client.search_registered_models(f"name = '{name}'"):
         for v in client.search_model_versions(f"name = '{name}'"):
             if v.tags.get("nf.item") == item_id:
-                return v
+                # registered before its evaluation finished: the numbers join as tags now
+                for k, val in (metrics or {}).items():
+                    if v.tags.get(k) != val:
+                        client.set_model_version_tag(name, v.version, k, val)
+                return client.get_model_version(name, v.version) if metrics else v
     module = deployable(generator)
     # two images: torch.export (MLflow's "pt2" format) would fix the batch axis at a batch of one
     example = check_inputs(input_size, n=2).numpy()
@@ -111,6 +120,7 @@ def register_generator(
         signature = infer_signature(example, module(torch.from_numpy(example)).numpy())
     tags = {**item_tags(sweep, item_id, params), **(metrics or {})}
     mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)  # the sweep's registry, whatever an earlier call in this process set
     if run_id is None:  # the item's own run when the sweep logged one, else a new run for the model
         exp = client.get_experiment_by_name(experiment)
         exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment, artifact_location)
