@@ -39,7 +39,7 @@ def _first_line(doc: str | None) -> str:
 
 def read_registries() -> dict[str, Any]:
     """The names (and descriptions) straight from the registries: imports torch."""
-    from nf_core import deployed, train
+    from nf_core import adversarial, deployed, train
     from nf_core.ber_conditioned import SUFFIX
     from nf_core.data import DATASETS
     from nf_core.generators import GENERATORS
@@ -52,6 +52,7 @@ def read_registries() -> dict[str, Any]:
     out["optimizers"], out["schedules"] = list(train.OPTIMIZERS), list(train.SCHEDULES)
     out["batching"], out["amp"] = list(deployed.BATCHING), [a for a in deployed.AMP if a is not None]
     out["ber_suffix"] = SUFFIX
+    out["chips"] = list(adversarial.CHIP_MODES)
     return out
 
 

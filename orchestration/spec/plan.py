@@ -45,7 +45,8 @@ def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
     eval (one per generator, on its source models); transfer (one per generator, on the
     dataset's other models). Every item's spec is built here, once. A BER-conditioned generator's
     BER is a range (a BERRange; its params hold ``ber: None`` and ``ber_range`` {range: [lo, hi], log}),
-    its id ``r<lo>-<hi>log`` for ``p<ber>``."""
+    its id ``r<lo>-<hi>log`` for ``p<ber>``. Adversarially trained generators (generator.chips) add one
+    item per flipped-bit budget, ids tagged ``.adv<budget>`` / ``.mix<budget>f<fraction>`` after ``n<N>``."""
     out: dict[str, list[Item]] = {s: [] for s in STAGES}
     sources = cfg.source_list()
     for d, seed in itertools.product(cfg.datasets, cfg.seeds):
@@ -57,11 +58,13 @@ def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
                     BaseSpec(d.name, m, cfg.bits, seed, cfg.width),
                 )
             )
-        for src, (g, ber), lam, n in itertools.product(sources, cfg.generator_bers(), cfg.lambdas, cfg.ns):
+        grid = itertools.product(sources, cfg.generator_bers(), cfg.lambdas, cfg.ns, cfg.budgets())
+        for src, (g, ber), lam, n, budget in grid:
             src_id = "+".join(src)
             ber_tag = ber.tag() if isinstance(ber, BerRange) else f"p{ber:g}"
             gid = (
-                f"{d.name}.{src_id}.{g}.{ber_tag}.l{lam:g}.n{n}.{cfg.fault_model}.{cfg.layout}.b{bits_tag(cfg)}.s{seed}"
+                f"{d.name}.{src_id}.{g}.{ber_tag}.l{lam:g}.n{n}{chips_tag(cfg, budget)}.{cfg.fault_model}."
+                f"{cfg.layout}.b{bits_tag(cfg)}.s{seed}"
             )
             needs = [base_id(d.name, m, cfg.bits, seed) for m in src]
             spec = GeneratorSpec(
@@ -77,6 +80,7 @@ def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
                 seed=seed,
                 width=cfg.width,
                 generator_bits=cfg.generator.generator_bits,
+                **_chips_fields(cfg, budget),
             )
             out["generator"].append(Item("generator", gid, spec, needs))
             out["eval"].append(Item("eval", f"eval.{gid}", _eval_spec(spec, src), [gid, *needs]))
@@ -95,6 +99,28 @@ def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
 
 def _eval_spec(spec: GeneratorSpec, targets: list[str]) -> EvalSpec:
     return EvalSpec(**{f: getattr(spec, f) for f in spec.__dataclass_fields__}, targets=tuple(targets))
+
+
+def chips_tag(cfg: SweepConfig, budget: int | None) -> str:
+    """The perturbed-model source in generator ids: nothing for random chips (ids of EOPM sweeps unchanged),
+    ``.adv<budget>`` for adversarial chips, ``.mix<budget>f<fraction>`` for mixed ones."""
+    c = cfg.generator.chips
+    if c == "random":
+        return ""
+    return f".adv{budget}" if c == "adversarial" else f".mix{budget}f{cfg.generator.adversarial.fraction:g}"
+
+
+def _chips_fields(cfg: SweepConfig, budget: int | None) -> dict[str, Any]:
+    a = cfg.generator.adversarial
+    if cfg.generator.chips == "random":
+        return {}
+    mixed = cfg.generator.chips == "mixed"
+    return {
+        "chips": cfg.generator.chips,
+        "budget": budget,
+        "attack_steps": a.steps,
+        "fraction": a.fraction if mixed else None,
+    }
 
 
 def bits_tag(cfg: SweepConfig) -> str:

@@ -47,6 +47,17 @@ class GeneratorSpec:
     seed: int
     width: float
     generator_bits: int | None
+    # Where EOPM's perturbed models come from (orchestration/spec/config.py, generator.chips): random chips,
+    # or adversarial bit errors of ``budget`` flipped cells (alone, or a ``fraction`` of N mixed with random).
+    chips: str = "random"
+    budget: int | None = None
+    attack_steps: int | None = None
+    fraction: float | None = None
+
+    @property
+    def flipped_bits(self) -> int | None:
+        """The adversarial budget the generator was trained against (None: random chips), as results rows name it."""
+        return None if self.chips == "random" else self.budget
 
     @property
     def ber_range(self) -> BERRange | None:
@@ -73,6 +84,13 @@ class GeneratorSpec:
             "seed": self.seed,
             "width": self.width,
             "generator_bits": self.generator_bits,
+            # only when not random: the params (and checkpoint hashes) of EOPM generators stay as they were
+            **(
+                {"chips": self.chips, "budget": self.budget, "attack_steps": self.attack_steps}
+                | ({"fraction": self.fraction} if self.chips == "mixed" else {})
+                if self.chips != "random"
+                else {}
+            ),
         }
 
 
@@ -108,6 +126,7 @@ def spec_from_params(stage: str, p: dict[str, Any]) -> TrialSpec:
         "seed": p["seed"],
         "width": p["width"],
         "generator_bits": p["generator_bits"],
+        **{k: p[k] for k in ("chips", "budget", "attack_steps", "fraction") if k in p},
     }
     if stage == "generator":
         return GeneratorSpec(**fields)

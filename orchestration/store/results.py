@@ -42,6 +42,9 @@ SCHEMA = pa.schema(
         ("rp", pa.float64()),
         ("rp_std", pa.float64()),  # std over chips of the paired per-chip RP (PA (NF)_chip − PA_chip)
         ("efficiency", pa.float64()),
+        # adversarially trained generators (generator.chips adversarial/mixed); null: EOPM's random chips
+        ("train_chips", pa.string()),
+        ("flipped_bits", pa.int64()),  # the adversarial chips' budget of flipped bit cells (paper Table 25)
     ]
 )
 REQUIRED = ("dataset", "source", "eval_ber")
