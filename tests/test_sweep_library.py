@@ -47,6 +47,10 @@ def expected_trials(r: dict[str, Any]) -> dict[str, int]:
         sources = [[m] for m in models] + r.get("ensembles", [])
     pairs = sum(g.endswith("_BER") == isinstance(b, dict) for g in r["generators"] for b in r.get("train_bers", [0.01]))
     per_source = pairs * len(r.get("lambdas", [5.0])) * len(r.get("ns", [5]))
+    gen = r.get("generator") or {}
+    if gen.get("chips", "random") != "random":  # adversarially trained: one generator per flipped-bit budget
+        budget = (gen.get("adversarial") or {}).get("budget", [100])
+        per_source *= len(budget) if isinstance(budget, list) else 1
     transferable = sum(1 for src in sources if set(models) - set(src))
     return {
         "base": d * s * len(models),
