@@ -235,7 +235,7 @@ def _run(args: argparse.Namespace) -> int:
         result = {**(result if args.generator else {"model": result}), "latency": lat}
     print(json.dumps(result) if args.json else text + _latency_text(lat))
     if lat is not None and getattr(args, "sweep", None):
-        from orchestration.report.latency import store_latency
+        from orchestration.report.appendix import store_latency
 
         where = store_latency(args.sweep, lat, args.storage, args.s3_endpoint)
         print(f"latency stored: {where}  (shown by nf report {args.sweep})", file=sys.stderr)

@@ -232,4 +232,11 @@ def format_table(rows: Rows) -> str:
         ]
         for r in results_table(rows).to_pylist()
     ]
-    return table(head, body, ["left", "left", "right", "right", "left"] + ["right"] * 5)
+    align = ["left", "left", "right", "right", "left"] + ["right"] * 5
+    flipped = [r.get("flipped_bits") for r in results_table(rows).to_pylist()]
+    if any(f is not None for f in flipped):  # adversarially trained generators: their budget tells rows apart
+        head.insert(2, "flipped bits")
+        align.insert(2, "right")
+        for row, f in zip(body, flipped):
+            row.insert(2, "-" if f is None else f"{f:,}")
+    return table(head, body, align)
