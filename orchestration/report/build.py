@@ -387,6 +387,9 @@ def report_sweep(
         _upload(store, out, log)
     if track and own:  # --out: files only; the sweep's MLflow run is left as it is
         log_to_mlflow(cfg, store, out, log)
+    if embeddings:  # asked for: say what came of it (figures, or the one-line reason)
+        emb = [s for s in res["sections"] if s.key in ("embeddings", "transformed_inputs")]
+        log("embeddings: " + (emb[0].skipped or ", ".join(f for s in emb for f in s.figures)))
     if missing:
         log(f"partial sweep: {len(missing)} stage(s) with unfinished items (listed in the report)")
     return res["index"]
