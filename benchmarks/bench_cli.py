@@ -75,7 +75,12 @@ def timed(
 
 
 BASE = "e3cccbe"  # the commit before issue 16's reading-command work
-READING_GOALS = {"nf sweep status demo": 1.0, "nf select demo (first answer)": 2.0, "nf select demo (again)": 2.0}
+READING_GOALS = {
+    "nf sweep status demo": 1.0,
+    "nf select demo (first answer)": 2.0,
+    "nf select demo (again)": 2.0,
+    "nf report demo": 8.0,
+}
 PROFILE = ["profile", "--model", "resnet18", "--generator", "ConvS", "--dataset", "digits", "--ber", "0.01"]
 
 
@@ -115,6 +120,11 @@ def reading_commands(repeats: int, base: str) -> None:
                 ("nf select demo (first answer)", [*select, str(vt), *store], forget_answers(roots[which])),
                 ("nf select demo (again)", [*select, str(vt), *store], None),
                 ("nf profile resnet18 + ConvS", [py, "-m", "orchestration.cli", *PROFILE], None),
+                (
+                    "nf report demo",
+                    [py, "-m", "orchestration.cli", "report", "demo", "--voltage-table", str(vt), *store],
+                    None,
+                ),
             ]
 
         print(f"\nreading commands on a demo-size sweep: now vs {base} (median of {repeats} runs, from {elsewhere})")

@@ -28,7 +28,8 @@ checks the two agree), so evaluation and EOPM consume its codes like any chip's.
 
 `PerturbedModelSource` serves the chips of one EOPM step: ``draw(step, x_t, y)`` → one (N, total) int8
 code tensor per base model, adversarial chips alone (``chips: adversarial``) or mixed with EOPM's random
-chips (``chips: mixed``); `adversarial_step_fn` plugs it into nf_core.train.train_generator's ``step_fn``.
+chips (``chips: mixed``); `AdversarialChips` serves them to `nf_core.eopm.eopm_step` (a `PerturbedModels`
+source: ``train_generator(..., models=AdversarialChips(...))``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import torch.nn.functional as F
 
 from nf_core.chips import ChipConfig, _layer_indices, perturb_codes
 from nf_core.deployed import DeployedModel
-from nf_core.eopm import eopm_loss, training_chip_seeds, transform
+from nf_core.eopm import PerturbedModels, eopm_loss, training_chip_seeds
 from nf_core.quant import QuantizedWeights
 from nf_core.validation import check_choice
 
@@ -299,41 +300,43 @@ class PerturbedModelSource:
         return out
 
 
-def adversarial_step_fn(
-    source: PerturbedModelSource,
-    lam: float,
-    generator_bits: int | None = 8,
-    batching: str = "loop",
-):
-    """A ``step_fn`` for nf_core.train.train_generator: EOPM's step with the source's chips.
+class AdversarialChips(PerturbedModels):
+    """EOPM's perturbed models from adversarial bit errors (``chips: adversarial``), alone or mixed with
+    EOPM's random chips (``chips: mixed``): a `PerturbedModelSource` behind the `eopm_step` interface.
 
-    train_generator passes the step's training chip seeds, themselves a function of (seed, step); the first
-    one keys the step's attack randomness, so a resumed run draws the same chips.
+    Each step's chips are drawn by `PerturbedModelSource.draw` at the step's index, so a resumed run draws
+    the same chips; the step's metrics add ``attack_loss`` (the mean cross-entropy the attacks reached).
     """
 
-    def step(generator, x, y, seeds, optimizer, scheduler):
-        generator.train()
-        x_t = transform(generator, x, generator_bits)
-        codes = source.draw(int(seeds[0]), x_t, y, seeds)
-        loss, metrics = eopm_loss(source.bases, x_t, y, seeds, source.chip, lam, batching, codes)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        if source.last:
-            metrics["attack_loss"] = float(np.mean([c.loss for c in source.last]))
-        return metrics
+    def __init__(
+        self,
+        bases: Sequence[DeployedModel],
+        chip: ChipConfig,
+        cfg: AdversarialChipsConfig,
+        n: int,
+        seed: int = 0,
+        batching: str = "loop",
+    ) -> None:
+        self.source = PerturbedModelSource(bases, chip, cfg, n, seed)
+        self.batching = batching
 
-    return step
+    def loss(
+        self, x_t: torch.Tensor, y: torch.Tensor, chip_seeds: Sequence[int], step: int, lam: float
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        src = self.source
+        codes = src.draw(step, x_t, y, chip_seeds)
+        loss, metrics = eopm_loss(src.bases, x_t, y, chip_seeds, src.chip, lam, self.batching, codes)
+        if src.last:
+            metrics["attack_loss"] = float(np.mean([c.loss for c in src.last]))
+        return loss, metrics
 
 
 __all__ = [
     "CHIP_MODES",
     "AdversarialChip",
+    "AdversarialChips",
     "AdversarialChipsConfig",
     "PerturbedModelSource",
-    "adversarial_step_fn",
     "bit_error_attack",
     "candidate_cells",
     "cell_count",

@@ -39,7 +39,7 @@ def _first_line(doc: str | None) -> str:
 
 def read_registries() -> dict[str, Any]:
     """The names (and descriptions) straight from the registries: imports torch."""
-    from nf_core import deployed, train
+    from nf_core import adversarial, deployed, train
     from nf_core.ber_conditioned import SUFFIX
     from nf_core.data import DATASETS
     from nf_core.generators import GENERATORS
@@ -55,6 +55,7 @@ def read_registries() -> dict[str, Any]:
     from nf_core.base_modes import BASE_MODES
 
     out["base_modes"] = list(BASE_MODES)
+    out["chips"] = list(adversarial.CHIP_MODES)
     return out
 
 

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from nf_core.adversarial import (
+    AdversarialChips,
     AdversarialChipsConfig,
     PerturbedModelSource,
-    adversarial_step_fn,
     bit_error_attack,
     candidate_cells,
     cell_count,
@@ -136,12 +136,12 @@ def test_config_errors() -> None:
 def test_generator_trains_against_adversarial_chips(base: DeployedModel) -> None:
     data = torch.utils.data.Subset(load_dataset("digits").train, range(32))
     cfg = GeneratorTrainConfig(ber=0.01, n_chips=2, epochs=1, batch_size=32, seed=0)
-    source = PerturbedModelSource(
+    models = AdversarialChips(
         [base], cfg.chip, AdversarialChipsConfig("adversarial", budget=10, steps=1), cfg.n_chips, cfg.seed
     )
     gen = create_generator("ConvS")
     before = [p.detach().clone() for p in gen.parameters()]
-    ckpt = train_generator(gen, [base], data, cfg, step_fn=adversarial_step_fn(source, cfg.lam, cfg.generator_bits))
+    ckpt = train_generator(gen, [base], data, cfg, models=models)
     hist = ckpt["history"][-1]
     assert np.isfinite(hist["loss"]) and hist["attack_loss"] > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, gen.parameters()))

@@ -64,6 +64,13 @@ STAGES = re.compile(r"\bbase\b[\s\S]*\bgenerator\b[\s\S]*\beval\b[\s\S]*\btransf
 
 # (command prefix, what its output must hold): the first matching prefix applies.
 SHAPES: list[tuple[str, list[re.Pattern[str]]]] = [
+    # the paper-coverage section's lines (before the general prefixes they share)
+    ("nf sweep plan sweeps/*.yaml", [re.compile(r"reproduces: Table 25"), re.compile(r"sweeps, [\d,]+ trials in all")]),
+    (
+        "nf report demo --embeddings",
+        [re.compile(r"index\.html"), re.compile(r"^embeddings: figures/embeddings_tsne\.png", re.M)],
+    ),
+    ("nf profile --model resnet18 --dataset digits", [re.compile(r"latency at batch size 1"), re.compile(r"added ms")]),
     ("nf sweep plan", [re.compile(r"^\s*stage\s+trials", re.M), re.compile(r"^\s*total\s+\d+", re.M)]),
     ("nf sweep run", [TABLE_HEADER, re.compile(r"^results: ", re.M), re.compile(r"^browse: ", re.M)]),
     ("nf sweep resume", [TABLE_HEADER, re.compile(r"^results: ", re.M)]),

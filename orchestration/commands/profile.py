@@ -66,6 +66,18 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_sweep_arguments(p: argparse.ArgumentParser) -> None:
+    from orchestration.store.roots import add_storage_args
+
+    p.add_argument(
+        "--sweep",
+        metavar="NAME",
+        help="with --latency: also store the timings in sweep NAME's storage (latency/), where `nf report NAME` "
+        "reads them (the report never times anything itself)",
+    )
+    add_storage_args(p)
+
+
 def add_profile_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `profile` on the `nf` CLI's subparsers; dispatch to run_profile(args)."""
     p = subparsers.add_parser(
@@ -75,6 +87,7 @@ def add_profile_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_arguments(p)
+    _add_sweep_arguments(p)
     p.set_defaults(func=run_profile)
 
 
@@ -92,6 +105,8 @@ def _check_combination(args: argparse.Namespace) -> None:
             "--ber needs --model and --generator (or --all): energy saving compares a base model "
             "at low voltage plus its generator at nominal voltage with the base model at nominal"
         )
+    if getattr(args, "sweep", None) and args.latency is None:
+        raise ValueError("--sweep stores latency timings; add --latency")
     if args.latency is not None and args.all:
         raise ValueError("--latency times one base model; use --model NAME instead of --all")
     if args.out and not args.all:
@@ -219,6 +234,11 @@ def _run(args: argparse.Namespace) -> int:
     if lat is not None:  # JSON: the counts as before, under "latency" the timings
         result = {**(result if args.generator else {"model": result}), "latency": lat}
     print(json.dumps(result) if args.json else text + _latency_text(lat))
+    if lat is not None and getattr(args, "sweep", None):
+        from orchestration.report.appendix import store_latency
+
+        where = store_latency(args.sweep, lat, args.storage, args.s3_endpoint)
+        print(f"latency stored: {where}  (shown by nf report {args.sweep})", file=sys.stderr)
     return 0
 
 

@@ -95,7 +95,7 @@ def _sweep_list(args: argparse.Namespace) -> int:
 
 def plan_with_cluster(args: argparse.Namespace, cfg: Any, items: dict[str, list[Any]]) -> str:
     """What `nf sweep plan` prints: the plain plan, or the estimate when --cluster or --epoch-seconds is given."""
-    from orchestration.commands.views import format_estimate, format_plan
+    from orchestration.commands.views import format_estimate, format_plan, reproduces_line
 
     cluster, seconds = getattr(args, "cluster", None), getattr(args, "epoch_seconds", None)
     if cluster is None and seconds is None:
@@ -103,7 +103,8 @@ def plan_with_cluster(args: argparse.Namespace, cfg: Any, items: dict[str, list[
     from orchestration.cluster.capacity import estimate, parse_epoch_seconds
 
     parsed = parse_epoch_seconds(seconds) if isinstance(seconds, str) else seconds
-    text = format_estimate(estimate(cfg, items, cluster, parsed))
+    head, _, rest = format_estimate(estimate(cfg, items, cluster, parsed)).partition("\n")
+    text = "\n".join([head, *reproduces_line(cfg), rest])
     if getattr(args, "verbose", False):
         text += "\n" + format_plan(cfg, items, verbose=True)
     return text

@@ -13,12 +13,18 @@ def format_plan(cfg: SweepConfig, items: dict[str, list[Item]], verbose: bool = 
     """Trials per stage; with ``verbose`` every trial's id under its stage."""
     rows = [[stage, len(items[stage])] for stage in STAGES]
     rows.append(["total", sum(len(v) for v in items.values())])
-    lines = [f"sweep {cfg.name!r}: storage {cfg.storage}", indent(table(["stage", "trials"], rows, ["left", "right"]))]
+    lines = [f"sweep {cfg.name!r}: storage {cfg.storage}"] + reproduces_line(cfg)
+    lines.append(indent(table(["stage", "trials"], rows, ["left", "right"])))
     if verbose:
         for stage in STAGES:
             lines.append(f"  {stage}:")
             lines += [f"      {it.id}" for it in items[stage]]
     return "\n".join(lines)
+
+
+def reproduces_line(cfg: SweepConfig) -> list[str]:
+    """The paper tables/figures the config names (its ``reproduces`` field): one line, or none."""
+    return [f"  reproduces: {', '.join(cfg.reproduces)}"] if cfg.reproduces else []
 
 
 def format_status(cfg: SweepConfig, states: dict[str, dict[str, str]], where: str | None = None) -> str:

@@ -222,16 +222,19 @@ def build_report(
     energy: F.EnergyFn | None = None,
     energy_convention: str | None = None,
     training_hours: dict[str, float] | None = None,
+    extra: list[Section] | None = None,
 ) -> dict[str, Any]:
     """Write index.html, figures/ (PNG + SVG) and tables/ (CSV, LaTeX, Markdown) under ``out_dir``.
 
     ``rows``: results rows (dicts, a results table or DataFrame-like); ``missing``: one line per group of
-    unfinished items (a partial sweep). Returns {"index", "figures" (absolute PNG/SVG paths), "sections"}."""
+    unfinished items (a partial sweep); ``extra``: sections built elsewhere, after the main ones (a stored
+    sweep's appendix sections, orchestration/report/appendix.py).
+    Returns {"index", "figures" (absolute PNG/SVG paths), "sections"}."""
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     if isinstance(rows, pd.DataFrame):
         rows = rows.to_dict("records")
-    sections = build_sections(rows, out_dir, energy, energy_convention, training_hours)
+    sections = build_sections(rows, out_dir, energy, energy_convention, training_hours) + list(extra or [])
     n = len(T.frame(rows))
     sub = f"{n} result rows · built {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by nf report"
     index = os.path.join(out_dir, "index.html")
@@ -354,9 +357,11 @@ def report_sweep(
     track: bool = True,
     log: Callable[[str], None] = print,
     full_size: bool = False,
+    embeddings: bool = False,
 ) -> str:
     """Build the report of a stored sweep (complete or partial); returns the index.html path. The energy
-    section prices the sweep's own networks (its ``width``), or the paper's with ``full_size``."""
+    section prices the sweep's own networks (its ``width``), or the paper's with ``full_size``; ``embeddings``
+    adds the t-SNE panels and the gallery, drawn from the stored checkpoints (orchestration/report/appendix.py)."""
     from nf_core.cost import energy_convention
     from orchestration.store.roots import sweep_store
     from orchestration.sweep.runner import collect_rows, open_sweep, stage_states
@@ -381,8 +386,10 @@ def report_sweep(
         table.energy_ratio(ber)  # ValueError naming the BER, before the cost model (torch) is loaded
         return F.cost_model_saving(model, gen, ds, ber, voltage_table, width)
 
+    from orchestration.report.appendix import appendix_sections
     from orchestration.store.cost_counts import sweep_counts  # the counts cache `nf select` uses too
 
+    extra = appendix_sections(cfg, store, rows, out, embeddings)  # paper, latency (stored), embeddings
     with sweep_counts(store):
         from orchestration.report.protection import training_hours  # measured epoch times (done.json)
 
@@ -395,11 +402,15 @@ def report_sweep(
             energy,
             energy_convention(width),
             training_hours(cfg, store),
+            extra,
         )
     if upload:  # S3 storage: the report goes beside the sweep's results, replacing the earlier one
         _upload(store, out, log)
     if track and own:  # --out: files only; the sweep's MLflow run is left as it is
         log_to_mlflow(cfg, store, out, log)
+    if embeddings:  # asked for: say what came of it (figures, or the one-line reason)
+        emb = [s for s in res["sections"] if s.key in ("embeddings", "transformed_inputs")]
+        log("embeddings: " + (emb[0].skipped or ", ".join(f for s in emb for f in s.figures)))
     if missing:
         log(f"partial sweep: {len(missing)} stage(s) with unfinished items (listed in the report)")
     return res["index"]

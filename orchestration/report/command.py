@@ -10,7 +10,7 @@ from orchestration.store.roots import add_storage_args
 
 
 def add_parser(sub: Any) -> None:
-    """`nf report NAME [--storage …] [--out DIR] [--open]` on the CLI's subparsers."""
+    """`nf report NAME [--storage …] [--out DIR] [--embeddings] [--open]` on the CLI's subparsers."""
     p = sub.add_parser("report", help="a sweep's results as an offline HTML page with figures and tables")
     p.add_argument("name", help="the sweep's name")
     add_storage_args(p)
@@ -25,6 +25,12 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="price the energy section on the paper's full-size networks (width 1) instead of the sweep's own",
     )
+    p.add_argument(
+        "--embeddings",
+        action="store_true",
+        help="add the t-SNE embeddings (paper Fig. 15) and transformed inputs (Figs. 16-17), drawn from the "
+        "stored ConvL/ConvS checkpoints (tens of seconds: t-SNE)",
+    )
     p.add_argument("--open", action="store_true", help="open the page in a web browser")
     p.set_defaults(func=main)
 
@@ -34,7 +40,13 @@ def main(args: argparse.Namespace) -> int:
     from orchestration.report.build import report_sweep
 
     index = report_sweep(
-        args.name, args.storage, args.out, args.s3_endpoint, args.voltage_table, full_size=args.full_size
+        args.name,
+        args.storage,
+        args.out,
+        args.s3_endpoint,
+        args.voltage_table,
+        full_size=args.full_size,
+        embeddings=args.embeddings,
     )
     print(f"report: {os.path.abspath(index)}")
     if args.open:

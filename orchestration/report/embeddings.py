@@ -18,6 +18,7 @@ import numpy as np
 from orchestration.report.html import Section
 
 FIG_DIR = "figures"
+GALLERY_CLASSES = 10  # rows of the gallery: the first classes (CIFAR-100's hundred would be a 100-row figure)
 
 
 def _plt():
@@ -151,13 +152,14 @@ def embedding_sections(
     s2 = Section(
         "transformed_inputs",
         f"j. Transformed inputs: x, G(x) and x' per class (paper Figs. 16-17){suffix}",
-        "Per class the first image of the shared sample; G(x) min-max scaled for display, x' = clamp(x + G(x), -1, 1).",
+        f"Per class (the first {GALLERY_CLASSES}) the first image of the shared sample; G(x) min-max scaled for "
+        "display, x' = clamp(x + G(x), -1, 1).",
     )
     if not generators:
         s1.skipped = s2.skipped = "no generator checkpoint to draw from"
         return [s1, s2]
     res = E.embedding_panels(base, x, y, generators, chip, chip_seed, tsne_seed)
     s1.figures.append(f"{FIG_DIR}/{tsne_figure(res, fig_dir, class_names=class_names)}")
-    gal = E.gallery(x, y, generators)
+    gal = E.gallery(x, y, generators, sorted(set(y.tolist()))[:GALLERY_CLASSES])
     s2.figures.append(f"{FIG_DIR}/{gallery_figure(gal, fig_dir, class_names=class_names)}")
     return [s1, s2]

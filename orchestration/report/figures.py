@@ -30,6 +30,7 @@ _SHORT = {
     "lam": "λ=",
     "n": "N=",
     "bits": "b=",
+    "flipped_bits": "flipped ",
     "fault_model": "",
     "layout": "",
     "source": "src ",

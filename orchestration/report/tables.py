@@ -11,7 +11,19 @@ import pandas as pd
 from orchestration.store.results import Rows, results_table
 
 # Keys that tell two generator configurations apart; a report shows only those the sweep varies.
-VARIANT_KEYS = ("source", "base_training", "train_ber", "lam", "n", "fault_model", "layout", "bits", "eval_ber")
+# flipped_bits: the budget of an adversarially trained generator (paper Table 25), one generator per budget.
+VARIANT_KEYS = (
+    "source",
+    "base_training",
+    "train_ber",
+    "lam",
+    "n",
+    "flipped_bits",
+    "fault_model",
+    "layout",
+    "bits",
+    "eval_ber",
+)
 _METRICS = ("ca", "pa_mean", "pa_std", "ca_nf", "pa_nf_mean", "pa_nf_std", "rp", "rp_std", "efficiency")
 
 
@@ -112,6 +124,7 @@ _HEAD = {
     "efficiency": "efficiency",
     "runs": "runs",
     "bits": "bits",
+    "flipped_bits": "flipped bits",
 }
 _LATEX_HEAD = {
     **_HEAD,
@@ -153,7 +166,7 @@ def display_table(df: pd.DataFrame, latex: bool = False) -> tuple[list[str], lis
                 line.append(_cell(v, "+.2f") if _cell(std) == "-" else f"{_cell(v, '+.2f')}{pm}{_cell(std)}")
             elif c == "efficiency":
                 line.append(_cell(v, ".3g"))
-            elif isinstance(v, float) and c in ("n", "bits", "runs") and not math.isnan(v):
+            elif isinstance(v, float) and c in ("n", "bits", "runs", "flipped_bits") and not math.isnan(v):
                 line.append(str(int(v)))
             else:
                 line.append(_cell(v))

@@ -391,6 +391,35 @@ class BaseStage(_Section):
         return mode
 
 
+def _budgets(v: Any) -> Any:
+    """A budget or a list of budgets (each a grid value: one generator per budget)."""
+    check = _number_check(integer=True, ge=1, hint="flipped bit cells per adversarial chip")
+    if isinstance(v, (list, tuple)):
+        if not v:
+            raise _fail("[] is too short; expected a budget such as 100 or a list such as [100, 500]")
+        out = [check(x) for x in v]
+        dup = next((x for i, x in enumerate(out) if x in out[:i]), None)
+        if dup is not None:
+            raise _fail(f"{dup} appears more than once in {_show(list(v))}; each value may appear once")
+        return out
+    return [check(v)]
+
+
+class AdversarialChips(_Section):
+    """Adversarial bit errors in EOPM's place (nf_core.adversarial, after Stutz et al. 2021): each step's
+    chips flip the ``budget`` stored-bit cells that most raise the loss (gradient-guided, projected onto
+    the budget, under the sweep's layout)."""
+
+    budget: Annotated[list[int], BeforeValidator(_budgets)] = [100]
+    """Flipped bit cells per adversarial chip: a number or a list (one generator per budget; Table 25:
+    [100, 500, 5000, 20000, 100000])."""
+    steps: _number(integer=True, ge=1, hint="projected-ascent steps per adversarial chip") = 5
+    """Projected gradient-ascent steps of the attack per chip (1: one-shot gradient ranking)."""
+    fraction: _number(gt=0, lt=1, hint="share of the N chips that are adversarial") = 0.5
+    """chips: mixed only: round(N·fraction) of each step's N chips are adversarial (at least 1, at most
+    N-1), the rest random."""
+
+
 class GeneratorStage(_Section):
     """Stage (b): EOPM training of the generators (Adam, StepLR stepped every iteration)."""
 
@@ -434,6 +463,15 @@ class GeneratorStage(_Section):
     """Draw the chips of step k+1 in a background thread while step k computes (bit-identical chips).
     auto: on with CUDA, off on the CPU (nf_core's prefetch=None). Not used by *_BER generators,
     whose chips depend on the batch's sampled BER."""
+    chips: _choice("chips source", "chips") = "random"
+    """Where EOPM's N perturbed models come from: random (random chips at the training BER, the paper's
+    EOPM), adversarial (N adversarial bit-error chips of ``adversarial.budget`` flipped cells each, the
+    paper's App. I, Table 25) or mixed (a share ``adversarial.fraction`` adversarial, the rest random).
+    Evaluation is on random chips either way. In-process access and per-BER generators only."""
+    adversarial: Annotated[AdversarialChips, BeforeValidator(lambda v: {} if v is None else v)] = Field(
+        default_factory=lambda: AdversarialChips()
+    )
+    """Settings of the adversarial chips (used with chips: adversarial or mixed)."""
 
     def deployed_options(self, device: str) -> dict[str, Any]:
         """DeployedModel keyword arguments of the base models on ``device``."""
@@ -575,6 +613,12 @@ def _source(v: Any) -> Any:
     return v
 
 
+def _reproduces(v: Any) -> Any:
+    if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) and x.strip() for x in v):
+        raise _fail(f"{_show(v)} is not a list of names; expected a list such as [Table 25, Figure 15]")
+    return list(v)
+
+
 _Sources = _grid(Annotated[str | list[str], BeforeValidator(_source)], "[resnet18, [resnet18, vgg11]]")
 
 
@@ -583,6 +627,9 @@ class SweepConfig(_Section):
 
     name: _text("a sweep name", _NAME, "letters, digits, '.', '_' or '-' (it becomes a folder name)")
     """The sweep's name: its folder under storage and its MLflow experiment."""
+    reproduces: Annotated[list[str], BeforeValidator(_reproduces)] = []
+    """The paper's tables and figures this sweep reproduces, as free text (``[Table 1, Figure 3]``); shown by
+    `nf sweep plan`. Documentation only: nothing is computed from it."""
     storage: _text("a local path or s3://bucket/prefix") = "runs/sweeps"
     """Storage root (local path, file:// or s3://bucket/prefix); the sweep lives in <storage>/<name>.
     A relative local path is relative to the working directory of the command and recorded absolute.
@@ -704,11 +751,42 @@ class SweepConfig(_Section):
                     "add a number such as 0.01",
                     f"generators[{i}]",
                 )
+        self._check_chips(conditioned)
         if conditioned and self.generator.access == "pool":
             raise _fail(
                 f"'pool' is not possible with BER-conditioned generators ({', '.join(conditioned)}); use in_process",
                 "generator.access",
             )
+
+    def _check_chips(self, conditioned: list[str]) -> None:
+        """Adversarial chips: in-process, per-BER generators, N >= 2 when mixed; settings only when used."""
+        g = self.generator
+        if g.chips == "random":
+            if g.adversarial != AdversarialChips():  # the defaults: what sweep.yaml stores for every sweep
+                raise _fail(
+                    f"{_show(g.adversarial.model_dump())} is only used with chips adversarial or mixed (chips is "
+                    "random); set generator.chips or remove generator.adversarial",
+                    "generator.adversarial",
+                )
+            return
+        if g.access == "pool":
+            raise _fail(f"'pool' is not possible with chips {g.chips!r}; use in_process", "generator.access")
+        if conditioned:
+            raise _fail(
+                f"{g.chips!r} is not possible with BER-conditioned generators ({', '.join(conditioned)}): "
+                "their chips are drawn at each batch's BER; use random",
+                "generator.chips",
+            )
+        if g.chips == "mixed" and min(self.ns) < 2:
+            raise _fail(
+                f"{min(self.ns)} is not possible with chips mixed (one adversarial and one random chip per step); "
+                "use N >= 2",
+                "ns",
+            )
+
+    def budgets(self) -> list[int | None]:
+        """The flipped-bit budgets of the grid: None (random chips) or one per ``generator.adversarial.budget``."""
+        return [None] if self.generator.chips == "random" else list(self.generator.adversarial.budget)
 
     def generator_bers(self) -> list[tuple[str, float | BerRange]]:
         """The (generator, training BER) pairs of the grid: numbers with per-BER generators, ranges

@@ -47,7 +47,9 @@ def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
     dataset's other models). Every item's spec is built here, once. A BER-conditioned generator's
     BER is a range (a BERRange; its params hold ``ber: None`` and ``ber_range`` {range: [lo, hi], log}),
     its id ``r<lo>-<hi>log`` for ``p<ber>``. A base-training mode other than standard suffixes its base
-    ids (``.randbet-p0.01-w0.1``) and the source part of its generator/eval/transfer ids alike."""
+    ids (``.randbet-p0.01-w0.1``) and the source part of its generator/eval/transfer ids alike.
+    Adversarially trained generators (generator.chips) add one item per flipped-bit budget, ids tagged
+    ``.adv<budget>`` / ``.mix<budget>f<fraction>`` after ``n<N>``."""
     out: dict[str, list[Item]] = {s: [] for s in STAGES}
     sources = cfg.source_list()
     for d, seed, mode in itertools.product(cfg.datasets, cfg.seeds, cfg.base.training):
@@ -62,11 +64,13 @@ def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
                 )
             )
         src_tag = f".{tag}" if tag else ""
-        for src, (g, ber), lam, n in itertools.product(sources, cfg.generator_bers(), cfg.lambdas, cfg.ns):
+        grid = itertools.product(sources, cfg.generator_bers(), cfg.lambdas, cfg.ns, cfg.budgets())
+        for src, (g, ber), lam, n, budget in grid:
             src_id = "+".join(src) + src_tag
             ber_tag = ber.tag() if isinstance(ber, BerRange) else f"p{ber:g}"
             gid = (
-                f"{d.name}.{src_id}.{g}.{ber_tag}.l{lam:g}.n{n}.{cfg.fault_model}.{cfg.layout}.b{bits_tag(cfg)}.s{seed}"
+                f"{d.name}.{src_id}.{g}.{ber_tag}.l{lam:g}.n{n}{chips_tag(cfg, budget)}.{cfg.fault_model}."
+                f"{cfg.layout}.b{bits_tag(cfg)}.s{seed}"
             )
             needs = [base_id(d.name, m, cfg.bits, seed, tag) for m in src]
             spec = GeneratorSpec(
@@ -83,6 +87,7 @@ def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
                 width=cfg.width,
                 generator_bits=cfg.generator.generator_bits,
                 base_tag=tag,
+                **_chips_fields(cfg, budget),
             )
             out["generator"].append(Item("generator", gid, spec, needs))
             out["eval"].append(Item("eval", f"eval.{gid}", _eval_spec(spec, src), [gid, *needs]))
@@ -101,6 +106,28 @@ def plan(cfg: SweepConfig) -> dict[str, list[Item]]:
 
 def _eval_spec(spec: GeneratorSpec, targets: list[str]) -> EvalSpec:
     return EvalSpec(**{f: getattr(spec, f) for f in spec.__dataclass_fields__}, targets=tuple(targets))
+
+
+def chips_tag(cfg: SweepConfig, budget: int | None) -> str:
+    """The perturbed-model source in generator ids: nothing for random chips (ids of EOPM sweeps unchanged),
+    ``.adv<budget>`` for adversarial chips, ``.mix<budget>f<fraction>`` for mixed ones."""
+    c = cfg.generator.chips
+    if c == "random":
+        return ""
+    return f".adv{budget}" if c == "adversarial" else f".mix{budget}f{cfg.generator.adversarial.fraction:g}"
+
+
+def _chips_fields(cfg: SweepConfig, budget: int | None) -> dict[str, Any]:
+    a = cfg.generator.adversarial
+    if cfg.generator.chips == "random":
+        return {}
+    mixed = cfg.generator.chips == "mixed"
+    return {
+        "chips": cfg.generator.chips,
+        "budget": budget,
+        "attack_steps": a.steps,
+        "fraction": a.fraction if mixed else None,
+    }
 
 
 def bits_tag(cfg: SweepConfig) -> str:

@@ -58,11 +58,22 @@ class GeneratorSpec:
     width: float
     generator_bits: int | None
     base_tag: str = ""  # the source base items' id suffix (BaseStage.training_tag); "": standard QAT
+    # Where EOPM's perturbed models come from (orchestration/spec/config.py, generator.chips): random chips,
+    # or adversarial bit errors of ``budget`` flipped cells (alone, or a ``fraction`` of N mixed with random).
+    chips: str = "random"
+    budget: int | None = None
+    attack_steps: int | None = None
+    fraction: float | None = None
 
     @property
     def base_training(self) -> str:
         """The source base models' training mode (standard, clip, randbet, awp)."""
         return self.base_tag.split("-")[0] if self.base_tag else "standard"
+
+    @property
+    def flipped_bits(self) -> int | None:
+        """The adversarial budget the generator was trained against (None: random chips), as results rows name it."""
+        return None if self.chips == "random" else self.budget
 
     @property
     def ber_range(self) -> BERRange | None:
@@ -90,6 +101,13 @@ class GeneratorSpec:
             "width": self.width,
             "generator_bits": self.generator_bits,
             **({"base_tag": self.base_tag} if self.base_tag else {}),
+            # only when not random: the params (and checkpoint hashes) of EOPM generators stay as they were
+            **(
+                {"chips": self.chips, "budget": self.budget, "attack_steps": self.attack_steps}
+                | ({"fraction": self.fraction} if self.chips == "mixed" else {})
+                if self.chips != "random"
+                else {}
+            ),
         }
 
 
@@ -134,6 +152,7 @@ def spec_from_params(stage: str, p: dict[str, Any]) -> TrialSpec:
         "width": p["width"],
         "generator_bits": p["generator_bits"],
         "base_tag": p.get("base_tag", ""),
+        **{k: p[k] for k in ("chips", "budget", "attack_steps", "fraction") if k in p},
     }
     if stage == "generator":
         return GeneratorSpec(**fields)

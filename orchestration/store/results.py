@@ -43,6 +43,9 @@ SCHEMA = pa.schema(
         ("rp", pa.float64()),
         ("rp_std", pa.float64()),  # std over chips of the paired per-chip RP (PA (NF)_chip − PA_chip)
         ("efficiency", pa.float64()),
+        # adversarially trained generators (generator.chips adversarial/mixed); null: EOPM's random chips
+        ("train_chips", pa.string()),
+        ("flipped_bits", pa.int64()),  # the adversarial chips' budget of flipped bit cells (paper Table 25)
     ]
 )
 REQUIRED = ("dataset", "source", "eval_ber")
@@ -233,4 +236,11 @@ def format_table(rows: Rows) -> str:
         ]
         for r in results_table(rows).to_pylist()
     ]
-    return table(head, body, ["left", "left", "right", "right", "left"] + ["right"] * 5)
+    align = ["left", "left", "right", "right", "left"] + ["right"] * 5
+    flipped = [r.get("flipped_bits") for r in results_table(rows).to_pylist()]
+    if any(f is not None for f in flipped):  # adversarially trained generators: their budget tells rows apart
+        head.insert(2, "flipped bits")
+        align.insert(2, "right")
+        for row, f in zip(body, flipped):
+            row.insert(2, "-" if f is None else f"{f:,}")
+    return table(head, body, align)

@@ -89,11 +89,24 @@ def train_generator_stage(
     """Stage (b): EOPM training of ``spec.generator`` against the source models ``bases`` (or the
     perturbed models of ``models``, e.g. pool actors); returns the final checkpoint."""
     cfg = generator_train_config(spec, stage)
+    if models is None and spec.chips != "random":
+        models = adversarial_models(spec, cfg, bases)
     torch.manual_seed(spec.seed)
     gen = create_generator(spec.generator, ds.input_size, stage.generator_bits).to(device)
     ck_spec = {"generator": spec.generator, "input_size": ds.input_size, "dataset": spec.dataset}
     ck_spec["source"] = list(spec.source)
     return train_generator(gen, bases, ds.train, cfg, resume=resume, on_epoch=on_epoch, spec=ck_spec, models=models)
+
+
+def adversarial_models(
+    spec: GeneratorSpec, cfg: GeneratorTrainConfig, bases: Sequence[DeployedModel]
+) -> PerturbedModels:
+    """EOPM's perturbed models from adversarial bit errors (paper App. I): ``spec.budget`` flipped cells per
+    chip, all N chips (``chips: adversarial``) or a ``fraction`` of them mixed with random chips."""
+    from nf_core.adversarial import AdversarialChips, AdversarialChipsConfig
+
+    adv = AdversarialChipsConfig(spec.chips, spec.budget, spec.attack_steps, spec.fraction or 0.5)
+    return AdversarialChips(bases, cfg.chip, adv, cfg.n_chips, cfg.seed, cfg.batching)
 
 
 def trained_generator(ckpt: dict[str, Any], name: str, input_size: int, device: str = "cpu") -> torch.nn.Module:

@@ -355,6 +355,9 @@ def _row(ctx: TrialContext, p: EvalSpec, target: str, r: dict[str, Any]) -> dict
         "train_ber_range": p.ber_range.to_dict() if p.ber_range is not None else None,
         "fault_maps": r.get("chip_names"),
         "fault_map_bers": r.get("chip_bers"),
+        # adversarially trained generators (paper App. I, Table 25): the perturbed models and their budget
+        "train_chips": None if p.chips == "random" else p.chips,
+        "flipped_bits": p.flipped_bits,
     }
 
 
