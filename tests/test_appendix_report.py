@@ -73,10 +73,14 @@ def test_latency_stored_by_profile_shows_in_the_report(sweep, tmp_path, capsys) 
     t = pd.read_csv(tmp_path / "r" / "tables" / "latency.csv")
     assert len(t) == 7 and list(t["generator"].iloc[1:]) == ["ConvL", "ConvS", "DeConvL", "DeConvS", "UNetL", "UNetS"]
     assert (t["median_ms"] > 0).all() and t["device"].str.startswith("cpu").all() and (t["runs"] == 3).all()
+    # one generator timed later: a file of its own, the full table stays
+    assert cli.main([*args, "--generator", "ConvS", "--sweep", NAME, "--storage", str(root)]) == 0
+    assert stored.exists() and (stored.parent / "digits.resnet18.w0.125.ConvS.json").exists()
+    capsys.readouterr()
     # the timings come from the stored file, not from the report: the same numbers again
     assert cli.main(["report", NAME, "--storage", str(root), "--out", str(tmp_path / "r2")]) == 0
     again = pd.read_csv(tmp_path / "r2" / "tables" / "latency.csv")
-    assert again["median_ms"].tolist() == t["median_ms"].tolist()
+    assert again["median_ms"].tolist()[2:] == t["median_ms"].tolist() and len(again) == 9  # ConvS file sorts first
 
 
 def test_embeddings_from_stored_checkpoints_load_in_chromium(sweep, tmp_path) -> None:

@@ -70,7 +70,10 @@ SHAPES: list[tuple[str, list[re.Pattern[str]]]] = [
         "nf report demo --embeddings",
         [re.compile(r"index\.html"), re.compile(r"^embeddings: figures/embeddings_tsne\.png", re.M)],
     ),
-    ("nf profile --model resnet18 --dataset digits", [re.compile(r"latency at batch size 1"), re.compile(r"added ms")]),
+    (
+        "nf profile --model resnet18 --generator ConvL --dataset digits",
+        [re.compile(r"latency at batch size 1"), re.compile(r"added ms")],
+    ),
     ("nf sweep plan", [re.compile(r"^\s*stage\s+trials", re.M), re.compile(r"^\s*total\s+\d+", re.M)]),
     ("nf sweep run", [TABLE_HEADER, re.compile(r"^results: ", re.M), re.compile(r"^browse: ", re.M)]),
     ("nf sweep resume", [TABLE_HEADER, re.compile(r"^results: ", re.M)]),

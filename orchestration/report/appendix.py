@@ -22,8 +22,13 @@ FIG15_GENERATORS = ("ConvL", "ConvS")  # the pair the paper's Fig. 15 compares
 
 # ---------------------------------------------------------------- latency (Table 9)
 def latency_file(lat: dict[str, Any]) -> str:
-    """Where one `nf profile --latency` result lives in a sweep: one file per dataset, model and width."""
-    return f"{LATENCY_DIR}/{lat['dataset']}.{lat['model']}.w{lat.get('width', 1.0):g}.json"
+    """Where one `nf profile --latency` result lives in a sweep: one file per dataset, model, width and set of
+    generators (no suffix: the paper's six), so a later timing of one generator leaves the full table alone."""
+    from nf_core.generators import PAPER_GENERATORS
+
+    gens = [r["generator"] for r in lat["rows"] if r.get("generator")]
+    tag = "" if sorted(gens) == sorted(PAPER_GENERATORS) else "." + "+".join(gens)
+    return f"{LATENCY_DIR}/{lat['dataset']}.{lat['model']}.w{lat.get('width', 1.0):g}{tag}.json"
 
 
 def store_latency(name: str, lat: dict[str, Any], storage: str | None = None, s3_endpoint: str | None = None) -> str:
