@@ -342,9 +342,27 @@ def _store(cfg: Any) -> Any:
     return sweep_store(cfg)
 
 
+def for_sweeps(cfgs: Sequence[Any], stores: Sequence[Any], **kw: Any) -> SweepProgress:
+    """One view of several sweeps run together: their items keyed ``sweep/id`` (as their trials are)."""
+    items: dict[str, list[str]] = {}
+    done: list[str] = []
+    epochs: dict[str, int] = {}
+    for cfg, store in zip(cfgs, stores, strict=True):
+        one = for_sweep(cfg, store)
+        for stage in one.stages:
+            items.setdefault(stage, []).extend(f"{cfg.name}/{i}" for i, t in one.trials.items() if t.stage == stage)
+            epochs[stage] = max(epochs.get(stage, 1), one.epochs[stage])
+        done += [f"{cfg.name}/{i}" for i, t in one.trials.items() if t.state == "done"]
+    caps = [cfg.resources.max_concurrent for cfg in cfgs]
+    return SweepProgress(
+        items, epochs, done, name=" + ".join(c.name for c in cfgs), concurrency=sum(caps) if all(caps) else None, **kw
+    )
+
+
 def _item(trial: Any) -> tuple[str | None, str | None]:
-    item = (getattr(trial, "config", None) or {}).get("item") or {}
-    return item.get("id"), item.get("stage")
+    config = getattr(trial, "config", None) or {}
+    item = config.get("item") or {}
+    return config.get("key") or item.get("id"), item.get("stage")
 
 
 _EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*: ")  # "OSError: …" at the start of a line (frames are indented)
@@ -446,7 +464,14 @@ class LiveView:
     def __init__(
         self, cfg: Any, store: Any, verbose: int, log: Callable[[str], None] = print, interval: float = 30.0
     ) -> None:
-        self.view = for_sweep(cfg, store, log=log, interval=interval) if verbose == 0 else None
+        several = isinstance(cfg, list | tuple)
+        if verbose != 0:
+            self.view = None
+        elif several and len(cfg) > 1:
+            self.view = for_sweeps(cfg, store, log=log, interval=interval)
+        else:
+            one, where = (cfg[0], store[0]) if several else (cfg, store)
+            self.view = for_sweep(one, where, log=log, interval=interval)
         self.log: Callable[[str], None] = self.view.log if self.view else log
         self.callbacks: list[Any] = [self.view.callback()] if self.view else []
         self.tune_verbose = 0 if self.view else verbose

@@ -241,6 +241,19 @@ class SweepTracker:
             if not token:
                 return out
 
+    def child_runs_tagged(self, tag: str, value: str = "1") -> set[str]:
+        """Run ids of the parent's children with ``tag`` = ``value``, in one paged search (not one
+        lookup per run: a sweep of thousands of items asks once)."""
+        flt = f"tags.`{PARENT_TAG}` = {_q(self.parent_run_id or '')} and tags.`{tag}` = {_q(value)}"
+        out: set[str] = set()
+        token = None
+        while True:
+            page = self.client.search_runs([self.ensure_experiment()], flt, max_results=1000, page_token=token)
+            out |= {r.info.run_id for r in page}
+            token = page.token
+            if not token:
+                return out
+
     def _log_params_once(self, run_id: str, params: Mapping[str, Any]) -> None:
         # Params are immutable in MLflow: log only the keys the run does not have yet.
         wanted = {**safe_params(params), "code_version": code_version()}
