@@ -164,9 +164,8 @@ def _prepare(run: SweepRun, log: Callable[[str], None], several: bool = False) -
             run.runs[it.id] = existing.get(it.id) or tracker.child_run(it.id, stage, item_params(cfg, it))
         # one listing of the done.json files, then a read of each (a torn done.json: not done)
         todo = [it for it in run.items[stage] if (stage, it.id) not in done or not item_done(run.store, stage, it.id)]
-        log(
-            f"{cfg.name + ': ' if several else ''}stage {stage}: {len(run.items[stage]) - len(todo)} done, {len(todo)} to run"
-        )
+        who = f"{cfg.name}: " if several else ""
+        log(f"{who}stage {stage}: {len(run.items[stage]) - len(todo)} done, {len(todo)} to run")
         run.pending += todo
 
 
