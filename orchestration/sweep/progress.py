@@ -97,6 +97,7 @@ class SweepProgress:
         self.samples: dict[str, list[float]] = {s: [] for s in self.stages}
         self.first: dict[str, list[float]] = {s: [] for s in self.stages}
         self.peak = 0  # most trials seen running at once
+        self._running: set[str] = set()
         self._last_line: float | None = None  # non-TTY: when the last status line went out
         self._last_text = ""
         self._last_draw: float | None = None
@@ -125,6 +126,7 @@ class SweepProgress:
     def started(self, item_id: str, stage: str | None = None) -> None:
         t = self._trial(item_id, stage)
         t.state, t.fresh, t.error = "running", True, ""
+        self._running.add(item_id)
         self.peak = max(self.peak, self.running_count())
 
     def result(self, item_id: str, epoch: int | None, seconds: float | None, stage: str | None = None) -> None:
@@ -144,11 +146,13 @@ class SweepProgress:
     def finished(self, item_id: str, stage: str | None = None) -> str:
         t = self._trial(item_id, stage)
         t.state, t.epoch = "done", self.epochs[t.stage]
+        self._running.discard(item_id)
         return self._say(f"done    {t.stage:<9} {item_id}")
 
     def failed(self, item_id: str, error: str = "", stage: str | None = None) -> str:
         t = self._trial(item_id, stage)
         t.state, t.error = "failed", error
+        self._running.discard(item_id)
         return self._say(f"FAILED  {t.stage:<9} {item_id}" + (f": {error}" if error else ""))
 
     def retrying(self, item_id: str, stage: str | None = None, error: str | None = None) -> None:
@@ -156,12 +160,13 @@ class SweepProgress:
         With ``error`` (a failure, not a quiet restore) it gets a line of its own."""
         t = self._trial(item_id, stage)
         t.state, t.fresh = "running", True
+        self._running.add(item_id)
         if error is not None:
             self._say(f"retry   {t.stage:<9} {item_id}" + (f": {error}" if error else ""))
 
     # ---- maths ------------------------------------------------------------------------
     def running_count(self) -> int:
-        return sum(t.state == "running" for t in self.trials.values())
+        return len(self._running)  # kept as trials start and end: no scan of every item per event
 
     def counts(self, stage: str) -> dict[str, int]:
         c = dict.fromkeys(STATES, 0)

@@ -161,7 +161,9 @@ def _prepare(run: SweepRun, log: Callable[[str], None], several: bool = False) -
     for stage in STAGES:
         existing = tracker.child_runs(stage)  # one search, not one per item, on resume
         for it in run.items[stage]:
-            run.runs[it.id] = existing.get(it.id) or tracker.child_run(it.id, stage, item_params(cfg, it))
+            run.runs[it.id] = existing.get(it.id) or tracker.child_run(
+                it.id, stage, item_params(cfg, it), known_new=True
+            )
         # one listing of the done.json files, then a read of each (a torn done.json: not done)
         todo = [it for it in run.items[stage] if (stage, it.id) not in done or not item_done(run.store, stage, it.id)]
         who = f"{cfg.name}: " if several else ""
