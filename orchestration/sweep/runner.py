@@ -117,6 +117,8 @@ class SweepRun:
     change: Any
     runs: dict[str, str] = field(default_factory=dict)
     pending: list[Item] = field(default_factory=list)
+    fresh: set[str] = field(default_factory=set)  # child runs created by this driver (nothing logged yet)
+    logger: Any = None  # the live MlflowTuneCallback: what it logged is not asked of MLflow again
 
 
 def _open_run(cfg: SweepConfig, resume: bool, new_config: bool, log: Callable[[str], None]) -> SweepRun:
@@ -161,9 +163,11 @@ def _prepare(run: SweepRun, log: Callable[[str], None], several: bool = False) -
     for stage in STAGES:
         existing = tracker.child_runs(stage)  # one search, not one per item, on resume
         for it in run.items[stage]:
-            run.runs[it.id] = existing.get(it.id) or tracker.child_run(
-                it.id, stage, item_params(cfg, it), known_new=True
-            )
+            if it.id in existing:
+                run.runs[it.id] = existing[it.id]
+            else:
+                run.runs[it.id] = tracker.child_run(it.id, stage, item_params(cfg, it), known_new=True)
+                run.fresh.add(run.runs[it.id])
         # one listing of the done.json files, then a read of each (a torn done.json: not done)
         todo = [it for it in run.items[stage] if (stage, it.id) not in done or not item_done(run.store, stage, it.id)]
         who = f"{cfg.name}: " if several else ""
@@ -184,12 +188,16 @@ def done_items(store: Store) -> set[tuple[str, str]]:
 
 def _finish_run(run: SweepRun, failed: list[str], blocked: list[str], log: Callable[[str], None]) -> list[dict]:
     from orchestration.tracking.sync import backfill_history
+    from orchestration.tracking.tune_callback import MlflowTuneCallback
 
     tracker, runs, store, cfg = run.tracker, run.runs, run.store, run.cfg
+    logger = run.logger or MlflowTuneCallback(tracker, runs, fresh=run.fresh)
     logged = tracker.child_runs_tagged("nf.artifacts")  # one search, not one get_tag per item
     for stage in STAGES:
-        backfill_history(tracker, store, stage, run.items[stage], runs)  # epochs a killed driver never logged
-        _log_item_artifacts(tracker, store, stage, [it for it in run.items[stage] if runs[it.id] not in logged], runs)
+        # epochs a killed driver never logged
+        backfill_history(tracker, store, stage, run.items[stage], runs, logger)
+        todo = [it for it in run.items[stage] if runs[it.id] not in logged]
+        _log_item_artifacts(tracker, store, stage, todo, runs, logger.finished)
     for item_id in blocked:  # never started: something it needs failed
         tracker.set_tag(runs[item_id], "nf.blocked", "1")
         tracker.finish(runs[item_id], "KILLED")
@@ -322,7 +330,8 @@ def _run_items(
     clocks = {r.cfg.name: StageClock() for r in runs}
     callbacks: list[Any] = []
     for r in runs:
-        own = [MlflowTuneCallback(r.tracker, r.runs), TrackingPush(r.cfg, r.store.spec()), clocks[r.cfg.name]]
+        r.logger = MlflowTuneCallback(r.tracker, r.runs, fresh=r.fresh)
+        own = [r.logger, TrackingPush(r.cfg, r.store.spec()), clocks[r.cfg.name]]
         callbacks += [ForSweep(r.cfg.name, c) for c in own] if several else own
     # A trial's config is its item; the settings every trial of a sweep shares go once to the object store.
     sweeps = {r.cfg.name: (r.cfg, r.store.spec()) for r in runs}
@@ -382,20 +391,24 @@ def collect_rows(cfg: SweepConfig, store: Store | None = None) -> list[dict[str,
     return rows
 
 
-def _log_item_artifacts(tracker, store: Store, stage: str, items: list[Item], runs: dict[str, str]) -> None:
-    """Each finished item's checkpoint / results to its MLflow run, once."""
+def _log_item_artifacts(
+    tracker, store: Store, stage: str, items: list[Item], runs: dict[str, str], finished: set[str] = frozenset()
+) -> None:
+    """Each finished item's checkpoint / results to its MLflow run, once (``items``: those not yet
+    tagged ``nf.artifacts``; ``finished``: runs already ended FINISHED in this run)."""
     config_bytes = store.read_bytes(CONFIG_FILE)
     for it in items:
         d = item_dir(stage, it.id)
         run_id = runs[it.id]
-        if not item_done(store, stage, it.id) or tracker.get_tag(run_id, "nf.artifacts") == "1":
+        if not item_done(store, stage, it.id):
             continue
         for name in ("checkpoint.pt", "results.parquet", "done.json"):
             if store.exists(f"{d}/{name}"):
                 tracker.log_bytes(run_id, name, store.read_bytes(f"{d}/{name}"))
         tracker.log_bytes(run_id, CONFIG_FILE, config_bytes)
         tracker.set_tag(run_id, "nf.artifacts", "1")
-        tracker.finish(run_id, "FINISHED")
+        if run_id not in finished:  # done in an earlier run whose driver died before ending it
+            tracker.finish(run_id, "FINISHED")
 
 
 def _log_sweep_artifacts(tracker, parent: str, store: Store, cfg: SweepConfig, rows: list[dict[str, Any]]) -> None:
