@@ -109,3 +109,29 @@ def test_two_sweeps_in_one_run(tmp_path, capsys: pytest.CaptureFixture) -> None:
             assert _results(parse_config(alone)).equals(_results(cfg)), raw["name"]
     finally:
         ray.shutdown()
+
+
+def test_plan_simulates_the_sweeps_together(tmp_path, capsys: pytest.CaptureFixture) -> None:
+    """`nf sweep plan a.yaml b.yaml --cluster … --epoch-seconds …`: the set as one run against one after another."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    gpu = {"resources": {"cpus": 4, "gpus": 1}}
+    a = {**ONE, **gpu, "name": "alpha", "train_bers": [0.03, 0.05], "storage": str(tmp_path)}
+    b = {**ONE, **gpu, "name": "beta", "train_bers": [0.01], "seeds": [0, 1], "storage": str(tmp_path)}
+    paths = [_write(tmp_path / "a.yaml", a), _write(tmp_path / "b.yaml", b)]
+    cluster = str(root / "clusters" / "aws.yaml")
+    seconds = "base=600,generator=120,eval=30,transfer=60"
+    args = ["sweep", "plan", *paths, "--cluster", cluster, "--epoch-seconds", seconds, "--no-data-check"]
+    assert cli_main(args) == 0
+    out = capsys.readouterr().out
+    together = re.search(r"as one run \(nf sweep run with all of them\)\s+([\d,.]+) h\s+([\d.]+)%", out)
+    in_turn = re.search(r"one after another\s+([\d,.]+) h\s+([\d.]+)%", out)
+    assert together and in_turn, out
+    hours = [float(m.group(1).replace(",", "")) for m in (together, in_turn)]
+    busy = [float(m.group(2)) for m in (together, in_turn)]
+    # side by side the two sweeps share the GPUs: shorter, and the GPUs busier, than in turn
+    assert 0 < hours[0] < hours[1] and busy[0] > busy[1], out
+    # the longest sweep alone bounds the pair from below
+    alone = [float(h.replace(",", "")) for h in re.findall(r"^\s+no barriers\s+([\d,.]+)\s+\d+%$", out, re.M)]
+    assert alone and hours[0] >= max(alone) - 0.05, (alone, out)

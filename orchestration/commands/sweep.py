@@ -158,7 +158,35 @@ def _sweep_plan(args: argparse.Namespace) -> int:
     print("\n\n".join(texts))
     if len(cfgs) > 1:
         print(f"\n{len(cfgs)} sweeps, {total:,} trials in all")
+        together = _programme_text(args, cfgs)
+        if together:
+            print(together)
     return 0
+
+
+def _programme_text(args: argparse.Namespace, cfgs: list[Any]) -> str | None:
+    """With --cluster and --epoch-seconds: the sweeps simulated together, as one `nf sweep run` of all of
+    them runs them, against one after another."""
+    cluster, seconds = getattr(args, "cluster", None), getattr(args, "epoch_seconds", None)
+    if cluster is None or seconds is None:
+        return None
+    from orchestration.cluster.capacity import parse_epoch_seconds, simulate_programme
+    from orchestration.spec.plan import plan
+
+    parsed = parse_epoch_seconds(seconds) if isinstance(seconds, str) else seconds
+    sim = simulate_programme(cfgs, [plan(c) for c in cfgs], cluster, parsed)
+    if sim is None:
+        return "all sweeps together: no makespan simulation (a stage without --epoch-seconds, or no node fits a trial)"
+    lines = [f"all {len(cfgs)} sweeps on the cluster's {sim['gpus']:g} GPUs (makespan, GPU-busy):"]
+    labels = {
+        "no barriers": "as one run (nf sweep run with all of them)",
+        "no barriers, sweeps in turn": "one after another",
+    }
+    width = max(map(len, labels.values()))
+    for key, label in labels.items():
+        r = sim["runs"][key]
+        lines.append(f"  {label:<{width}} {r['makespan_hours']:>10,.1f} h  {100 * r['gpu_busy']:>5.1f}%")
+    return "\n".join(lines)
 
 
 def _demo(args: argparse.Namespace) -> int:
