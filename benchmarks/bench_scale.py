@@ -33,7 +33,6 @@ import json
 import math
 import os
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -206,14 +205,15 @@ def kill_and_resume(items: int, root: str, cpus_per_trial: float, at: float) -> 
     every = [(s, it.id) for s, its in plan(cfg).items() for it in its]
     env = {**os.environ, "NF_BENCH_EPOCH_S": "0.2"}
     cmd = [sys.executable, __file__, "--one", str(items), "--root", root, "--cpus-per-trial", str(cpus_per_trial)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     items_dir = Path(root) / cfg.name / "items"
     while sum(1 for _ in items_dir.glob("*/*/done.json")) < at * len(every):
         if proc.poll() is not None:
             raise RuntimeError("the run ended before the kill point")
         time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started (its own session)
-    proc.wait()
+    from tests.sweep_support import kill_tree
+
+    kill_tree(proc)  # SIGKILL to the driver and every process below it (Ray's too), as a lost head node
     done_before = {(s, i) for s, i in every if store.exists(f"items/{s}/{i}/done.json")}
     t_resume = time.time()
     cmd.append("--resume")
