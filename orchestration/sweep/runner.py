@@ -250,8 +250,7 @@ def run_sweeps(
                 guards.enter_context(parent_run_guard(r.tracker, r.parent))
             for r in runs:
                 _prepare(r, log, len(runs) > 1)
-            _init_ray(ray_address)
-            outcome = _run_items(runs, live, log, trainables)
+            outcome = _run_items(runs, live, log, trainables, ray_address)
             out: dict[str, list[dict[str, Any]]] = {}
             errors: list[SweepError] = []
             for r in runs:
@@ -282,6 +281,7 @@ def _run_items(
     live: Any,
     log: Callable[[str], None],
     trainables: Mapping[str, Callable[..., None]] | None = None,
+    ray_address: str | None = None,
 ) -> dict[str, tuple[list[str], list[str]]]:
     """One Tune run for every pending item of every stage of every sweep; returns per sweep the failed
     and the blocked item ids.
@@ -291,7 +291,8 @@ def _run_items(
     of it (in its own sweep)."""
     pending = [(r.cfg.name, it) for r in runs for it in r.pending]
     if not pending:
-        return {}
+        return {}  # nothing to run: Ray is not even started
+    _init_ray(ray_address)
     from ray import tune
 
     from orchestration.sweep.dataflow import (
