@@ -245,9 +245,10 @@ def slope(a: dict[str, Any], b: dict[str, Any], key: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--items", type=int, nargs="+", default=[100, 1000], help="sweep sizes (default: 100 1000)")
+    ap.add_argument("--items", type=int, nargs="*", default=[100, 1000], help="sweep sizes (default: 100 1000)")
     ap.add_argument("--cpus-per-trial", type=float, default=0.5)
     ap.add_argument("--kill-at", type=float, default=None, help="also kill/resume the largest size at this fraction")
+    ap.add_argument("--kill-items", type=int, default=None, help="the size of the kill/resume run (default: largest)")
     ap.add_argument("--root", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
@@ -279,7 +280,7 @@ def main() -> None:
             slopes = ", ".join(f"{k} {slope(a, b, k):.2f}" for k in keys)
             print(f"slope {a['items']}->{b['items']}: {slopes}")
         if args.kill_at:
-            n = max(args.items)
+            n = args.kill_items or max(args.items)
             k = kill_and_resume(n, os.path.join(tmp, f"kill{n}"), args.cpus_per_trial, args.kill_at)
             print(
                 f"kill at {k['done_at_kill']}/{k['items']} done, resume: first trial after {k['restart_s']:.1f} s; "
