@@ -14,6 +14,9 @@ what a real item reports (one result per epoch, then the final one). Their tenso
 is timed is the orchestration: scheduling, Tune's trial bookkeeping and experiment-state saves,
 storage writes and leases, the MLflow runs and their logging, the live view.
 
+The stand-ins are built in the driver from orchestration.sweep.trainables, so this driver imports torch
+(the real one does not): its peak RSS includes torch's few hundred MB.
+
 Per size (each in a fresh driver process) it prints: orchestration seconds per item (wall ÷ items,
 no concurrency cap: as many trials at once as the box's CPUs allow at ``--cpus-per-trial``), the
 driver's peak RSS, the size of Tune's experiment state, the seconds the driver spent in MLflow calls,
