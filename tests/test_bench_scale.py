@@ -26,7 +26,8 @@ def test_bench_scale_smallest_sizes() -> None:
     assert [int(r[0]) for r in rows] == [8, 20], out.stdout  # the sizes asked for, in plan items
     for r in rows:
         wall, per_item, rss, state, mlflow, status, resume = map(float, r[1:])
-        assert abs(per_item - wall / int(r[0])) < 0.002, r  # seconds per item is wall ÷ items
+        # seconds per item is wall ÷ items (wall printed to 0.1 s, per item to 0.001 s)
+        assert abs(per_item - wall / int(r[0])) <= 0.05 / int(r[0]) + 0.0005, r
         assert rss > 50 and state > 0 and 0 < mlflow < wall and status > 0 and resume > 0, r
     slope = next(ln for ln in lines if ln.startswith("slope 8->20:"))
     assert re.search(r"wall_s -?\d+\.\d\d, peak_rss_mb -?\d+\.\d\d", slope), slope
