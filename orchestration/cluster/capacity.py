@@ -12,7 +12,7 @@ orchestration.cluster.clusterfile; the printed form from orchestration.commands.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -264,3 +264,32 @@ def _count(names: Iterable[str]) -> dict[str, int]:
     for n in names:
         out[n] = out.get(n, 0) + 1
     return out
+
+
+def simulate_programme(
+    cfgs: Sequence[Any],
+    plans: Sequence[dict[str, list[Any]]],
+    cluster_yaml_path: str,
+    epoch_seconds: dict[str, float] | float,
+) -> dict[str, Any] | None:
+    """`nf sweep plan a.yaml b.yaml --cluster C --epoch-seconds S`: the sweeps simulated together on the
+    cluster at full size, as `nf sweep run a.yaml b.yaml` runs them (one dataflow) and one after another;
+    None when a stage with trials has no epoch seconds or the cluster cannot hold every trial."""
+    seconds = {s: float(epoch_seconds) for s in STAGES} if isinstance(epoch_seconds, int | float) else epoch_seconds
+    if any(items.get(s) and s not in seconds for items in plans for s in STAGES):
+        return None
+    tasks = [t for cfg, items in zip(cfgs, plans, strict=True) for t in tasks_from_plan(cfg, items, seconds)]
+    if not tasks:
+        return None
+    need = [
+        (sum(b.get("GPU", 0.0) for b in bb), sum(b.get("CPU", 0.0) for b in bb))
+        for cfg, items in zip(cfgs, plans, strict=True)
+        for bb in _bundles(cfg, items)
+    ]
+    gpus, cpus = max(need)
+    nodes = cluster_nodes(read_cluster(cluster_yaml_path), gpus, cpus)
+    try:
+        result = compare(tasks, nodes, STAGES)
+    except ValueError:
+        return None
+    return {"sweeps": [c.name for c in cfgs], "gpus": sum(n.gpus for n in nodes), "runs": result}

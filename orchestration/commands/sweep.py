@@ -11,13 +11,24 @@ from orchestration.store.roots import add_storage_args
 
 
 def _sweep_run(args: argparse.Namespace) -> int:
-    from orchestration.spec.config import load_config, parse_config, warn_implausible
+    from orchestration.spec.config import ConfigError, load_config, parse_config, warn_implausible
 
-    cfg = load_config(args.config)
-    warn_implausible(cfg)
-    if args.storage:
-        cfg = parse_config({**cfg.to_dict(), "storage": args.storage})
-    return _run(cfg, resume=False, address=args.address, args=args)
+    paths = args.config if isinstance(args.config, list) else [args.config]
+    cfgs = []
+    for path in paths:  # every file checked before anything starts
+        try:
+            cfg = load_config(path)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}" if len(paths) > 1 and path not in str(e) else str(e)) from None
+        warn_implausible(cfg)
+        if args.storage:
+            cfg = parse_config({**cfg.to_dict(), "storage": args.storage})
+        cfgs.append(cfg)
+    return _run(cfgs, resume=False, address=args.address, args=args)
+
+
+def _names(args: argparse.Namespace) -> list[str]:
+    return args.name if isinstance(args.name, list) else [args.name]
 
 
 def _sweep_resume(args: argparse.Namespace) -> int:
@@ -25,45 +36,54 @@ def _sweep_resume(args: argparse.Namespace) -> int:
     from orchestration.sweep.resume import with_storage
     from orchestration.sweep.runner import open_sweep
 
-    cfg = open_sweep(args.name, args.storage, args.s3_endpoint)
+    names = _names(args)
+    cfgs = [open_sweep(n, args.storage, args.s3_endpoint) for n in names]
     if args.config is None:
-        return _run(cfg, resume=True, address=args.address, args=args)
+        return _run(cfgs, resume=True, address=args.address, args=args)
+    if len(names) > 1:
+        raise ConfigError(f"--config corrects one sweep; give one name, not {len(names)} ({', '.join(names)})")
+    cfg = cfgs[0]
     fixed = load_config(args.config)
     warn_implausible(fixed)
     if fixed.name != cfg.name:
         raise ConfigError(f"{args.config}: name {fixed.name!r} is not the sweep's name {cfg.name!r}")
     # The sweep stays where it is (--storage is its identity), whatever the new file says.
     fixed = with_storage(fixed, cfg.storage, args.s3_endpoint or fixed.s3_endpoint or cfg.s3_endpoint)
-    return _run(fixed, resume=True, address=args.address, args=args, new_config=True)
+    return _run([fixed], resume=True, address=args.address, args=args, new_config=True)
 
 
 def _run(
-    cfg: Any, resume: bool, address: str | None, args: argparse.Namespace | None = None, new_config: bool = False
+    cfgs: Any, resume: bool, address: str | None, args: argparse.Namespace | None = None, new_config: bool = False
 ) -> int:
     from orchestration.errors import check_storage_writable
     from orchestration.store.results import format_table
     from orchestration.store.roots import sweep_store
     from orchestration.sweep.preflight import check_dataset_roots
-    from orchestration.sweep.runner import run_sweep, tracking_uri
+    from orchestration.sweep.runner import run_sweeps, tracking_uri
     from orchestration.tracking.server import check_tracking_reachable, ui_command
 
-    check_dataset_roots(cfg)  # before Ray starts or anything is written
-    check_storage_writable(sweep_store(cfg))  # an unwritable or unreachable storage: one line, before Ray
-    check_tracking_reachable(tracking_uri(cfg, sweep_store(cfg)))  # a server URI that does not answer: the same
+    cfgs = cfgs if isinstance(cfgs, list) else [cfgs]
+    for cfg in cfgs:
+        check_dataset_roots(cfg)  # before Ray starts or anything is written
+        check_storage_writable(sweep_store(cfg))  # an unwritable or unreachable storage: one line, before Ray
+        check_tracking_reachable(tracking_uri(cfg, sweep_store(cfg)))  # a server URI that does not answer: the same
     verbose = getattr(args, "verbose", 0) or 0
     if not verbose:  # the compact view replaces Tune's tables and Ray's info lines; errors still show
         from orchestration.sweep.progress import quiet_ray_logs
 
         quiet_ray_logs()
     interval = getattr(args, "progress_interval", None) or 30.0
-    rows = run_sweep(
-        cfg, resume=resume, ray_address=address, verbose=verbose, progress_interval=interval, new_config=new_config
+    out = run_sweeps(
+        cfgs, resume=resume, ray_address=address, verbose=verbose, progress_interval=interval, new_config=new_config
     )
-    store = sweep_store(cfg)
-    print()
-    print(format_table(rows))
-    print(f"\nresults: {store.url('results')}  (results.parquet, transfer matrices and heat-maps)")
-    print(f"browse:  {ui_command(tracking_uri(cfg, store))}   or   nf ui {cfg.name}")
+    for cfg in cfgs:
+        store = sweep_store(cfg)
+        print()
+        if len(cfgs) > 1:
+            print(f"sweep {cfg.name}:")
+        print(format_table(out[cfg.name]))
+        print(f"\nresults: {store.url('results')}  (results.parquet, transfer matrices and heat-maps)")
+        print(f"browse:  {ui_command(tracking_uri(cfg, store))}   or   nf ui {cfg.name}")
     return 0
 
 
@@ -73,12 +93,16 @@ def _sweep_status(args: argparse.Namespace) -> int:
     from orchestration.sweep.runner import open_sweep
     from orchestration.sweep.status import states_of, sweep_status
 
-    cfg = open_sweep(args.name, args.storage, args.s3_endpoint)  # resolves the root as `nf sweep run` does
-    store = Store(cfg.storage, args.s3_endpoint).sub(args.name)  # the storage given (or the default) is the one read
-    statuses = sweep_status(cfg, store)
-    print(format_status(cfg, states_of(statuses), store.url()))
-    print()
-    print(format_items(statuses, failed_only=args.failed))
+    names = _names(args)
+    cfgs = [open_sweep(n, args.storage, args.s3_endpoint) for n in names]  # every name checked first
+    for k, (name, cfg) in enumerate(zip(names, cfgs, strict=True)):  # resolves the root as `nf sweep run` does
+        store = Store(cfg.storage, args.s3_endpoint).sub(name)  # the storage given (or the default) is the one read
+        statuses = sweep_status(cfg, store)
+        if k:
+            print()
+        print(format_status(cfg, states_of(statuses), store.url()))
+        print()
+        print(format_items(statuses, failed_only=args.failed))
     return 0
 
 
@@ -135,7 +159,35 @@ def _sweep_plan(args: argparse.Namespace) -> int:
     print("\n\n".join(texts))
     if len(cfgs) > 1:
         print(f"\n{len(cfgs)} sweeps, {total:,} trials in all")
+        together = _programme_text(args, cfgs)
+        if together:
+            print(together)
     return 0
+
+
+def _programme_text(args: argparse.Namespace, cfgs: list[Any]) -> str | None:
+    """With --cluster and --epoch-seconds: the sweeps simulated together, as one `nf sweep run` of all of
+    them runs them, against one after another."""
+    cluster, seconds = getattr(args, "cluster", None), getattr(args, "epoch_seconds", None)
+    if cluster is None or seconds is None:
+        return None
+    from orchestration.cluster.capacity import parse_epoch_seconds, simulate_programme
+    from orchestration.spec.plan import plan
+
+    parsed = parse_epoch_seconds(seconds) if isinstance(seconds, str) else seconds
+    sim = simulate_programme(cfgs, [plan(c) for c in cfgs], cluster, parsed)
+    if sim is None:
+        return "all sweeps together: no makespan simulation (a stage without --epoch-seconds, or no node fits a trial)"
+    lines = [f"all {len(cfgs)} sweeps on the cluster's {sim['gpus']:g} GPUs (makespan, GPU-busy):"]
+    labels = {
+        "no barriers": "as one run (nf sweep run with all of them)",
+        "no barriers, sweeps in turn": "one after another",
+    }
+    width = max(map(len, labels.values()))
+    for key, label in labels.items():
+        r = sim["runs"][key]
+        lines.append(f"  {label:<{width}} {r['makespan_hours']:>10,.1f} h  {100 * r['gpu_busy']:>5.1f}%")
+    return "\n".join(lines)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -150,7 +202,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.name:
         raw["name"] = args.name
     cfg = parse_config(raw)
-    code = _run(cfg, resume=sweep_store(cfg).exists(CONFIG_FILE), address=None, args=args)
+    code = _run([cfg], resume=sweep_store(cfg).exists(CONFIG_FILE), address=None, args=args)
     from orchestration.report.build import report_sweep
 
     index = report_sweep(cfg.name, cfg.storage, s3_endpoint=cfg.s3_endpoint)
@@ -236,14 +288,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     sw = sub.add_parser("sweep", help="run, resume, inspect sweeps").add_subparsers(dest="sweep_command", required=True)
     r = sw.add_parser("run", help="run a sweep config on Ray (local or RAY_ADDRESS)")
-    r.add_argument("config", help="sweep config YAML (orchestration/spec/config.py documents every field)")
+    r.add_argument(
+        "config",
+        nargs="+",
+        help="sweep config YAML (orchestration/spec/config.py documents every field); several: "
+        "one run of all of them, each sweep with its own name, storage, MLflow experiment and results",
+    )
     r.add_argument("--storage", default=None, help="override the config's storage")
     _address_arg(r)
     _output_args(r)
     r.set_defaults(func=_sweep_run)
 
     rs = sw.add_parser("resume", help="continue a sweep whose driver stopped")
-    rs.add_argument("name", help="the sweep's name")
+    rs.add_argument("name", nargs="+", help="the sweep's name (several: continue them as one run)")
     rs.add_argument(
         "--config",
         default=None,
@@ -260,7 +317,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "status",
         help="per stage: done / running / pending / failed; per item: epoch, last metrics, attempts, error",
     )
-    st.add_argument("name", help="the sweep's name")
+    st.add_argument("name", nargs="+", help="the sweep's name (several: one status each)")
     st.add_argument("--failed", action="store_true", help="list only the failed items, with their whole error")
     add_storage_args(st)
     st.set_defaults(func=_sweep_status)

@@ -12,7 +12,7 @@ from orchestration.store.roots import add_storage_args
 def add_parser(sub: Any) -> None:
     """`nf report NAME [--storage …] [--out DIR] [--embeddings] [--open]` on the CLI's subparsers."""
     p = sub.add_parser("report", help="a sweep's results as an offline HTML page with figures and tables")
-    p.add_argument("name", help="the sweep's name")
+    p.add_argument("name", nargs="+", help="the sweep's name (several: one report each)")
     add_storage_args(p)
     p.add_argument("--out", default=None, help="output folder (default: <storage>/<name>/report/)")
     p.add_argument(
@@ -39,19 +39,23 @@ def main(args: argparse.Namespace) -> int:
     """The body of `nf report`: build the page, print its path, optionally open it."""
     from orchestration.report.build import report_sweep
 
-    index = report_sweep(
-        args.name,
-        args.storage,
-        args.out,
-        args.s3_endpoint,
-        args.voltage_table,
-        full_size=args.full_size,
-        embeddings=args.embeddings,
-    )
-    print(f"report: {os.path.abspath(index)}")
-    if args.open:
-        import pathlib
-        import webbrowser
+    names = args.name if isinstance(args.name, list) else [args.name]
+    for name in names:
+        # several sweeps and --out: one sub-folder each, so no report overwrites another
+        out = os.path.join(args.out, name) if args.out and len(names) > 1 else args.out
+        index = report_sweep(
+            name,
+            args.storage,
+            out,
+            args.s3_endpoint,
+            args.voltage_table,
+            full_size=args.full_size,
+            embeddings=args.embeddings,
+        )
+        print(f"report: {os.path.abspath(index)}")
+        if args.open:
+            import pathlib
+            import webbrowser
 
-        webbrowser.open(pathlib.Path(index).resolve().as_uri())
+            webbrowser.open(pathlib.Path(index).resolve().as_uri())
     return 0

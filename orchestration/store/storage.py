@@ -173,6 +173,16 @@ class Store:
         names = (os.path.basename(i.path) for i in self.fs.get_file_info(sel))
         return sorted(n for n in names if not (n.startswith(".") and n.endswith(TMP_SUFFIX)))  # a write in flight
 
+    def list_files(self, rel: str = "") -> list[str]:
+        """Paths (relative to ``rel``) of every file below ``rel``, in one recursive listing."""
+        base = self.path(rel).rstrip("/")
+        sel = pafs.FileSelector(base, allow_not_found=True, recursive=True)
+        return sorted(
+            i.path[len(base) + 1 :]
+            for i in self.fs.get_file_info(sel)
+            if i.type == pafs.FileType.File and not os.path.basename(i.path).endswith(TMP_SUFFIX)
+        )
+
     def download_dir(self, rel: str, local: str) -> str:
         """Copy a folder to a local path (datasets with an s3:// root are read locally)."""
         os.makedirs(local, exist_ok=True)

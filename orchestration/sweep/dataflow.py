@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import time
@@ -26,11 +27,16 @@ from orchestration.spec.plan import Item
 
 
 class ReadyItems(Searcher):
-    """Hands Tune the sweep's pending items in dependency order (see the module docstring).
+    """Hands Tune the pending items in dependency order (see the module docstring).
 
-    ``done``: ids already complete (done.json) before this run; ``is_done(id)``: whether an
+    ``done``: keys already complete (done.json) before this run; ``is_done(key)``: whether an
     item's done.json exists now (a trial that ended without error but wrote none failed);
-    ``priority``: higher goes first among ready items (ties: the given order).
+    ``priority``: higher goes first among ready items (ties: the given order). ``sweeps``: each
+    item's sweep name (a run of several sweeps, `nf sweep run a.yaml b.yaml`); with ``prefixed``
+    an item's key is ``sweep/id`` (ids of different sweeps may be equal), else its id.
+
+    Each release costs O(log n): an item waits on a count of its unmet needs, and enters a heap of
+    ready items when the count reaches zero (no scan over all items per suggestion).
     """
 
     def __init__(
@@ -39,44 +45,65 @@ class ReadyItems(Searcher):
         done: set[str],
         is_done: Callable[[str], bool],
         priority: dict[str, float] | None = None,
+        sweeps: Sequence[str] | None = None,
+        prefixed: bool = False,
     ) -> None:
         super().__init__(metric=None, mode=None)
         prio = priority or {}
-        order = {it.id: i for i, it in enumerate(items)}
-        self.todo: list[Item] = sorted(items, key=lambda it: (-prio.get(it.id, 0.0), order[it.id]))
+        names = list(sweeps) if sweeps is not None else [""] * len(items)
         self.done: set[str] = set(done)
         self.failed: set[str] = set()
-        self.live: dict[str, str] = {}  # trial id -> item id
+        self.live: dict[str, str] = {}  # trial id -> key
         self.is_done = is_done
+        self.todo: dict[str, tuple[Item, str]] = {}  # key -> (item, sweep): not handed out yet
+        self._waiting: dict[str, int] = {}  # key -> needs not done yet
+        self._users: dict[str, list[str]] = {}  # key -> keys of the items that need it
+        self._rank: dict[str, tuple[float, int]] = {}
+        self._ready: list[tuple[tuple[float, int], str]] = []
+        for order, (it, sweep) in enumerate(zip(items, names, strict=True)):
+            key = f"{sweep}/{it.id}" if prefixed else it.id
+            self.todo[key] = (it, sweep)
+            self._rank[key] = (-prio.get(key, 0.0), order)
+            needs = [f"{sweep}/{n}" if prefixed else n for n in it.needs]
+            unmet = [n for n in needs if n not in self.done]
+            self._waiting[key] = len(unmet)
+            for n in unmet:
+                self._users.setdefault(n, []).append(key)
+            if not unmet:
+                heapq.heappush(self._ready, (self._rank[key], key))
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return True  # the items are the search space; Tune's metric/mode do not apply
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        for k, it in enumerate(self.todo):
-            if all(n in self.done for n in it.needs):
-                del self.todo[k]
-                self.live[trial_id] = it.id
-                return {"item": it.to_dict()}
+        if self._ready:
+            _, key = heapq.heappop(self._ready)
+            it, sweep = self.todo.pop(key)
+            self.live[trial_id] = key
+            return {"item": it.to_dict(), "sweep": sweep, "key": key}
         # Nothing ready: wait for a running trial, or stop when none runs (the rest is blocked).
         return None if self.live else Searcher.FINISHED
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        item = self.live.pop(trial_id, None)
-        if item is None:
+        key = self.live.pop(trial_id, None)
+        if key is None:
             return
-        if not error and self.is_done(item):
-            self.done.add(item)
+        if not error and self.is_done(key):
+            self.done.add(key)
+            for user in self._users.pop(key, []):
+                self._waiting[user] -= 1
+                if self._waiting[user] == 0 and user in self.todo:
+                    heapq.heappush(self._ready, (self._rank[user], user))
         else:
-            self.failed.add(item)
+            self.failed.add(key)
 
     @property
     def blocked(self) -> list[str]:
-        """Items never handed out: something they need failed."""
-        return [it.id for it in self.todo]
+        """Keys of the items never handed out: something they need failed."""
+        return list(self.todo)
 
     def get_state(self) -> dict[str, Any]:
-        return {"done": sorted(self.done), "failed": sorted(self.failed), "todo": [it.id for it in self.todo]}
+        return {"done": sorted(self.done), "failed": sorted(self.failed), "todo": list(self.todo)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.done, self.failed = set(state["done"]), set(state["failed"])
@@ -92,23 +119,69 @@ class ReadyItems(Searcher):
             self.set_state(json.load(f))
 
 
-def run_item(config: dict[str, Any], cfg: SweepConfig, store: dict[str, Any]) -> None:
-    """The trainable of every trial: the item's stage's trainable (orchestration.sweep.trainables)."""
-    from orchestration.sweep.trainables import TRAINABLES
+def run_item(
+    config: dict[str, Any],
+    sweeps: dict[str, tuple[SweepConfig, dict[str, Any]]],
+    trainables: dict[str, Callable[..., None]] | None = None,
+) -> None:
+    """The trainable of every trial: the item's stage's trainable (orchestration.sweep.trainables), with
+    the config and storage of the item's sweep. ``trainables``: stand-ins (the scaling benchmark only)."""
+    if trainables is None:
+        from orchestration.sweep.trainables import TRAINABLES as trainables
+    cfg, store = sweeps[config.get("sweep") or next(iter(sweeps))]
+    return trainables[config["item"]["stage"]](config, cfg=cfg, store=store)
 
-    return TRAINABLES[config["item"]["stage"]](config, cfg=cfg, store=store)
 
-
-def item_resources(cfg: SweepConfig) -> Callable[[dict[str, Any]], Any]:
-    """``config -> PlacementGroupFactory`` for tune.with_resources: each stage's own bundles."""
+def item_resources(cfgs: SweepConfig | Sequence[SweepConfig]) -> Callable[[dict[str, Any]], Any]:
+    """``config -> PlacementGroupFactory`` for tune.with_resources: each stage's own bundles (of the
+    item's sweep, when a run holds several)."""
     from ray import tune
 
     from orchestration.cluster.capacity import trial_bundles
 
+    cfgs = [cfgs] if isinstance(cfgs, SweepConfig) else list(cfgs)
     factories = {
-        s: tune.PlacementGroupFactory(trial_bundles(cfg, s)) for s in ("base", "generator", "eval", "transfer")
+        (c.name, s): tune.PlacementGroupFactory(trial_bundles(c, s))
+        for c in cfgs
+        for s in ("base", "generator", "eval", "transfer")
     }
-    return lambda config: factories[config["item"]["stage"]]
+    first = cfgs[0].name
+    return lambda config: factories[(config.get("sweep") or first, config["item"]["stage"])]
+
+
+class ForSweep(Callback):
+    """Passes a Tune callback the events of one sweep's trials only (a run of several sweeps): each
+    sweep's MLflow logger, clock and tracking upload see their own items."""
+
+    def __init__(self, sweep: str, inner: Callback) -> None:
+        self.sweep, self.inner = sweep, inner
+
+    def _mine(self, trial: Any) -> bool:
+        return (getattr(trial, "config", None) or {}).get("sweep") == self.sweep
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self._mine(trial):
+            self.inner.on_trial_start(iteration, trials, trial, **info)
+
+    def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self._mine(trial):
+            self.inner.on_trial_restore(iteration, trials, trial, **info)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self._mine(trial):
+            self.inner.on_trial_recover(iteration, trials, trial, **info)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if self._mine(trial):
+            self.inner.on_trial_result(iteration, trials, trial, result, **info)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self._mine(trial):
+            self.inner.on_trial_complete(iteration, trials, trial, **info)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self._mine(trial):
+            self.inner.on_trial_error(iteration, trials, trial, **info)
 
 
 def priorities(cfg: SweepConfig, items: Sequence[Item]) -> dict[str, float]:

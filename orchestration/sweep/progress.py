@@ -97,6 +97,7 @@ class SweepProgress:
         self.samples: dict[str, list[float]] = {s: [] for s in self.stages}
         self.first: dict[str, list[float]] = {s: [] for s in self.stages}
         self.peak = 0  # most trials seen running at once
+        self._running: set[str] = set()
         self._last_line: float | None = None  # non-TTY: when the last status line went out
         self._last_text = ""
         self._last_draw: float | None = None
@@ -125,6 +126,7 @@ class SweepProgress:
     def started(self, item_id: str, stage: str | None = None) -> None:
         t = self._trial(item_id, stage)
         t.state, t.fresh, t.error = "running", True, ""
+        self._running.add(item_id)
         self.peak = max(self.peak, self.running_count())
 
     def result(self, item_id: str, epoch: int | None, seconds: float | None, stage: str | None = None) -> None:
@@ -144,11 +146,13 @@ class SweepProgress:
     def finished(self, item_id: str, stage: str | None = None) -> str:
         t = self._trial(item_id, stage)
         t.state, t.epoch = "done", self.epochs[t.stage]
+        self._running.discard(item_id)
         return self._say(f"done    {t.stage:<9} {item_id}")
 
     def failed(self, item_id: str, error: str = "", stage: str | None = None) -> str:
         t = self._trial(item_id, stage)
         t.state, t.error = "failed", error
+        self._running.discard(item_id)
         return self._say(f"FAILED  {t.stage:<9} {item_id}" + (f": {error}" if error else ""))
 
     def retrying(self, item_id: str, stage: str | None = None, error: str | None = None) -> None:
@@ -156,12 +160,13 @@ class SweepProgress:
         With ``error`` (a failure, not a quiet restore) it gets a line of its own."""
         t = self._trial(item_id, stage)
         t.state, t.fresh = "running", True
+        self._running.add(item_id)
         if error is not None:
             self._say(f"retry   {t.stage:<9} {item_id}" + (f": {error}" if error else ""))
 
     # ---- maths ------------------------------------------------------------------------
     def running_count(self) -> int:
-        return sum(t.state == "running" for t in self.trials.values())
+        return len(self._running)  # kept as trials start and end: no scan of every item per event
 
     def counts(self, stage: str) -> dict[str, int]:
         c = dict.fromkeys(STATES, 0)
@@ -342,9 +347,27 @@ def _store(cfg: Any) -> Any:
     return sweep_store(cfg)
 
 
+def for_sweeps(cfgs: Sequence[Any], stores: Sequence[Any], **kw: Any) -> SweepProgress:
+    """One view of several sweeps run together: their items keyed ``sweep/id`` (as their trials are)."""
+    items: dict[str, list[str]] = {}
+    done: list[str] = []
+    epochs: dict[str, int] = {}
+    for cfg, store in zip(cfgs, stores, strict=True):
+        one = for_sweep(cfg, store)
+        for stage in one.stages:
+            items.setdefault(stage, []).extend(f"{cfg.name}/{i}" for i, t in one.trials.items() if t.stage == stage)
+            epochs[stage] = max(epochs.get(stage, 1), one.epochs[stage])
+        done += [f"{cfg.name}/{i}" for i, t in one.trials.items() if t.state == "done"]
+    caps = [cfg.resources.max_concurrent for cfg in cfgs]
+    return SweepProgress(
+        items, epochs, done, name=" + ".join(c.name for c in cfgs), concurrency=sum(caps) if all(caps) else None, **kw
+    )
+
+
 def _item(trial: Any) -> tuple[str | None, str | None]:
-    item = (getattr(trial, "config", None) or {}).get("item") or {}
-    return item.get("id"), item.get("stage")
+    config = getattr(trial, "config", None) or {}
+    item = config.get("item") or {}
+    return config.get("key") or item.get("id"), item.get("stage")
 
 
 _EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*: ")  # "OSError: …" at the start of a line (frames are indented)
@@ -446,7 +469,14 @@ class LiveView:
     def __init__(
         self, cfg: Any, store: Any, verbose: int, log: Callable[[str], None] = print, interval: float = 30.0
     ) -> None:
-        self.view = for_sweep(cfg, store, log=log, interval=interval) if verbose == 0 else None
+        several = isinstance(cfg, list | tuple)
+        if verbose != 0:
+            self.view = None
+        elif several and len(cfg) > 1:
+            self.view = for_sweeps(cfg, store, log=log, interval=interval)
+        else:
+            one, where = (cfg[0], store[0]) if several else (cfg, store)
+            self.view = for_sweep(one, where, log=log, interval=interval)
         self.log: Callable[[str], None] = self.view.log if self.view else log
         self.callbacks: list[Any] = [self.view.callback()] if self.view else []
         self.tune_verbose = 0 if self.view else verbose

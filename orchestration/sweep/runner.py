@@ -12,7 +12,9 @@ import io
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -101,10 +103,30 @@ def run_sweep(
     ``verbose`` 0: a compact live view (orchestration/sweep/progress.py); 1 or 2: Ray Tune's own output.
     ``new_config``: ``cfg`` may differ from the stored config if no completed item changes
     (`nf sweep resume NAME --config FILE`, orchestration/sweep/resume.py)."""
-    from orchestration.sweep.progress import LiveView
-    from orchestration.sweep.resume import ConfigChange, adopt_config, forget_runs, item_params, same_config
-    from orchestration.tracking.sync import artifact_location, backfill_history, push_tracking
-    from orchestration.tracking.tracker import SweepTracker, flatten, parent_run_guard, redact_uri
+    return run_sweeps([cfg], resume, ray_address, verbose, log, progress_interval, new_config)[cfg.name]
+
+
+@dataclass
+class SweepRun:
+    """One sweep's share of a run: its storage, plan, MLflow runs and the items still to run."""
+
+    cfg: SweepConfig
+    store: Store
+    items: dict[str, list[Item]]
+    tracker: Any
+    parent: str
+    change: Any
+    runs: dict[str, str] = field(default_factory=dict)
+    pending: list[Item] = field(default_factory=list)
+    fresh: set[str] = field(default_factory=set)  # child runs created by this driver (nothing logged yet)
+    logger: Any = None  # the live MlflowTuneCallback: what it logged is not asked of MLflow again
+
+
+def _open_run(cfg: SweepConfig, resume: bool, new_config: bool, log: Callable[[str], None]) -> SweepRun:
+    """Check (or write) the sweep's stored config and open its MLflow parent run."""
+    from orchestration.sweep.resume import ConfigChange, adopt_config, same_config
+    from orchestration.tracking.sync import artifact_location
+    from orchestration.tracking.tracker import SweepTracker, flatten
 
     store = sweep_store(cfg)
     change = ConfigChange()
@@ -124,110 +146,239 @@ def run_sweep(
         store.write_bytes(CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
     if store.is_s3 and cfg.s3_endpoint:
         os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", cfg.s3_endpoint)  # MLflow's own S3 client
-    items = plan(cfg)
-    live = LiveView(cfg, store, verbose, log, progress_interval)
-    log = live.log
     tracker = SweepTracker(tracking_uri(cfg, store), cfg.mlflow.experiment or cfg.name, artifact_location(cfg, store))
     tracker.ensure_experiment()
     parent = tracker.parent_run(cfg.name, flatten(cfg.to_dict()))
+    return SweepRun(cfg, store, plan(cfg), tracker, parent, change)
+
+
+def _prepare(run: SweepRun, log: Callable[[str], None], several: bool = False) -> None:
+    """The sweep's child runs (found again, else made) and its items not yet done."""
+    from orchestration.sweep.resume import forget_runs, item_params
+    from orchestration.tracking.tracker import redact_uri
+
+    cfg, tracker = run.cfg, run.tracker
+    forget_runs(tracker, run.change)
+    log(f"MLflow: {redact_uri(tracker.tracking_uri)} (experiment {cfg.mlflow.experiment or cfg.name!r})")
+    done = done_items(run.store)
+    for stage in STAGES:
+        existing = tracker.child_runs(stage)  # one search, not one per item, on resume
+        for it in run.items[stage]:
+            if it.id in existing:
+                run.runs[it.id] = existing[it.id]
+            else:
+                run.runs[it.id] = tracker.child_run(it.id, stage, item_params(cfg, it), known_new=True)
+                run.fresh.add(run.runs[it.id])
+        # one listing of the done.json files, then a read of each (a torn done.json: not done)
+        todo = [it for it in run.items[stage] if (stage, it.id) not in done or not item_done(run.store, stage, it.id)]
+        who = f"{cfg.name}: " if several else ""
+        log(f"{who}stage {stage}: {len(run.items[stage]) - len(todo)} done, {len(todo)} to run")
+        run.pending += todo
+
+
+def done_items(store: Store) -> set[tuple[str, str]]:
+    """(stage, item id) of every item folder holding a done.json, from one listing of the storage
+    (not one existence check per item: thousands of round trips on S3)."""
+    out: set[tuple[str, str]] = set()
+    for rel in store.list_files("items"):
+        parts = rel.split("/")
+        if len(parts) == 3 and parts[2] == "done.json":
+            out.add((parts[0], parts[1]))
+    return out
+
+
+def _finish_run(run: SweepRun, failed: list[str], blocked: list[str], log: Callable[[str], None]) -> list[dict]:
+    from orchestration.tracking.sync import backfill_history
+    from orchestration.tracking.tune_callback import MlflowTuneCallback
+
+    tracker, runs, store, cfg = run.tracker, run.runs, run.store, run.cfg
+    logger = run.logger or MlflowTuneCallback(tracker, runs, fresh=run.fresh)
+    logged = tracker.child_runs_tagged("nf.artifacts")  # one search, not one get_tag per item
+    for stage in STAGES:
+        # epochs a killed driver never logged
+        backfill_history(tracker, store, stage, run.items[stage], runs, logger)
+        todo = [it for it in run.items[stage] if runs[it.id] not in logged]
+        _log_item_artifacts(tracker, store, stage, todo, runs, logger.finished)
+    register_generators(cfg, store, tracker, run.items["generator"], runs, log)  # mlflow.register_generators
+    for item_id in blocked:  # never started: something it needs failed
+        tracker.set_tag(runs[item_id], "nf.blocked", "1")
+        tracker.finish(runs[item_id], "KILLED")
+    if failed:  # the guard ends the parent run FAILED
+        raise SweepError(
+            f"{len(failed)} trial(s) failed: {', '.join(failed)}; {len(blocked)} item(s) blocked by them"
+            + (f" ({', '.join(blocked[:5])}{', ...' if len(blocked) > 5 else ''})" if blocked else "")
+            + f"; see `nf sweep status {cfg.name}`; fix the cause, then `nf sweep resume {cfg.name}` "
+            f"(a corrected config: `nf sweep resume {cfg.name} --config FILE`)"
+        )
+    rows = collect_rows(cfg, store)
+    _log_sweep_artifacts(tracker, run.parent, store, cfg, rows)
+    tracker.finish(run.parent, "FINISHED")
+    return rows
+
+
+def run_sweeps(
+    cfgs: Sequence[SweepConfig],
+    resume: bool = False,
+    ray_address: str | None = None,
+    verbose: int = 0,
+    log: Callable[[str], None] = print,
+    progress_interval: float = 30.0,
+    new_config: bool = False,
+    trainables: Mapping[str, Callable[..., None]] | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Run (or continue) several sweeps as one dataflow in one Tune run (`nf sweep run a.yaml b.yaml`):
+    each keeps its own name, storage, MLflow experiment and results; their items share the cluster,
+    most critical first across all of them. Returns each sweep's rows by name; SweepError (after
+    every sweep has recorded its state) if trials of any sweep failed.
+
+    ``trainables`` (stage -> trainable): the benchmark's stand-ins (benchmarks/bench_scale.py);
+    None: the real ones (orchestration/sweep/trainables.py)."""
+    from orchestration.sweep.progress import LiveView
+    from orchestration.tracking.sync import push_tracking
+    from orchestration.tracking.tracker import parent_run_guard
+
+    names = [c.name for c in cfgs]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ConfigError(f"sweep name {dup[0]!r} given twice; each sweep of one run needs its own name")
+    runs: list[SweepRun] = []
     try:
-        with parent_run_guard(tracker, parent):  # never left RUNNING: FAILED on error, KILLED on Ctrl-C/SIGTERM
-            forget_runs(tracker, change)
-            log(f"MLflow: {redact_uri(tracker.tracking_uri)} (experiment {cfg.mlflow.experiment or cfg.name!r})")
-            _init_ray(ray_address)
-            runs: dict[str, str] = {}
-            pending: list[Item] = []
-            for stage in STAGES:
-                existing = tracker.child_runs(stage)  # one search, not one per item, on resume
-                for it in items[stage]:
-                    runs[it.id] = existing.get(it.id) or tracker.child_run(it.id, stage, item_params(cfg, it))
-                todo = [it for it in items[stage] if not item_done(store, stage, it.id)]  # torn done.json: not done
-                log(f"stage {stage}: {len(items[stage]) - len(todo)} done, {len(todo)} to run")
-                pending += todo
-            failed, blocked = _run_items(cfg, store, pending, tracker, parent, runs, live, log)
-            for stage in STAGES:
-                backfill_history(tracker, store, stage, items[stage], runs)  # epochs a killed driver never logged
-                _log_item_artifacts(tracker, store, stage, items[stage], runs)
-            register_generators(cfg, store, tracker, items["generator"], runs, log)  # mlflow.register_generators
-            for item_id in blocked:  # never started: something it needs failed
-                tracker.set_tag(runs[item_id], "nf.blocked", "1")
-                tracker.finish(runs[item_id], "KILLED")
-            if failed:  # the guard ends the parent run FAILED
-                raise SweepError(
-                    f"{len(failed)} trial(s) failed: {', '.join(failed)}; {len(blocked)} item(s) blocked by them"
-                    + (f" ({', '.join(blocked[:5])}{', ...' if len(blocked) > 5 else ''})" if blocked else "")
-                    + f"; see `nf sweep status {cfg.name}`; fix the cause, then `nf sweep resume {cfg.name}` "
-                    f"(a corrected config: `nf sweep resume {cfg.name} --config FILE`)"
-                )
-            rows = collect_rows(cfg, store)
-            _log_sweep_artifacts(tracker, parent, store, cfg, rows)
-            tracker.finish(parent, "FINISHED")
-            return rows
+        for cfg in cfgs:
+            runs.append(_open_run(cfg, resume, new_config, log))
+        live = LiveView([r.cfg for r in runs], [r.store for r in runs], verbose, log, progress_interval)
+        log = live.log
+        with ExitStack() as guards:
+            for r in runs:  # never left RUNNING: FAILED on error, KILLED on Ctrl-C/SIGTERM
+                guards.enter_context(parent_run_guard(r.tracker, r.parent))
+            for r in runs:
+                _prepare(r, log, len(runs) > 1)
+            outcome = _run_items(runs, live, log, trainables, ray_address)
+            out: dict[str, list[dict[str, Any]]] = {}
+            errors: list[SweepError] = []
+            for r in runs:
+                failed, blocked = outcome.get(r.cfg.name, ([], []))
+                try:
+                    out[r.cfg.name] = _finish_run(r, failed, blocked, log)
+                except SweepError as e:
+                    if len(runs) == 1:
+                        raise
+                    r.tracker.finish(r.parent, "FAILED")
+                    errors.append(e)
+            if errors:
+                raise SweepError("; ".join(f"{e}" for e in errors))
+            return out
     finally:
-        push_tracking(cfg, store)  # however it ended, the storage copy of the tracking holds it
+        for r in runs:
+            push_tracking(r.cfg, r.store)  # however it ended, the storage copy of the tracking holds it
+
+
+def trial_key(sweep: str, item_id: str, several: bool) -> str:
+    """A trial's key in the Tune run: the item id, prefixed by its sweep's name when a run holds several
+    sweeps (their item ids may be equal); the stored item id never carries the prefix."""
+    return f"{sweep}/{item_id}" if several else item_id
 
 
 def _run_items(
-    cfg: SweepConfig,
-    store: Store,
-    pending: list[Item],
-    tracker: Any,
-    parent: str,
-    runs: dict[str, str],
+    runs: Sequence[SweepRun],
     live: Any,
     log: Callable[[str], None],
-) -> tuple[list[str], list[str]]:
-    """One Tune run for every pending item of every stage; returns the failed and the blocked item ids.
+    trainables: Mapping[str, Callable[..., None]] | None = None,
+    ray_address: str | None = None,
+) -> dict[str, tuple[list[str], list[str]]]:
+    """One Tune run for every pending item of every stage of every sweep; returns per sweep the failed
+    and the blocked item ids.
 
     An item starts as soon as the items it needs are done (orchestration.sweep.dataflow.ReadyItems), so no
     stage waits for the slowest item of the stage before it; a failure blocks only the items downstream
-    of it."""
+    of it (in its own sweep)."""
+    pending = [(r.cfg.name, it) for r in runs for it in r.pending]
     if not pending:
-        return [], []
+        return {}  # nothing to run: Ray is not even started
+    _init_ray(ray_address)
     from ray import tune
 
-    from orchestration.sweep.dataflow import ReadyItems, StageClock, TrackingPush, item_resources, priorities, run_item
+    from orchestration.sweep.dataflow import (
+        ForSweep,
+        ReadyItems,
+        StageClock,
+        TrackingPush,
+        item_resources,
+        priorities,
+        run_item,
+    )
     from orchestration.tracking.tune_callback import MlflowTuneCallback
 
-    pending_ids = {it.id for it in pending}
-    stage_of = {it.id: it.stage for it in pending}
+    several = len(runs) > 1
+    by_name = {r.cfg.name: r for r in runs}
+    prio: dict[str, float] = {}
+    done: set[str] = set()
+    for r in runs:
+        ids = {it.id for it in r.pending}
+        prio.update({trial_key(r.cfg.name, i, several): p for i, p in priorities(r.cfg, r.pending).items()})
+        done |= {trial_key(r.cfg.name, n, several) for it in r.pending for n in it.needs if n not in ids}
+    stage_of = {trial_key(s, it.id, several): (s, it.stage, it.id) for s, it in pending}
+
+    def is_done(key: str) -> bool:
+        sweep, stage, item_id = stage_of[key]
+        return item_done(by_name[sweep].store, stage, item_id)
+
     searcher = ReadyItems(
-        pending,
-        done={i for it in pending for i in it.needs if i not in pending_ids},
-        is_done=lambda item_id: item_done(store, stage_of[item_id], item_id),
-        priority=priorities(cfg, pending),
+        [it for _, it in pending],
+        done=done,
+        is_done=is_done,
+        priority=prio,
+        sweeps=[s for s, _ in pending],
+        prefixed=several,
     )
-    clock = StageClock()
-    # A trial's config is its item; the settings every trial shares go once to the object store.
-    trainable = tune.with_parameters(run_item, cfg=cfg, store=store.spec())
+    clocks = {r.cfg.name: StageClock() for r in runs}
+    callbacks: list[Any] = []
+    for r in runs:
+        r.logger = MlflowTuneCallback(r.tracker, r.runs, fresh=r.fresh)
+        own = [r.logger, TrackingPush(r.cfg, r.store.spec()), clocks[r.cfg.name]]
+        callbacks += [ForSweep(r.cfg.name, c) for c in own] if several else own
+    # A trial's config is its item; the settings every trial of a sweep shares go once to the object store.
+    sweeps = {r.cfg.name: (r.cfg, r.store.spec()) for r in runs}
+    trainable = tune.with_parameters(run_item, sweeps=sweeps, trainables=dict(trainables) if trainables else None)
+    first = runs[0]
+    max_concurrent = [r.cfg.resources.max_concurrent for r in runs]
     tuner = tune.Tuner(
-        tune.with_resources(trainable, item_resources(cfg)),  # each item: its stage's bundles
+        tune.with_resources(trainable, item_resources([r.cfg for r in runs])),  # each item: its stage's bundles
         # reuse_actors: later trials skip the worker start and imports (same bundles only)
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             num_samples=len(pending),
             # also how many trials Tune keeps pending for a custom searcher (default 1)
-            max_concurrent_trials=cfg.resources.max_concurrent or len(pending),
+            max_concurrent_trials=sum(max_concurrent) if all(max_concurrent) else len(pending),
             reuse_actors=True,
-            trial_name_creator=lambda t: t.config["item"]["id"],
-            trial_dirname_creator=lambda t: t.config["item"]["id"],
+            trial_name_creator=lambda t: t.config["key"],
+            trial_dirname_creator=lambda t: t.config["key"].replace("/", "__"),
         ),
         run_config=tune.RunConfig(
-            name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=store.path("tune"),
-            storage_filesystem=store.fs,
-            failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
-            callbacks=[MlflowTuneCallback(tracker, runs), TrackingPush(cfg, store.spec()), clock, *live.callbacks],
+            # several sweeps: the Tune state lives with the first one
+            name=f"{'programme' if several else 'sweep'}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=first.store.path("tune"),
+            storage_filesystem=first.store.fs,
+            failure_config=tune.FailureConfig(max_failures=max(r.cfg.resources.max_failures for r in runs)),
+            callbacks=[*callbacks, *live.callbacks],
             verbose=live.tune_verbose,
         ),
     )
     grid = tuner.fit()
-    # Per stage: wall time from its first trial's start to its last trial's end (stages overlap).
-    for stage, seconds in clock.seconds().items():
-        tracker.log_metrics(parent, {f"stage_seconds.{stage}": seconds}, step=0)
-        log(f"stage {stage}: finished in {seconds:.1f} s (first start to last end)")
-    failed = sorted(searcher.failed | {r.config["item"]["id"] for r in grid if r.error is not None})
-    return failed, searcher.blocked
+    for r in runs:
+        # Per stage: wall time from its first trial's start to its last trial's end (stages overlap).
+        for stage, seconds in clocks[r.cfg.name].seconds().items():
+            r.tracker.log_metrics(r.parent, {f"stage_seconds.{stage}": seconds}, step=0)
+            who = f"{r.cfg.name}: " if several else ""
+            log(f"{who}stage {stage}: finished in {seconds:.1f} s (first start to last end)")
+    failed_keys = set(searcher.failed) | {r.config["key"] for r in grid if r.error is not None}
+    out: dict[str, tuple[list[str], list[str]]] = {r.cfg.name: ([], []) for r in runs}
+    for key in sorted(failed_keys):
+        sweep, _, item_id = stage_of[key]
+        out[sweep][0].append(item_id)
+    for key in searcher.blocked:
+        sweep, _, item_id = stage_of[key]
+        out[sweep][1].append(item_id)
+    return out
 
 
 def collect_rows(cfg: SweepConfig, store: Store | None = None) -> list[dict[str, Any]]:
@@ -243,20 +394,24 @@ def collect_rows(cfg: SweepConfig, store: Store | None = None) -> list[dict[str,
     return rows
 
 
-def _log_item_artifacts(tracker, store: Store, stage: str, items: list[Item], runs: dict[str, str]) -> None:
-    """Each finished item's checkpoint / results to its MLflow run, once."""
+def _log_item_artifacts(
+    tracker, store: Store, stage: str, items: list[Item], runs: dict[str, str], finished: set[str] = frozenset()
+) -> None:
+    """Each finished item's checkpoint / results to its MLflow run, once (``items``: those not yet
+    tagged ``nf.artifacts``; ``finished``: runs already ended FINISHED in this run)."""
     config_bytes = store.read_bytes(CONFIG_FILE)
     for it in items:
         d = item_dir(stage, it.id)
         run_id = runs[it.id]
-        if not item_done(store, stage, it.id) or tracker.get_tag(run_id, "nf.artifacts") == "1":
+        if not item_done(store, stage, it.id):
             continue
         for name in ("checkpoint.pt", "results.parquet", "done.json"):
             if store.exists(f"{d}/{name}"):
                 tracker.log_bytes(run_id, name, store.read_bytes(f"{d}/{name}"))
         tracker.log_bytes(run_id, CONFIG_FILE, config_bytes)
         tracker.set_tag(run_id, "nf.artifacts", "1")
-        tracker.finish(run_id, "FINISHED")
+        if run_id not in finished:  # done in an earlier run whose driver died before ending it
+            tracker.finish(run_id, "FINISHED")
 
 
 def _log_sweep_artifacts(tracker, parent: str, store: Store, cfg: SweepConfig, rows: list[dict[str, Any]]) -> None:

@@ -194,12 +194,16 @@ def _history(store: Store, stage: str, item_id: str) -> list[dict[str, Any]] | N
     return [*(history or []), done.get("final") or {}]
 
 
-def backfill_history(tracker: Any, store: Store, stage: str, items: list[Item], runs: dict[str, str]) -> int:
+def backfill_history(
+    tracker: Any, store: Store, stage: str, items: list[Item], runs: dict[str, str], logger: Any = None
+) -> int:
     """Log every epoch of the stage's done items that their MLflow runs lack (a driver killed
     between a checkpoint and its MLflow write, or a database fetched from an older upload).
 
     Items are done once: a run tagged ``nf.history=1`` is skipped, so this costs one search
-    per stage after the first pass. Returns how many runs were completed."""
+    per stage after the first pass. ``logger``: the run's live MlflowTuneCallback, whose record of what
+    it logged spares one MLflow query per metric of every item trained in this run. Returns how many
+    runs were completed."""
     from orchestration.tracking.tracker import PARENT_TAG, _q
     from orchestration.tracking.tune_callback import MlflowTuneCallback
 
@@ -215,7 +219,7 @@ def backfill_history(tracker: Any, store: Store, stage: str, items: list[Item], 
         token = page.token
         if not token:
             break
-    logger = MlflowTuneCallback(tracker, runs)
+    logger = logger or MlflowTuneCallback(tracker, runs)
     n = 0
     for it in items:
         run_id = runs.get(it.id)

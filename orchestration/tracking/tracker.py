@@ -199,14 +199,22 @@ class SweepTracker:
         return run_id
 
     def child_run(
-        self, item_id: str, stage: str, params: Mapping[str, Any] | None = None, parent_run_id: str | None = None
+        self,
+        item_id: str,
+        stage: str,
+        params: Mapping[str, Any] | None = None,
+        parent_run_id: str | None = None,
+        known_new: bool = False,
     ) -> str:
-        """Get or create the child run of one stage item (run name = item id); params logged once."""
+        """Get or create the child run of one stage item (run name = item id); params logged once.
+
+        ``known_new``: the caller has just searched the parent's children (``child_runs``) and this item
+        has none: create it without a search of its own (two round trips fewer per item)."""
         parent = parent_run_id or self.parent_run_id
         if parent is None:
             raise RuntimeError("call parent_run() before child_run(), or pass parent_run_id")
         tags = {PARENT_TAG: parent, "nf.item_id": item_id, "nf.stage": stage}
-        run_id = self._find(tags)
+        run_id = None if known_new else self._find(tags)
         if run_id is None:
             extra = {"nf.role": "child"}
             if self.sweep_name:
@@ -214,6 +222,11 @@ class SweepTracker:
             run_id = self.client.create_run(
                 self.ensure_experiment(), tags={**tags, **extra}, run_name=item_id
             ).info.run_id
+            if known_new:  # a fresh run has no params yet: log them all, without reading the run back
+                new = [Param(k, v) for k, v in {**safe_params(params or {}), "code_version": code_version()}.items()]
+                for i in range(0, len(new), _BATCH_PARAMS):
+                    self.client.log_batch(run_id, params=new[i : i + _BATCH_PARAMS])
+                return run_id
         self._log_params_once(run_id, params or {})
         return run_id
 
@@ -237,6 +250,19 @@ class SweepTracker:
             )
             for r in page:
                 out.setdefault(r.data.tags.get("nf.item_id", ""), r.info.run_id)
+            token = page.token
+            if not token:
+                return out
+
+    def child_runs_tagged(self, tag: str, value: str = "1") -> set[str]:
+        """Run ids of the parent's children with ``tag`` = ``value``, in one paged search (not one
+        lookup per run: a sweep of thousands of items asks once)."""
+        flt = f"tags.`{PARENT_TAG}` = {_q(self.parent_run_id or '')} and tags.`{tag}` = {_q(value)}"
+        out: set[str] = set()
+        token = None
+        while True:
+            page = self.client.search_runs([self.ensure_experiment()], flt, max_results=1000, page_token=token)
+            out |= {r.info.run_id for r in page}
             token = page.token
             if not token:
                 return out

@@ -57,6 +57,7 @@ class MlflowTuneCallback(Callback):
         step_key: str = "epoch",
         stage: str | None = None,
         exclude: Iterable[str] = RAY_RESULT_KEYS,
+        fresh: Iterable[str] = (),
     ) -> None:
         self.tracker = tracker
         self.runs = dict(runs)
@@ -64,6 +65,9 @@ class MlflowTuneCallback(Callback):
         self.stage = stage  # if set, items missing from ``runs`` get a child run on first sight
         self.exclude = frozenset(exclude)
         self._steps: dict[tuple[str, str], set[int]] = {}
+        # runs the driver created in this session: nothing logged yet, so no history to ask MLflow for
+        self.fresh = set(fresh)
+        self.finished: set[str] = set()  # runs this callback ended FINISHED
 
     def run_for(self, trial: Any) -> str | None:
         """The child run of a trial, or None (logged once) if it has no item id / run."""
@@ -89,17 +93,23 @@ class MlflowTuneCallback(Callback):
         for k, v in numeric_metrics(flat).items():
             seen = self._steps.get((run_id, k))
             if seen is None:
-                seen = self._steps[(run_id, k)] = self.tracker.logged_steps(run_id, k)
+                seen = set() if run_id in self.fresh else self.tracker.logged_steps(run_id, k)
+                self._steps[(run_id, k)] = seen
             if step not in seen:
                 todo[k] = v
-                seen.add(step)
         if todo:
             self.tracker.log_metrics(run_id, todo, step)
+            for k in todo:  # marked only once logged: a failed write is tried again (backfill)
+                self._steps[(run_id, k)].add(step)
 
     def _status(self, trial: Any, status: str) -> None:
         run_id = self.run_for(trial)
         if run_id:
             self.tracker.finish(run_id, status)
+            if status == "FINISHED":
+                self.finished.add(run_id)
+            else:
+                self.finished.discard(run_id)
 
     def _guarded(self, fn: Any, *args: Any) -> None:
         # An exception in a Tune callback aborts the whole sweep: a tracking hiccup (store busy,
