@@ -55,6 +55,7 @@ class ReadyItems(Searcher):
         self.failed: set[str] = set()
         self.live: dict[str, str] = {}  # trial id -> key
         self.is_done = is_done
+        self.prefixed = prefixed
         self.todo: dict[str, tuple[Item, str]] = {}  # key -> (item, sweep): not handed out yet
         self._waiting: dict[str, int] = {}  # key -> needs not done yet
         self._users: dict[str, list[str]] = {}  # key -> keys of the items that need it
@@ -80,7 +81,8 @@ class ReadyItems(Searcher):
             _, key = heapq.heappop(self._ready)
             it, sweep = self.todo.pop(key)
             self.live[trial_id] = key
-            return {"item": it.to_dict(), "sweep": sweep, "key": key}
+            # one sweep: the trial's config is its item alone, as before; several: its sweep and key too
+            return {"item": it.to_dict(), "sweep": sweep, "key": key} if self.prefixed else {"item": it.to_dict()}
         # Nothing ready: wait for a running trial, or stop when none runs (the rest is blocked).
         return None if self.live else Searcher.FINISHED
 

@@ -350,8 +350,8 @@ def _run_items(
             # also how many trials Tune keeps pending for a custom searcher (default 1)
             max_concurrent_trials=sum(max_concurrent) if all(max_concurrent) else len(pending),
             reuse_actors=True,
-            trial_name_creator=lambda t: t.config["key"],
-            trial_dirname_creator=lambda t: t.config["key"].replace("/", "__"),
+            trial_name_creator=lambda t: t.config.get("key") or t.config["item"]["id"],
+            trial_dirname_creator=lambda t: (t.config.get("key") or t.config["item"]["id"]).replace("/", "__"),
         ),
         run_config=tune.RunConfig(
             # several sweeps: the Tune state lives with the first one
@@ -370,7 +370,8 @@ def _run_items(
             r.tracker.log_metrics(r.parent, {f"stage_seconds.{stage}": seconds}, step=0)
             who = f"{r.cfg.name}: " if several else ""
             log(f"{who}stage {stage}: finished in {seconds:.1f} s (first start to last end)")
-    failed_keys = set(searcher.failed) | {r.config["key"] for r in grid if r.error is not None}
+    errored = {r.config.get("key") or r.config["item"]["id"] for r in grid if r.error is not None}
+    failed_keys = set(searcher.failed) | errored
     out: dict[str, tuple[list[str], list[str]]] = {r.cfg.name: ([], []) for r in runs}
     for key in sorted(failed_keys):
         sweep, _, item_id = stage_of[key]
