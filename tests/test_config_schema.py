@@ -280,13 +280,26 @@ def _nf(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def _ray_started() -> bool:
-    import ray
+@pytest.fixture
+def ray_starts(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The sweep driver's Ray start-ups (`_init_ray` calls): the session may already share a local Ray
+    (tests/sweep_support.ensure_ray), so "Ray is up" alone cannot tell whether the command started it."""
+    from orchestration.sweep import runner
 
-    return ray.is_initialized()
+    calls: list[object] = []
+    real = runner._init_ray
+
+    def spy(*a: object, **k: object) -> None:
+        calls.append(a)
+        real(*a, **k)
+
+    monkeypatch.setattr(runner, "_init_ray", spy)
+    return calls
 
 
-def test_missing_local_root_stops_plan_and_run_before_ray(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_missing_local_root_stops_plan_and_run_before_ray(
+    tmp_path: Path, capsys: pytest.CaptureFixture, ray_starts: list[object]
+) -> None:
     path = tmp_path / "s.yaml"
     missing = tmp_path / "data" / "cifar10"
     path.write_text(
@@ -299,13 +312,13 @@ def test_missing_local_root_stops_plan_and_run_before_ray(tmp_path: Path, capsys
         assert code == 2, out + err
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"nf: error: datasets[0].root: '{missing}': does not exist")
-        assert not _ray_started() and not (tmp_path / "store").exists()
+        assert not ray_starts and not (tmp_path / "store").exists()
     code, out, err = _nf(capsys, "sweep", "plan", str(path), "--no-data-check")  # capacity planning without the data
     assert code == 0 and "total" in out, err
 
 
 def test_s3_dataset_root_checked_on_a_real_s3_server(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, s3_server
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, s3_server, ray_starts: list[object]
 ) -> None:
     import boto3
 
@@ -346,5 +359,5 @@ def test_s3_dataset_root_checked_on_a_real_s3_server(
     )
     code, _, err = _nf(capsys, "sweep", "run", str(path))
     assert code == 2 and err.startswith("nf: error: datasets[0].root: 's3://data/sets/missing': no object"), err
-    assert not _ray_started()
+    assert not ray_starts
     assert s3.list_objects_v2(Bucket="sweeps").get("KeyCount") == 0  # nothing written

@@ -17,6 +17,7 @@ from orchestration.spec.config import parse_config
 from orchestration.spec.plan import plan
 from orchestration.store.roots import sweep_store
 from orchestration.sweep.runner import tracking_uri
+from tests.sweep_support import ensure_ray
 
 # Both sweeps hold an item with the same id (the base model digits.resnet18.b8.s0): ids must not collide.
 ONE: dict[str, Any] = {
@@ -56,28 +57,24 @@ def _span(store, stage_items: dict[str, list]) -> tuple[float, float]:
 
 
 def test_two_sweeps_in_one_run(tmp_path, capsys: pytest.CaptureFixture) -> None:
-    import ray
 
     root = str(tmp_path / "together")
     a = {**ONE, "name": "alpha", "train_bers": [0.03], "storage": root}
     b = {**ONE, "name": "beta", "train_bers": [0.05], "storage": root}
     paths = [_write(tmp_path / "a.yaml", a), _write(tmp_path / "b.yaml", b)]
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        assert cli_main(["sweep", "run", *paths]) == 0
-        out = capsys.readouterr().out
-        assert "sweep alpha:" in out and "sweep beta:" in out
-        # the set again: nothing left to run in either sweep; status and report name both
-        assert cli_main(["sweep", "resume", "alpha", "beta", "--storage", root]) == 0
-        out = capsys.readouterr().out
-        for name in ("alpha", "beta"):
-            for stage in ("base", "generator", "eval", "transfer"):
-                assert re.search(rf"{name}: stage {stage}: [1-9]\d* done, 0 to run", out), (name, stage, out)
-        assert cli_main(["sweep", "status", "alpha", "beta", "--storage", root]) == 0
-        out = capsys.readouterr().out
-        assert "sweep 'alpha'" in out and "sweep 'beta'" in out
-    finally:
-        ray.shutdown()
+    ensure_ray()  # the session's local Ray (2 CPUs), which the runner uses as it is
+    assert cli_main(["sweep", "run", *paths]) == 0
+    out = capsys.readouterr().out
+    assert "sweep alpha:" in out and "sweep beta:" in out
+    # the set again: nothing left to run in either sweep; status and report name both
+    assert cli_main(["sweep", "resume", "alpha", "beta", "--storage", root]) == 0
+    out = capsys.readouterr().out
+    for name in ("alpha", "beta"):
+        for stage in ("base", "generator", "eval", "transfer"):
+            assert re.search(rf"{name}: stage {stage}: [1-9]\d* done, 0 to run", out), (name, stage, out)
+    assert cli_main(["sweep", "status", "alpha", "beta", "--storage", root]) == 0
+    out = capsys.readouterr().out
+    assert "sweep 'alpha'" in out and "sweep 'beta'" in out
     cfg_a, cfg_b = parse_config(a), parse_config(b)
     items_a, items_b = plan(cfg_a), plan(cfg_b)
     # Each sweep in its own storage, under its own name, its items with their plain ids.
@@ -101,14 +98,10 @@ def test_two_sweeps_in_one_run(tmp_path, capsys: pytest.CaptureFixture) -> None:
         assert all(r.info.status == "FINISHED" for r in runs)
 
     # Each sweep alone gives the same results, row for row.
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        for raw, cfg in ((a, cfg_a), (b, cfg_b)):
-            alone = {**raw, "storage": str(tmp_path / f"alone_{raw['name']}")}
-            assert cli_main(["sweep", "run", _write(tmp_path / f"{raw['name']}_alone.yaml", alone)]) == 0
-            assert _results(parse_config(alone)).equals(_results(cfg)), raw["name"]
-    finally:
-        ray.shutdown()
+    for raw, cfg in ((a, cfg_a), (b, cfg_b)):
+        alone = {**raw, "storage": str(tmp_path / f"alone_{raw['name']}")}
+        assert cli_main(["sweep", "run", _write(tmp_path / f"{raw['name']}_alone.yaml", alone)]) == 0
+        assert _results(parse_config(alone)).equals(_results(cfg)), raw["name"]
 
 
 def test_plan_simulates_the_sweeps_together(tmp_path, capsys: pytest.CaptureFixture) -> None:

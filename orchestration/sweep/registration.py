@@ -34,6 +34,7 @@ def register_generators(
     if not cfg.mlflow.register_generators:
         return {}
     seconds: dict[str, float] = {}
+    names: list[str] = []
     for it in items:
         if it.stage != "generator" or read_done(store, "generator", it.id) is None:
             continue
@@ -66,5 +67,8 @@ def register_generators(
         if done:
             tracker.set_tag(runs[it.id], "nf.registered_eval", "1")
         seconds[it.id] = time.perf_counter() - t0
-        log(f"registered {v.name} version {v.version} ({seconds[it.id]:.1f} s)")
+        names.append(f"{v.name} v{v.version}")
+    if names:  # one line for the lot: the live view stays as short as before
+        more = f" (+{len(names) - 3} more)" if len(names) > 3 else ""
+        log(f"registered {len(names)} generator(s) in MLflow: {', '.join(names[:3])}{more}")
     return seconds

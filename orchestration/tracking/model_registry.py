@@ -17,6 +17,8 @@ x → x' = clamp(x + G(x), -1, 1) with the generator's evaluated (fake-quantized
 
 from __future__ import annotations
 
+import contextlib
+import io
 from typing import Any
 
 import torch
@@ -138,5 +140,7 @@ def register_generator(
             serialization_format="pt2",  # torch.export archive: loads without this project's code
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],  # no requirement inference pass
         )
-    version = mlflow.register_model(info.model_uri, name, tags=tags)
+    # MLflow prints "Successfully registered model …" lines itself; the sweep's view says it once, briefly
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        version = mlflow.register_model(info.model_uri, name, tags=tags)
     return client.get_model_version(name, version.version)
