@@ -92,6 +92,27 @@ def export_commit(commit: str, dest: Path) -> Path:
     return dest
 
 
+# Config fields added after BASE (all at their defaults in the demo): the old code's schema refuses them.
+NEW_FIELDS = {
+    None: ("reproduces",),
+    "base": ("training", "wmax", "randbet_ber", "randbet_grad_clip", "randbet_threshold", "awp"),
+    "generator": ("chips", "adversarial"),
+    "mlflow": ("register_generators",),
+}
+
+
+def _as_old_config(path: Path) -> None:
+    """The demo sweep's config as BASE wrote it: the same sweep, without the fields added since."""
+    import yaml
+
+    cfg = yaml.safe_load(path.read_text())
+    for section, names in NEW_FIELDS.items():
+        d = cfg if section is None else cfg.get(section, {})
+        for n in names:
+            d.pop(n, None)
+    path.write_text(yaml.safe_dump(cfg))
+
+
 def reading_commands(repeats: int, base: str) -> None:
     """The reading commands now and at ``base``, each on its own copy of a demo-size sweep, in one run."""
     sys.path.insert(0, str(ROOT))
@@ -106,6 +127,7 @@ def reading_commands(repeats: int, base: str) -> None:
         roots = {"new": t / "new-sweeps", "old": t / "old-sweeps"}
         for r in roots.values():
             write_demo_sweep(str(r))
+        _as_old_config(roots["old"] / "demo" / "sweep.yaml")
         elsewhere = t / "elsewhere"  # not the checkout: the commands as a user types them anywhere
         elsewhere.mkdir()
 
