@@ -67,9 +67,27 @@ class Interrupted(KeyboardInterrupt):
 _received: list[int] = []  # signals turned into Interrupted, latest last
 
 
+_ctrl_c: list[int] = []  # Ctrl-Cs seen (they raise Python's own KeyboardInterrupt)
+
+
 def _raise_interrupted(signum: int, frame: object) -> None:
     _received.append(signum)
     raise Interrupted(signum)
+
+
+def _raise_ctrl_c(signum: int, frame: object) -> None:
+    _ctrl_c.append(signum)
+    signal.default_int_handler(signum, frame)
+
+
+def raise_if_interrupted() -> None:
+    """Raise again a signal whose exception was swallowed on its way out: a signal that lands while
+    the interpreter runs a GC or weakref callback (SQLAlchemy has many) is printed as "Exception
+    ignored in …" and lost, so long loops call this between steps."""
+    if _received:
+        raise Interrupted(_received[-1])
+    if _ctrl_c:
+        raise KeyboardInterrupt
 
 
 @contextmanager
@@ -83,9 +101,13 @@ def signals_raise(signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)) ->
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    if not any(signal.getsignal(s) is _raise_interrupted for s in signums):
+    outermost = not any(signal.getsignal(s) is _raise_interrupted for s in signums)
+    if outermost:
         _received.clear()  # the outermost block: signals of an earlier command do not count
+        _ctrl_c.clear()
     old = {s: signal.signal(s, _raise_interrupted) for s in signums}
+    if outermost and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        old[signal.SIGINT] = signal.signal(signal.SIGINT, _raise_ctrl_c)  # still KeyboardInterrupt, now recorded
     old_tune = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     try:

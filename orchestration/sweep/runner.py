@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from orchestration.errors import raise_if_interrupted
 from orchestration.spec.config import STAGES, ConfigError, SweepConfig, parse_config
 from orchestration.spec.plan import Item, plan
 from orchestration.store.item_files import item_done, read_done
@@ -176,6 +177,22 @@ def _prepare(run: SweepRun, log: Callable[[str], None], several: bool = False) -
         run.pending += todo
 
 
+def _interrupt_check(tune: Any) -> Any:
+    """A Tune callback: between steps, a signal whose exception was swallowed (a GC callback) stops the run."""
+
+    class InterruptCheck(tune.Callback):
+        def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+            raise_if_interrupted()
+
+    return InterruptCheck()
+
+
+def _anything_to_do(run: SweepRun) -> bool:
+    """Whether an item of the sweep lacks its done.json (one listing; torn files are judged later)."""
+    done = done_items(run.store)
+    return any((stage, it.id) not in done for stage in STAGES for it in run.items[stage])
+
+
 def done_items(store: Store) -> set[tuple[str, str]]:
     """(stage, item id) of every item folder holding a done.json, from one listing of the storage
     (not one existence check per item: thousands of round trips on S3)."""
@@ -250,6 +267,10 @@ def run_sweeps(
         with ExitStack() as guards:
             for r in runs:  # never left RUNNING: FAILED on error, KILLED on Ctrl-C/SIGTERM
                 guards.enter_context(parent_run_guard(r.tracker, r.parent))
+            if any(_anything_to_do(r) for r in runs):
+                # Ray first, before any child run exists (as a single sweep always did): a Ctrl-C or
+                # SIGTERM while Ray starts stops the command; a finished set never starts Ray at all
+                _init_ray(ray_address)
             for r in runs:
                 _prepare(r, log, len(runs) > 1)
             outcome = _run_items(runs, live, log, trainables, ray_address)
@@ -359,11 +380,12 @@ def _run_items(
             storage_path=first.store.path("tune"),
             storage_filesystem=first.store.fs,
             failure_config=tune.FailureConfig(max_failures=max(r.cfg.resources.max_failures for r in runs)),
-            callbacks=[*callbacks, *live.callbacks],
+            callbacks=[*callbacks, *live.callbacks, _interrupt_check(tune)],
             verbose=live.tune_verbose,
         ),
     )
     grid = tuner.fit()
+    raise_if_interrupted()  # a Ctrl-C or kill whose exception a GC callback swallowed still stops the sweep
     for r in runs:
         # Per stage: wall time from its first trial's start to its last trial's end (stages overlap).
         for stage, seconds in clocks[r.cfg.name].seconds().items():
