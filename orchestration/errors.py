@@ -105,6 +105,9 @@ def signals_raise(signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)) ->
     if outermost:
         _received.clear()  # the outermost block: signals of an earlier command do not count
         _ctrl_c.clear()
+        # a parent may hand us these signals blocked (a process that ran Ray in-process blocks SIGINT in
+        # its main thread, and children inherit the mask): then Ctrl-C or a kill would never arrive
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, *signums})
     old = {s: signal.signal(s, _raise_interrupted) for s in signums}
     if outermost and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         old[signal.SIGINT] = signal.signal(signal.SIGINT, _raise_ctrl_c)  # still KeyboardInterrupt, now recorded
