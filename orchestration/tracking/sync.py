@@ -204,21 +204,9 @@ def backfill_history(
     per stage after the first pass. ``logger``: the run's live MlflowTuneCallback, whose record of what
     it logged spares one MLflow query per metric of every item trained in this run. Returns how many
     runs were completed."""
-    from orchestration.tracking.tracker import PARENT_TAG, _q
     from orchestration.tracking.tune_callback import MlflowTuneCallback
 
-    complete: set[str] = set()
-    flt = (
-        f"tags.`{PARENT_TAG}` = {_q(tracker.parent_run_id)} and tags.`nf.stage` = {_q(stage)}"
-        f" and tags.`{HISTORY_TAG}` = '1'"
-    )
-    token = None
-    while True:
-        page = tracker.client.search_runs([tracker.ensure_experiment()], flt, max_results=1000, page_token=token)
-        complete |= {r.info.run_id for r in page}
-        token = page.token
-        if not token:
-            break
+    complete = tracker.child_runs_tagged(HISTORY_TAG, stage=stage)  # one paged search
     logger = logger or MlflowTuneCallback(tracker, runs)
     n = 0
     for it in items:

@@ -254,10 +254,12 @@ class SweepTracker:
             if not token:
                 return out
 
-    def child_runs_tagged(self, tag: str, value: str = "1") -> set[str]:
+    def child_runs_tagged(self, tag: str, value: str = "1", stage: str | None = None) -> set[str]:
         """Run ids of the parent's children with ``tag`` = ``value``, in one paged search (not one
         lookup per run: a sweep of thousands of items asks once)."""
         flt = f"tags.`{PARENT_TAG}` = {_q(self.parent_run_id or '')} and tags.`{tag}` = {_q(value)}"
+        if stage is not None:
+            flt += f" and tags.`nf.stage` = {_q(stage)}"
         out: set[str] = set()
         token = None
         while True:
