@@ -4,12 +4,14 @@
   test_awp, test_protect, test_train, test_evaluate, test_fault_maps, test_speed_paths, test_end_to_end,
   test_registries, test_preact, test_vit, test_data, test_cost, test_latency, test_select, test_paper,
   test_embeddings, test_export;
+* the paper's sweeps end to end: test_adversarial_sweep, test_protection_sweep;
 * the config schema and the plan: test_config_schema, test_sweep_config, test_config_options,
   test_trial_spec, test_sweep_library;
 * storage: test_storage, test_torn_files, test_credentials, test_resume;
 * dataflow (running sweeps): test_trainables, test_pool, test_schedule, test_capacity, test_progress,
-  test_sweep_e2e, test_multinode;
-* tracking: test_tracking, test_ui;  report: test_report, test_report_browser;
+  test_sweep_e2e, test_multi_sweep, test_multinode, test_bench_scale;
+* tracking: test_tracking, test_model_registry, test_ui;
+* report: test_report, test_report_browser, test_appendix_report;
 * the command line and its errors: test_cli, test_errors, test_status, test_reading_commands;
 * what the repository promises: test_readme, test_readme_demo, test_import_graph, test_cluster_files,
   test_cluster_references.

@@ -25,6 +25,9 @@ TINY: dict[str, Any] = {
     "generator": {"epochs": 3, "batch_size": 64},
     "evaluation": {"bers": [0.03, 0.05], "chips": 3},
     "transfer": True,
+    # Registering generators (a torch.export per generator, ~1 s each) is checked where it is the point:
+    # test_model_registry, test_protection_sweep and the README's own sweep (test_readme).
+    "mlflow": {"register_generators": False},
 }
 TRIALS = {"base": 2, "generator": 8, "eval": 8, "transfer": 8}
 
@@ -44,6 +47,7 @@ TINY_RANGES: dict[str, Any] = {
     "generator": {"epochs": 1, "batch_size": 64},
     "evaluation": {"bers": [0.02, 0.05], "chips": 2},
     "transfer": True,
+    "mlflow": {"register_generators": False},  # as TINY
 }
 
 

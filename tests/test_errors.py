@@ -40,6 +40,7 @@ SMALL = {
     "evaluation": {"bers": [0.05], "chips": 2},
     "transfer": False,
     "resources": {"max_failures": 0},
+    "mlflow": {"register_generators": False},  # registration: test_model_registry, test_protection_sweep
 }
 
 

@@ -8,6 +8,7 @@ docs/architecture.md draws; a module may import its own sub-package and any lowe
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,11 @@ def test_imports_go_down_the_layers(package: str) -> None:
 def test_every_module_is_in_a_layer() -> None:
     for mod in import_graph():
         layer_of(mod)
+
+
+def test_every_test_file_has_its_concern_in_conftest() -> None:
+    """tests/conftest.py's docstring maps every test file to its concern: a new file names its place."""
+    tests = Path(__file__).resolve().parent
+    doc = (tests / "conftest.py").read_text().split('"""')[1]
+    listed = set(re.findall(r"\btest_\w+", doc))
+    assert {p.stem for p in tests.glob("test_*.py")} <= listed

@@ -33,6 +33,7 @@ ONE: dict[str, Any] = {
     "evaluation": {"bers": [0.05], "chips": 2},
     "transfer": True,
     "resources": {"cpus": 1, "max_failures": 0},
+    "mlflow": {"register_generators": False},  # registration: test_model_registry, test_protection_sweep
 }
 
 

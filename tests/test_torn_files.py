@@ -131,8 +131,16 @@ def test_s3_object_is_whole_after_a_writer_is_killed_mid_upload(tmp_path, monkey
     finally:
         writer.send_signal(signal.SIGKILL)
         writer.wait(timeout=30)
-    data = s3.get_object(Bucket="torn", Key="t/obj.bin")["Body"].read()
-    assert _valid(data)  # the object is one writer's whole payload, never a partial one
+    # A request the writer had sent whole before the kill may still complete on the server: wait
+    # until the object stops changing, then it is one writer's whole payload, never a partial one.
+    data, deadline = b"", time.monotonic() + 30
+    while time.monotonic() < deadline:
+        again = s3.get_object(Bucket="torn", Key="t/obj.bin")["Body"].read()
+        assert _valid(again)
+        if again == data:
+            break
+        data = again
+        time.sleep(0.5)
     # A server-side copy is whole as well.
     store = Store("s3://torn/t", endpoint=endpoint)
     store.copy("obj.bin", "copy.bin")

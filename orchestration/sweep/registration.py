@@ -35,12 +35,16 @@ def register_generators(
         return {}
     seconds: dict[str, float] = {}
     names: list[str] = []
+    # Two searches for the lot, not a run read per item; storage is read only for items with work left.
+    registered = tracker.child_runs_tagged("nf.registered")
+    with_eval = tracker.child_runs_tagged("nf.registered_eval")
     for it in items:
-        if it.stage != "generator" or read_done(store, "generator", it.id) is None:
-            continue
+        if it.stage != "generator" or runs[it.id] in with_eval:
+            continue  # registered with its evaluation numbers: nothing left to add
+        if runs[it.id] not in registered and read_done(store, "generator", it.id) is None:
+            continue  # not trained yet
         done = read_done(store, "eval", f"eval.{it.id}")
-        tags = tracker.client.get_run(runs[it.id]).data.tags
-        if tags.get("nf.registered") == "1" and (done is None or tags.get("nf.registered_eval") == "1"):
+        if runs[it.id] in registered and done is None:
             continue  # registered, with every evaluation number there is so far
         t0 = time.perf_counter()
         try:
