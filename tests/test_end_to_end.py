@@ -1,8 +1,5 @@
 """End to end on the offline digits dataset: QAT base → PA collapse → EOPM generator recovers it."""
 
-import json
-import subprocess
-import sys
 
 import torch
 
@@ -42,40 +39,6 @@ def test_neuralfuse_recovers_perturbed_accuracy_on_digits() -> None:
     assert after["pa_mean"] == before["pa_mean"]  # same chips, same base model
     assert after["pa_nf_mean"] - after["pa_mean"] >= 10, after
     assert after["ca_nf"] > 80
-
-
-def test_nf_single_command(tmp_path) -> None:
-    """`nf single` (the in-process pipeline), shortened: it runs, prints the table and writes its outputs."""
-    out = tmp_path / "single"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "orchestration.cli",
-            "single",
-            "--out",
-            str(out),
-            "--base-epochs",
-            "1",
-            "--generator-epochs",
-            "1",
-            "--model",
-            "vgg11",
-            "--dataset",
-            "digits",
-            "--width",
-            "0.125",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "PA (NF)" in proc.stdout and "RP" in proc.stdout
-    res = json.loads((out / "results.json").read_text())["results"]
-    assert res["chips"] == 10 and res["model"] == "vgg11"
-    assert json.loads((out / "results.json").read_text())["config"]["width"] == 0.125
-    assert (out / "base.pt").exists() and (out / "generator.pt").exists()
 
 
 def test_nf_single_rejects_bad_input_before_compute(tmp_path, capsys) -> None:

@@ -237,6 +237,18 @@ def _run_ui(cmd: str, cwd: Path, env: dict[str, str]) -> str:
     return line
 
 
+def _check_single_outputs(cmd: str, cwd: Path) -> None:
+    """`nf single` wrote its default --out folder (runs/single): results.json for the model and width it was
+    given, evaluated on the default 10 chips, and both checkpoints."""
+    argv = shlex.split(cmd)
+    opt = lambda name, default: argv[argv.index(name) + 1] if name in argv else default  # noqa: E731
+    out = cwd / "runs" / "single"
+    record = json.loads((out / "results.json").read_text())
+    assert record["results"]["chips"] == 10 and record["results"]["model"] == opt("--model", "resnet18"), record
+    assert record["config"]["width"] == float(opt("--width", "1.0")), record["config"]
+    assert (out / "base.pt").exists() and (out / "generator.pt").exists()
+
+
 def _s3_copy(storage: str, endpoint: str, bucket: str, prefix: str, name: str) -> None:
     """The small sweep's files, as they would be on S3 (a sweep is read where --storage says)."""
     import boto3
@@ -322,6 +334,8 @@ def test_every_readme_command_works_as_written(world) -> None:
                     res = _sh(cmd, cwd, env)
                     out = res.stdout
                     assert res.returncode == 0, f"exit {res.returncode}: {res.stdout[-1500:]}{res.stderr[-1500:]}"
+                    if cmd.startswith("nf single"):
+                        _check_single_outputs(cmd, cwd)
                 missing = [p.pattern for p in patterns if not p.search(out)]
                 assert not missing, f"output lacks {missing}:\n{out[-2000:]}"
                 if cmd.endswith("--json"):

@@ -224,8 +224,8 @@ def _ui(args: argparse.Namespace) -> int:
             proc, url = start_mlflow_server(tracking_uri(cfg, store), store.url("mlartifacts"), port=args.port)
         except KeyboardInterrupt:
             return 0  # stopped while starting: start_mlflow_server stopped its server
-        print(f"MLflow UI for sweep {cfg.name!r}: {url}   (Ctrl-C stops it)", flush=True)
-        try:
+        try:  # the URL inside: a signal that lands right after it is printed still stops the server cleanly
+            print(f"MLflow UI for sweep {cfg.name!r}: {url}   (Ctrl-C stops it)", flush=True)
             code = proc.wait()
             tail = server_log_tail(proc)
         except KeyboardInterrupt:
