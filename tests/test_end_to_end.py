@@ -1,6 +1,5 @@
 """End to end on the offline digits dataset: QAT base → PA collapse → EOPM generator recovers it."""
 
-
 import torch
 
 from nf_core.chips import ChipConfig
