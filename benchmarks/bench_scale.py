@@ -25,12 +25,16 @@ between consecutive sizes. ``--kill-at F`` also kills the largest run's driver w
 its items is done, resumes it, and reports the seconds until a trial starts again and whether any
 item or epoch ran twice (from the items' attempts.json).
 
-Run: .venv/bin/python benchmarks/bench_scale.py [--items 100 1000] [--kill-at 0.5]
+``--s3``: the same on S3 — moto's server on loopback, started here — instead of a local folder (storage,
+Tune's state and the storage copy of the tracking all on S3; MLflow's working copy stays on local disk).
+
+Run: .venv/bin/python benchmarks/bench_scale.py [--items 100 1000] [--kill-at 0.5] [--s3]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import math
@@ -40,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +54,9 @@ sys.path.insert(0, str(ROOT))
 BERS_PER_SEED = 33  # generators per seed: items per seed = 2 + 3 × 33 = 101
 
 
-def synthetic_config(items: int, storage: str, cpus_per_trial: float = 0.5) -> dict[str, Any]:
+def synthetic_config(
+    items: int, storage: str, cpus_per_trial: float = 0.5, s3_endpoint: str | None = None
+) -> dict[str, Any]:
     """A sweep of about ``items`` items (paper shape): seeds × (2 base + BERs × (generator, eval, transfer))."""
     bers = min(BERS_PER_SEED, max(1, (items - 2) // 3))
     seeds = max(1, round(items / (2 + 3 * bers)))
@@ -73,6 +80,7 @@ def synthetic_config(items: int, storage: str, cpus_per_trial: float = 0.5) -> d
         # The stand-ins' generators hold no weights to export; registering a real one is product work of
         # ~1 s per generator (a torch.export), linear, measured apart (README, "Running on a cluster").
         "mlflow": {"register_generators": False},
+        **({"s3_endpoint": s3_endpoint} if s3_endpoint else {}),
     }
 
 
@@ -153,15 +161,19 @@ def _time_mlflow() -> dict[str, float]:
     return spent
 
 
-def run_one(items: int, root: str, cpus_per_trial: float, resume: bool = False) -> dict[str, Any]:
+def run_one(
+    items: int, root: str, cpus_per_trial: float, resume: bool = False, s3_endpoint: str | None = None
+) -> dict[str, Any]:
     """Run (or resume) the synthetic sweep of ``items`` items in this process; its measurements."""
     import ray
+    from pyarrow import fs as pafs
 
     from orchestration.spec.config import parse_config
     from orchestration.spec.plan import plan
+    from orchestration.store.roots import sweep_store
     from orchestration.sweep.runner import run_sweeps
 
-    cfg = parse_config(synthetic_config(items, root, cpus_per_trial))
+    cfg = parse_config(synthetic_config(items, root, cpus_per_trial, s3_endpoint))
     n = sum(len(v) for v in plan(cfg).values())
     spent = _time_mlflow()
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
@@ -171,8 +183,13 @@ def run_one(items: int, root: str, cpus_per_trial: float, resume: bool = False) 
     finally:
         wall = time.perf_counter() - t0
         ray.shutdown()
-    tune_dir = Path(root) / cfg.name / "tune"
-    state = sum(f.stat().st_size for f in tune_dir.glob("*/experiment_state*.json"))
+    store = sweep_store(cfg)  # Tune's state where the sweep keeps it: a local folder or S3
+    sel = pafs.FileSelector(store.path("tune"), recursive=True, allow_not_found=True)
+    state = sum(
+        i.size
+        for i in store.fs.get_file_info(sel)
+        if i.is_file and os.path.basename(i.path).startswith("experiment_state")
+    )
     return {
         "items": n,
         "wall_s": wall,
@@ -189,14 +206,15 @@ def _nf(*args: str) -> float:
     return time.perf_counter() - t0
 
 
-def measure(items: int, root: str, cpus_per_trial: float) -> dict[str, Any]:
+def measure(items: int, root: str, cpus_per_trial: float, s3_endpoint: str | None = None) -> dict[str, Any]:
     """One size: the run in a fresh driver, then `nf sweep status` and `nf sweep resume` (nothing to do)."""
     cmd = [sys.executable, __file__, "--one", str(items), "--root", root, "--cpus-per-trial", str(cpus_per_trial)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    s3 = ["--s3-endpoint", s3_endpoint] if s3_endpoint else []
+    out = subprocess.run(cmd + s3, check=True, capture_output=True, text=True).stdout
     row = json.loads(out.strip().splitlines()[-1])
     name = f"scale{items}"
-    row["status_s"] = _nf("sweep", "status", name, "--storage", root)
-    row["resume_s"] = _nf("sweep", "resume", name, "--storage", root)  # every item done: no trial runs
+    row["status_s"] = _nf("sweep", "status", name, "--storage", root, *s3)
+    row["resume_s"] = _nf("sweep", "resume", name, "--storage", root, *s3)  # every item done: no trial runs
     return row
 
 
@@ -249,6 +267,31 @@ def slope(a: dict[str, Any], b: dict[str, Any], key: str) -> float:
     return math.log(b[key] / a[key]) / math.log(b["items"] / a["items"])
 
 
+@contextlib.contextmanager
+def _storage(s3: bool) -> Iterator[str | None]:
+    """None (local folders), or the endpoint of a moto S3 server on loopback with bucket nf-bench."""
+    if not s3:
+        yield None
+        return
+    import boto3
+
+    from tests.sweep_support import start_moto
+
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        os.environ.setdefault(k, v)  # moto's dummy credentials, for the drivers and commands started from here
+    server, endpoint = start_moto()
+    try:
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="nf-bench")
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def slope_lines(rows: list[dict[str, Any]]) -> list[str]:
     """One line per pair of consecutive sizes: the growth exponent of every figure."""
     keys = ("wall_s", "peak_rss_mb", "tune_state_kb", "mlflow_s", "status_s", "resume_s")
@@ -264,6 +307,8 @@ def main() -> None:
     ap.add_argument("--cpus-per-trial", type=float, default=0.5)
     ap.add_argument("--kill-at", type=float, default=None, help="also kill/resume the largest size at this fraction")
     ap.add_argument("--kill-items", type=int, default=None, help="the size of the kill/resume run (default: largest)")
+    ap.add_argument("--s3", action="store_true", help="storage on S3 (moto's server on loopback) instead of a folder")
+    ap.add_argument("--s3-endpoint", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--root", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
@@ -272,18 +317,23 @@ def main() -> None:
         from orchestration.sweep.progress import quiet_ray_logs
 
         quiet_ray_logs()
-        print(json.dumps(run_one(args.one, args.root, args.cpus_per_trial, args.resume)))
+        print(json.dumps(run_one(args.one, args.root, args.cpus_per_trial, args.resume, args.s3_endpoint)))
         return
-    print(f"machine: {os.cpu_count()} CPUs, {os.uname().machine}; trials at {args.cpus_per_trial} CPU each")
+    if args.s3 and args.kill_at:
+        ap.error("--kill-at watches the items' files on a local disk: run it without --s3")
+    where = "S3 (moto on loopback)" if args.s3 else "a local folder"
+    cpus = f"{os.cpu_count()} CPUs, {os.uname().machine}"
+    print(f"machine: {cpus}; trials at {args.cpus_per_trial} CPU each; storage: {where}")
     head = (
         f"{'items':>6} {'wall s':>8} {'s/item':>7} {'peak RSS MB':>11} {'Tune state KB':>13} "
         f"{'MLflow s':>8} {'status s':>8} {'resume s':>8}"
     )
     print(head)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="nf-scale-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="nf-scale-") as tmp, _storage(args.s3) as s3_endpoint:
         for n in args.items:
-            r = measure(n, os.path.join(tmp, f"s{n}"), args.cpus_per_trial)
+            root = f"s3://nf-bench/s{n}" if s3_endpoint else os.path.join(tmp, f"s{n}")
+            r = measure(n, root, args.cpus_per_trial, s3_endpoint)
             rows.append(r)
             print(
                 f"{r['items']:>6} {r['wall_s']:>8.1f} {r['per_item_s']:>7.3f} {r['peak_rss_mb']:>11.0f} "

@@ -1,5 +1,5 @@
 """benchmarks/bench_scale.py at its smallest size, so it cannot rot: the real runner on a tiny synthetic
-sweep, every figure printed; and the slope lines it prints between sizes."""
+sweep (on a local folder and on S3), every figure printed; and the slope lines it prints between sizes."""
 
 from __future__ import annotations
 
@@ -9,21 +9,27 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_scale  # noqa: E402 (benchmarks/ is not a package)
 
 
-def test_bench_scale_smallest_size() -> None:
+@pytest.mark.parametrize("storage", ["local", "s3"])
+def test_bench_scale_smallest_size(storage: str) -> None:
+    """The smallest size on a local folder, and on S3 (the benchmark starts moto on loopback itself)."""
+    s3 = ["--s3"] if storage == "s3" else []
     out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_scale.py"), "--items", "8"],
+        [sys.executable, str(ROOT / "benchmarks" / "bench_scale.py"), "--items", "8", *s3],
         capture_output=True,
         text=True,
         timeout=900,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert out.returncode == 0, out.stderr[-3000:]
+    assert f"storage: {'S3 (moto on loopback)' if s3 else 'a local folder'}" in out.stdout, out.stdout
     rows = [ln.split() for ln in out.stdout.splitlines() if re.match(r"\s*\d+ ", ln)]
     assert [int(r[0]) for r in rows] == [8], out.stdout  # the size asked for, in plan items
     wall, per_item, rss, state, mlflow, status, resume = map(float, rows[0][1:])
