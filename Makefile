@@ -24,10 +24,10 @@ browser:
 	command -v chromium >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
 
 # Two workers (pytest-xdist): most of the suite's time is spent waiting on subprocesses, Ray and servers,
-# so two workers on two cores finish it sooner than one. Whole files per worker, the longest first
-# (tests/conftest.py): module fixtures are built once and no long file ends the run alone.
+# so two workers on two cores finish it sooner than one (the two longest files open the two halves:
+# tests/conftest.py).
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

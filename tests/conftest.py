@@ -36,30 +36,19 @@ from tests.sweep_support import ensure_ray, start_moto
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-# The longest files first. `make test` hands whole files to two workers (pytest-xdist, --dist loadfile): the
-# long ones start at once and the short ones fill in around them, instead of one long file ending the run
-# alone on one worker while the other waits. A file keeps its own order (and its module fixtures, once).
-LONGEST_FIRST = (
-    "test_sweep_e2e.py",
-    "test_readme.py",
-    "test_errors.py",
-    "test_bench_scale.py",
-    "test_end_to_end.py",
-    "test_multinode.py",
-    "test_multi_sweep.py",
-    "test_progress.py",
-    "test_ui.py",
-    "test_protection_sweep.py",
-    "test_sweep_library.py",
-    "test_trainables.py",
-    "test_torn_files.py",
-    "test_train.py",
-)
+# `make test` runs two pytest-xdist workers (--dist worksteal): each starts on one contiguous half of the
+# tests and steals from the other's tail when its half is done. The two longest files (sweeps killed and
+# resumed; every README command) open the two halves, so both start at once instead of one of them ending
+# the run alone; a file's tests keep their order.
+LONGEST = ("test_sweep_e2e.py", "test_readme.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's tests stay in order
+    first = [i for i in items if i.path.name == LONGEST[0]]
+    second = [i for i in items if i.path.name == LONGEST[1]]
+    rest = [i for i in items if i.path.name not in LONGEST]
+    half = len(items) // 2
+    items[:] = first + rest[: half - len(first)] + second + rest[half - len(first) :]
 
 
 @pytest.fixture(autouse=True)
