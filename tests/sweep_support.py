@@ -72,6 +72,25 @@ def measured_config(tmp_path: Path, maps: Path, **evaluation: Any) -> dict[str, 
     }
 
 
+def store_trained_generator(store: Any, cfg: Any, item: Any, seed: int = 0) -> Any:
+    """A ConvS generator (one training-mode pass, so its BatchNorm statistics are not the initial ones),
+    saved as ``item``'s checkpoint the way the generator trainable saves it; returns the generator."""
+    import torch
+
+    from nf_core.generators import create_generator
+    from orchestration.store.item_files import config_hash, identity, item_dir, save_checkpoint
+
+    torch.manual_seed(seed)
+    g = create_generator("ConvS", 32, 8)
+    g.train()
+    with torch.no_grad():
+        g(torch.rand(8, 3, 32, 32) * 2 - 1)
+    spec = {"generator": "ConvS", "input_size": 32, "dataset": "digits", "source": ["resnet18"]}
+    ck = {"kind": "generator", "model": g.state_dict(), "config": {"generator_bits": 8}, "spec": spec, "epoch": 1}
+    save_checkpoint(store, item_dir("generator", item.id), ck, identity(item, config_hash(cfg, item)))
+    return g
+
+
 def ensure_ray() -> Any:
     """The session's local Ray instance (2 CPUs, as the CI box), started on first use.
 

@@ -10,6 +10,7 @@ from nf_core.export import check_inputs, deployable, export_onnx, max_abs_differ
 from nf_core.generators import create_generator
 from nf_core.models import create_model
 from nf_core.quant import quantized_weight_names
+from tests.sweep_support import store_trained_generator
 
 
 def _trained_like(name: str, bits: int | None = 8) -> torch.nn.Module:
@@ -119,14 +120,7 @@ def _handmade_sweep(tmp_path):
     items = plan(cfg)
     (gi,) = items["generator"]
     (bi,) = items["base"]
-    torch.manual_seed(0)
-    g = create_generator("ConvS", 32, 8)
-    g.train()
-    with torch.no_grad():
-        g(torch.rand(8, 3, 32, 32) * 2 - 1)
-    spec = {"generator": "ConvS", "input_size": 32, "dataset": "digits", "source": ["resnet18"]}
-    ck = {"kind": "generator", "model": g.state_dict(), "config": {"generator_bits": 8}, "spec": spec, "epoch": 1}
-    save_checkpoint(store, item_dir("generator", gi.id), ck, identity(gi, config_hash(cfg, gi)))
+    g = store_trained_generator(store, cfg, gi)
     base = create_model("resnet18", 10, 32, width=0.125)
     bspec = {"model": "resnet18", "num_classes": 10, "input_size": 32, "width": 0.125, "dataset": "digits"}
     bck = {"kind": "base", "model": base.state_dict(), "config": {"bits": 8}, "spec": bspec, "epoch": 1}

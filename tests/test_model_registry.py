@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from nf_core.export import check_inputs, deployable
-from nf_core.generators import create_generator
+from tests.sweep_support import store_trained_generator
 
 RAW = {
     "name": "reg",
@@ -32,7 +32,7 @@ def _sweep(tmp_path, **change):
     """Storage with both generator items finished (checkpoint + done.json), no eval item yet."""
     from orchestration.spec.config import parse_config
     from orchestration.spec.plan import plan
-    from orchestration.store.item_files import config_hash, identity, item_dir, save_checkpoint
+    from orchestration.store.item_files import item_dir
     from orchestration.store.roots import CONFIG_FILE, sweep_store
     from orchestration.sweep.runner import tracking_uri
     from orchestration.tracking.tracker import SweepTracker
@@ -43,14 +43,7 @@ def _sweep(tmp_path, **change):
     items = plan(cfg)
     gens = {}
     for k, it in enumerate(items["generator"]):
-        torch.manual_seed(k)
-        g = create_generator("ConvS", 32, 8)
-        g.train()
-        with torch.no_grad():
-            g(torch.rand(8, 3, 32, 32) * 2 - 1)
-        spec = {"generator": "ConvS", "input_size": 32, "dataset": "digits", "source": ["resnet18"]}
-        ck = {"kind": "generator", "model": g.state_dict(), "config": {"generator_bits": 8}, "spec": spec, "epoch": 1}
-        save_checkpoint(store, item_dir("generator", it.id), ck, identity(it, config_hash(cfg, it)))
+        g = store_trained_generator(store, cfg, it, seed=k)
         done = {"item": it.to_dict(), "final": {"epoch": 1}, "history": [{"epoch": 1, "seconds": 2.0}]}
         store.write_bytes(f"{item_dir('generator', it.id)}/done.json", json.dumps(done).encode())
         gens[it.id] = g
