@@ -369,7 +369,7 @@ def _run_items(
             search_alg=searcher,
             num_samples=len(pending),
             # also how many trials Tune keeps pending for a custom searcher (default 1)
-            max_concurrent_trials=sum(caps) if all(caps) else live_trials(len(pending)),
+            max_concurrent_trials=sum(caps) if all(caps) else live_trials(len(pending), [r.cfg for r in runs]),
             reuse_actors=True,
             trial_name_creator=lambda t: t.config.get("key") or t.config["item"]["id"],
             trial_dirname_creator=lambda t: (t.config.get("key") or t.config["item"]["id"]).replace("/", "__"),
@@ -407,17 +407,17 @@ def _run_items(
 LIVE_TRIALS_FLOOR = 256  # as Tune's own default of pending trials (200): enough for an autoscaler to see demand
 
 
-def live_trials(pending: int) -> int:
+def live_trials(pending: int, cfgs: Sequence[SweepConfig]) -> int:
     """How many trials Tune holds at once (running + waiting for resources) when the config sets no
-    ``resources.max_concurrent``: every trial the cluster can run now (4 per CPU: trials take a
-    quarter CPU or more), at least ``LIVE_TRIALS_FLOOR`` so that an autoscaling cluster sees the
+    ``resources.max_concurrent``: every trial the cluster's CPUs can run now (at the sweeps' smallest
+    ``resources.cpus`` per trial), at least ``LIVE_TRIALS_FLOOR`` so that an autoscaling cluster sees the
     demand, never more than the items left. Not all of them: Tune builds each trial it holds before
     it starts any (thousands of trials: a minute before the first one starts) and walks them all
     on every step; the dataflow Searcher hands out the rest as slots free, most critical first."""
     import ray
 
-    cpus = ray.cluster_resources().get("CPU", 1.0)
-    return max(1, min(pending, max(LIVE_TRIALS_FLOOR, int(4 * cpus))))
+    slots = ray.cluster_resources().get("CPU", 1.0) / min(c.resources.cpus for c in cfgs)
+    return max(1, min(pending, max(LIVE_TRIALS_FLOOR, int(slots))))
 
 
 def collect_rows(cfg: SweepConfig, store: Store | None = None) -> list[dict[str, Any]]:
